@@ -1,0 +1,320 @@
+"""Read DICOM files and bytes with pydicom 3, refusing what is not DICOM with one error.
+
+Every failure is an :class:`~src.errors.InvalidDICOMError` that names the source and the
+reason and chains pydicom's own exception. Files without a preamble or file meta
+information (pydicom's ``no_meta.dcm``) are read the way pydicom allows (``force=True``)
+and flagged in ``dataset.medpipe_flags``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from typing import IO
+
+import pydicom
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from src.errors import InvalidDICOMError
+
+#: Default ceiling on the inflated size of a Deflated Explicit VR Little Endian dataset.
+DEFAULT_MAX_INFLATED_BYTES = 512 * 1024 * 1024
+
+FLAG_NO_PREAMBLE = "no_preamble"
+FLAG_NO_FILE_META = "no_file_meta"
+FLAG_DEFLATED = "deflated"
+FLAG_LEADING_BYTES_SKIPPED = "leading_bytes_skipped"
+_MAX_RESYNC_BYTES = 3
+
+_READ_ERRORS = (
+    InvalidDicomError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    NotImplementedError,
+    UnicodeError,
+    AttributeError,
+    LookupError,
+    zlib.error,
+    RecursionError,
+    MemoryError,
+    OSError,
+    AssertionError,
+)
+
+
+def _flags(dataset: Dataset) -> list[str]:
+    flags = getattr(dataset, "medpipe_flags", None)
+    return list(flags) if flags else []
+
+
+def dataset_flags(dataset: Dataset) -> list[str]:
+    """Return the parser's flags for ``dataset`` (for example ``["no_file_meta"]``)."""
+    return _flags(dataset)
+
+
+def _touch_all(dataset: Dataset) -> None:
+    """Decode every element once so that malformed values fail here, not later."""
+    for elem in dataset:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _touch_all(item)
+        else:
+            _ = elem.value
+
+
+def _plausible_headerless(dataset: Dataset) -> bool:
+    """Whether a force-read dataset looks like DICOM rather than arbitrary bytes."""
+    tags = list(dataset.keys())
+    if not tags:
+        return False
+    known = [t for t in tags if t.is_private or pydicom.datadict.dictionary_has_tag(t)]
+    # A real dataset starts with public attributes, in ascending order, mostly known.
+    return (
+        tags == sorted(tags)
+        and known[:1] == tags[:1]
+        and 0x0008 <= tags[0].group <= 0x0020
+        and len(known) * 2 >= len(tags)
+    )
+
+
+def check_deflate_limit(fp: IO[bytes], source: str, limit: int) -> None:
+    """Refuse a deflated dataset that inflates beyond ``limit`` bytes, without inflating it.
+
+    ``fp`` is positioned at the start of the deflated stream; its position is restored.
+    """
+    start = fp.tell()
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while True:
+            chunk = fp.read(1 << 16)
+            if not chunk:
+                break
+            data = inflater.decompress(chunk, limit + 1 - total)
+            total += len(data)
+            while inflater.unconsumed_tail and total <= limit:
+                data = inflater.decompress(inflater.unconsumed_tail, limit + 1 - total)
+                total += len(data)
+            if total > limit:
+                raise InvalidDICOMError(
+                    source, f"deflated dataset inflates beyond the {limit}-byte limit"
+                )
+            if inflater.eof:
+                break
+    except zlib.error as exc:
+        raise InvalidDICOMError(source, "corrupt deflated dataset") from exc
+    finally:
+        fp.seek(start)
+
+
+class DICOMParser:
+    """Parse DICOM Part 10 files (and headerless datasets) with pydicom.
+
+    Parameters
+    ----------
+    max_inflated_bytes : int, optional
+        Largest inflated size accepted for a Deflated transfer syntax (zip-bomb guard).
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> ds = DICOMParser().parse_file(get_testdata_file("CT_small.dcm"))
+    >>> ds.Modality
+    'CT'
+    """
+
+    def __init__(self, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> None:
+        self.max_inflated_bytes = max_inflated_bytes
+
+    def parse_file(self, file_path: str | os.PathLike[str]) -> Dataset:
+        """Parse a DICOM file from a path.
+
+        Parameters
+        ----------
+        file_path : str or PathLike
+            The file to read.
+
+        Returns
+        -------
+        pydicom.Dataset
+            The whole dataset, every element decoded once. ``medpipe_flags`` lists what
+            was unusual (``no_preamble``, ``no_file_meta``, ``deflated``).
+
+        Raises
+        ------
+        InvalidDICOMError
+            If the file is missing, empty, not DICOM, truncated or malformed.
+        """
+        source = os.fspath(file_path)
+        try:
+            with open(source, "rb") as fp:
+                return self._parse(fp, source, stop_before_pixels=False)
+        except OSError as exc:
+            raise InvalidDICOMError(source, f"cannot open file ({type(exc).__name__})") from exc
+
+    def parse_bytes(self, dicom_bytes: bytes, source: str = "<bytes>") -> Dataset:
+        """Parse DICOM from bytes, for example an S3 object's body.
+
+        Parameters
+        ----------
+        dicom_bytes : bytes
+            The encoded file.
+        source : str, optional
+            A label for error messages (an object key, never a PHI value).
+
+        Returns
+        -------
+        pydicom.Dataset
+
+        Raises
+        ------
+        InvalidDICOMError
+            As :meth:`parse_file`.
+        """
+        return self._parse(io.BytesIO(dicom_bytes), source, stop_before_pixels=False)
+
+    def parse_header(self, fp: IO[bytes], source: str) -> Dataset:
+        """Parse everything before the pixel data, leaving ``fp`` at the Pixel Data tag."""
+        return self._parse(fp, source, stop_before_pixels=True)
+
+    def get_transfer_syntax(self, dataset: Dataset) -> str:
+        """Return the dataset's Transfer Syntax UID.
+
+        For a dataset without file meta information the UID follows from how it was
+        encoded (Implicit VR Little Endian for ``no_meta.dcm``).
+
+        Parameters
+        ----------
+        dataset : pydicom.Dataset
+
+        Returns
+        -------
+        str
+            The UID, for example ``"1.2.840.10008.1.2.1"``.
+        """
+        meta = getattr(dataset, "file_meta", None)
+        if meta is not None and "TransferSyntaxUID" in meta:
+            return str(meta.TransferSyntaxUID)
+        implicit, little = dataset.original_encoding
+        if implicit is None:
+            implicit, little = True, True
+        if implicit:
+            return str(ImplicitVRLittleEndian)
+        return str(ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _parse(self, fp: IO[bytes], source: str, *, stop_before_pixels: bool) -> Dataset:
+        start = fp.tell()
+        fp.seek(0, os.SEEK_END)
+        size = fp.tell() - start
+        fp.seek(start)
+        if size == 0:
+            raise InvalidDICOMError(source, "empty file")
+        flags: list[str] = []
+        try:
+            has_preamble = self._has_preamble(fp)
+            if has_preamble:
+                self._guard_deflate(fp, source)
+                dataset = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels)
+            else:
+                dataset = self._read_headerless(fp, source, stop_before_pixels, flags)
+            _touch_all(dataset)
+        except InvalidDICOMError:
+            raise
+        except _READ_ERRORS as exc:
+            raise InvalidDICOMError(source, _reason(exc)) from exc
+        if has_preamble and "TransferSyntaxUID" not in dataset.file_meta:
+            flags.append(FLAG_NO_FILE_META)
+        ts = self.get_transfer_syntax(dataset)
+        if ts == DeflatedExplicitVRLittleEndian:
+            flags.append(FLAG_DEFLATED)
+        dataset.medpipe_flags = flags
+        return dataset
+
+    @staticmethod
+    def _has_preamble(fp: IO[bytes]) -> bool:
+        start = fp.tell()
+        head = fp.read(132)
+        fp.seek(start)
+        return len(head) == 132 and head[128:132] == b"DICM"
+
+    def _guard_deflate(self, fp: IO[bytes], source: str) -> None:
+        start = fp.tell()
+        try:
+            read_preamble(fp, False)
+            meta = read_file_meta_info_from(fp)
+            if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+                check_deflate_limit(fp, source, self.max_inflated_bytes)
+        finally:
+            fp.seek(start)
+
+    def _read_headerless(
+        self, fp: IO[bytes], source: str, stop_before_pixels: bool, flags: list[str]
+    ) -> Dataset:
+        flags.append(FLAG_NO_PREAMBLE)
+        data = fp.read()
+        if len(data) < 8:
+            raise InvalidDICOMError(source, "too short to be DICOM")
+        # pydicom reads a headerless dataset with force=True; a few stray leading bytes
+        # (as in pydicom's own no_meta.dcm) are skipped when the dataset then reads cleanly.
+        for skip in range(_MAX_RESYNC_BYTES + 1):
+            buffer = io.BytesIO(data[skip:])
+            try:
+                dataset = pydicom.dcmread(
+                    buffer, force=True, stop_before_pixels=stop_before_pixels
+                )
+            except _READ_ERRORS:
+                if skip == 0:
+                    raise
+                continue
+            if skip == 0 and isinstance(dataset, FileDataset) and (
+                "TransferSyntaxUID" in dataset.file_meta
+            ):
+                return dataset
+            if _plausible_headerless(dataset):
+                flags.append(FLAG_NO_FILE_META)
+                if skip:
+                    flags.append(FLAG_LEADING_BYTES_SKIPPED)
+                return dataset
+        raise InvalidDICOMError(source, "no DICM preamble and no recognisable dataset")
+
+
+def read_file_meta_info_from(fp: IO[bytes]) -> Dataset:
+    """Read the group 0002 elements at ``fp`` (after the preamble) and leave ``fp`` after them."""
+    return _read_file_meta_info(fp)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, PHI-free reason for a pydicom failure (its type, plus a known kind)."""
+    if isinstance(exc, EOFError):
+        return "truncated: unexpected end of file"
+    if isinstance(exc, InvalidDicomError):
+        return "not DICOM: no DICM preamble and not a dataset"
+    if isinstance(exc, RecursionError):
+        return "sequence nesting too deep"
+    if isinstance(exc, MemoryError):
+        return "element length exceeds memory"
+    return f"malformed ({type(exc).__name__})"
+
+
+__all__ = [
+    "DEFAULT_MAX_INFLATED_BYTES",
+    "DICOMParser",
+    "check_deflate_limit",
+    "dataset_flags",
+    "read_file_meta_info_from",
+]

@@ -1,0 +1,203 @@
+"""Keyed, deterministic pseudonyms: UIDs, patient IDs and per-patient date offsets.
+
+Everything is an HMAC-SHA256 under a secret key, so the same original maps to the same
+pseudonym in every file, run and worker process, and nobody without the key can rebuild
+the mapping by hashing a dictionary of candidate IDs.
+
+Keys come, in order, from an explicit argument, the ``MEDPIPE_DEID_KEY`` environment
+variable, or a key file (``MEDPIPE_KEY_FILE``, default ``$XDG_CONFIG_HOME/medpipe/deid.key``),
+which the embedded default creates once. The cloud path passes a key fetched from Secrets
+Manager or SSM (see ``src.orchestration.secrets``); this module never imports boto3.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+from src.errors import KeyConfigurationError
+
+logger = logging.getLogger(__name__)
+
+ENV_KEY = "MEDPIPE_DEID_KEY"
+ENV_KEY_FILE = "MEDPIPE_KEY_FILE"
+MIN_KEY_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    """A de-identification key and where it came from (``source`` is safe to log)."""
+
+    key: bytes
+    source: str
+
+    def fingerprint(self) -> str:
+        """A short, non-reversible label for the key (to tell runs apart in a manifest)."""
+        return hashlib.sha256(b"medpipe-key-fingerprint\x00" + self.key).hexdigest()[:12]
+
+
+def default_key_file() -> Path:
+    """``$XDG_CONFIG_HOME/medpipe/deid.key`` (``~/.config/medpipe/deid.key``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "medpipe" / "deid.key"
+
+
+def _check(key: bytes, source: str) -> KeyMaterial:
+    if len(key) < MIN_KEY_LENGTH:
+        raise KeyConfigurationError(
+            f"de-identification key from {source} is shorter than {MIN_KEY_LENGTH} bytes"
+        )
+    return KeyMaterial(key, source)
+
+
+def _create_key_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deid-key-")
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (secrets.token_hex(32) + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        # link() fails if another process created the key first: theirs wins.
+        os.link(tmp, path)
+        logger.warning(
+            "Created a new de-identification key file; keep it secret and back it up",
+            extra={"operation": "resolve_key", "status": "created",
+                   "details": {"key_file": str(path)}},
+        )
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+
+
+def resolve_key(
+    key: bytes | str | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    *,
+    create: bool = True,
+) -> KeyMaterial:
+    """Find the de-identification key.
+
+    Parameters
+    ----------
+    key : bytes or str, optional
+        The key itself. Text is used as its UTF-8 bytes.
+    key_file : path, optional
+        A file holding the key (its stripped text).
+    create : bool
+        Create the default key file when no key is found anywhere.
+
+    Returns
+    -------
+    KeyMaterial
+
+    Raises
+    ------
+    KeyConfigurationError
+        If the key is too short, or none exists and ``create`` is False.
+    """
+    if key is not None:
+        raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+        return _check(raw, "argument")
+    env = os.environ.get(ENV_KEY)
+    if env:
+        return _check(env.strip().encode("utf-8"), f"environment variable {ENV_KEY}")
+    explicit = key_file or os.environ.get(ENV_KEY_FILE)
+    path = Path(explicit) if explicit else default_key_file()
+    if not path.exists():
+        if explicit or not create:
+            raise KeyConfigurationError(f"key file {path} does not exist")
+        _create_key_file(path)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise KeyConfigurationError(f"cannot read key file {path}") from exc
+    return _check(text.encode("utf-8"), f"key file {path}")
+
+
+class Pseudonymizer:
+    """Keyed pseudonyms for one key.
+
+    Parameters
+    ----------
+    key : bytes
+        The secret key.
+    uid_root : str
+        Root under which replacement UIDs are rendered (``"2.25"`` by default).
+    max_date_shift_days : int
+        Date offsets fall in ``[-max_date_shift_days, -1]`` days.
+
+    Examples
+    --------
+    >>> p = Pseudonymizer(b"0123456789abcdef")
+    >>> p.uid("1.2.3") == p.uid("1.2.3") and p.uid("1.2.3").startswith("2.25.")
+    True
+    """
+
+    def __init__(self, key: bytes, uid_root: str = "2.25", max_date_shift_days: int = 3650) -> None:
+        self._key = key
+        self.uid_root = uid_root
+        self.max_date_shift_days = max_date_shift_days
+        self._digits = 64 - len(uid_root) - 1
+        self._uids: dict[str, str] = {}
+
+    def _mac(self, domain: bytes, value: str) -> bytes:
+        return hmac.new(self._key, domain + b"\x00" + value.encode("utf-8"), hashlib.sha256).digest()
+
+    def uid(self, original: str) -> str:
+        """Return the replacement for a UID: ``<root>.<decimal of the HMAC>``, ≤ 64 chars."""
+        cached = self._uids.get(original)
+        if cached is not None:
+            return cached
+        number = int.from_bytes(self._mac(b"uid", original.strip())[:16], "big")
+        if self._digits < 39:
+            number %= 10**self._digits
+        new = f"{self.uid_root}.{number}"
+        if len(self._uids) < 1_000_000:
+            self._uids[original] = new
+        return new
+
+    def patient_id(self, original: str) -> str:
+        """Return the patient pseudonym, ``ANON-`` and 16 base32 characters."""
+        digest = self._mac(b"patient", original)
+        return "ANON-" + base64.b32encode(digest[:10]).decode("ascii")
+
+    def date_offset(self, patient_key: str) -> timedelta:
+        """Return the per-patient date offset: between 1 and ``max_date_shift_days`` back."""
+        digest = self._mac(b"date-offset", patient_key)
+        days = 1 + int.from_bytes(digest[:8], "big") % self.max_date_shift_days
+        return timedelta(days=-days)
+
+    def shift_date(self, value: str, offset: timedelta) -> str:
+        """Shift a DA value (``YYYYMMDD``; ACR-NEMA ``YYYY.MM.DD`` accepted) by ``offset``."""
+        text = value.strip().replace(".", "") if len(value.strip()) == 10 else value.strip()
+        if len(text) == 4 and text.isdigit():
+            text += "0101"
+        if len(text) == 6 and text.isdigit():
+            text += "01"
+        try:
+            moved = date(int(text[:4]), int(text[4:6]), int(text[6:8])) + offset
+        except ValueError:
+            return "19000101"
+        if moved.year < 1:
+            return "00010101"
+        return moved.strftime("%Y%m%d")
+
+    def shift_datetime(self, value: str, offset: timedelta) -> str:
+        """Shift the date part of a DT value, keeping its time and offset suffix."""
+        text = value.strip()
+        if len(text) < 4 or not text[:4].isdigit():
+            return "19000101"
+        date_part = text[:8] if len(text) >= 8 else text
+        return self.shift_date(date_part, offset) + text[8:]
