@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from io import BytesIO
@@ -418,8 +418,18 @@ class Deidentifier:
         input_path: str | os.PathLike[str],
         output_path: str | os.PathLike[str],
         patient_id: str | None = None,
+        *,
+        before: Callable[[Dataset], None] | None = None,
     ) -> DeidentificationResult:
-        """As :meth:`deidentify_file`, returning the full :class:`DeidentificationResult`."""
+        """As :meth:`deidentify_file`, returning the full :class:`DeidentificationResult`.
+
+        Parameters
+        ----------
+        before : callable, optional
+            Called with the original dataset (without pixel data) before anything is
+            changed; it may veto the file by raising, and then nothing is written. The
+            pipeline uses it to extract and validate metadata without a second parse.
+        """
         source = os.fspath(input_path)
         try:
             fp = open(source, "rb")  # noqa: SIM115 - closed below, spans the write
@@ -432,6 +442,8 @@ class Deidentifier:
             if flags & {FLAG_NO_PREAMBLE, FLAG_DEFLATED}:
                 # Headerless and deflated data are read whole (the parser bounds inflation).
                 dataset = self._parser.parse_file(source)
+                if before is not None:
+                    before(dataset)
                 result = self.deidentify(dataset, patient_id)
                 self._save_whole(dataset, output_path, flags)
                 return result
@@ -444,6 +456,8 @@ class Deidentifier:
                     tail = _read_tail(fp, span.value_end, size, implicit, little, source)
                     for elem in tail:
                         header.add(elem)
+            if before is not None:
+                before(header)
             result = self.deidentify(header, patient_id)
             self._save_streamed(header, output_path, fp, span, implicit, little)
         return result

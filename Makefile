@@ -1,0 +1,55 @@
+# One target per habit. `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SAMPLES ?= samples
+OUTPUT  ?= output
+
+.PHONY: run test lint typecheck unit system-deps bench fuzz clean help
+
+help:
+	@echo "make run    - set up, generate sample studies with fake PHI, de-identify them into ./$(OUTPUT)"
+	@echo "make test   - set up and run the whole test suite (ruff, mypy strict, pytest)"
+	@echo "make bench  - benchmarks side by side with peer tools (writes docs/benchmarks.md)"
+	@echo "make fuzz   - longer fuzzing of parse and de-identify"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/medpipe samples $(SAMPLES)
+	$(BIN)/medpipe run $(SAMPLES) $(OUTPUT)
+	@echo "De-identified files, index.jsonl and manifest.json are in ./$(OUTPUT)"
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/pytest -q
+
+test: $(VENV)/.installed-dev system-deps lint typecheck unit
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.run
+
+fuzz: $(VENV)/.installed-dev
+	MEDPIPE_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/unit/test_fuzz.py -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) $(SAMPLES) $(OUTPUT) .pytest_cache .mypy_cache .ruff_cache

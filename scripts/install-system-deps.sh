@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian tools the test suite uses as real peers: dcmtk (dcmdump, storescp),
+# dicom3tools (dciodvfy). Runs apt only for what is missing, and only as root; otherwise
+# it says what to install and the tests that need a tool skip.
+set -euo pipefail
+need=()
+command -v dcmdump >/dev/null 2>&1 || need+=(dcmtk)
+command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "note: install ${need[*]} (Debian packages) to run the peer tests; they will be skipped" >&2
+  exit 0
+fi
+echo "installing ${need[*]} from Debian" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,415 @@
+"""``medpipe run``: the whole pipeline on one machine, in parallel, resumable.
+
+Layout of OUTPUT::
+
+    <patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm   de-identified files
+    index.jsonl        one row of de-identified metadata per processed file
+    manifest.json      every input ever seen: processed or quarantined, with reasons
+    quarantine/        raw inputs that were refused, each with <id>.reason.json
+    .medpipe/          resume journal and staging (never shared)
+
+``quarantine/`` holds original, un-de-identified material and the original file names:
+share only the pseudonym folders, ``index.jsonl`` and ``manifest.json``.
+
+Each output is staged in ``.medpipe/staging`` and moved into place by the coordinator
+with an atomic rename, after which the outcome is appended to the journal. A run that
+is interrupted (Ctrl-C, ``kill -9``) resumes from the journal; staged leftovers are swept
+at start. Results are consumed in input order, so the output is the same for any number
+of workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from src.atomic import TMP_PREFIX, write_bytes_atomic
+from src.errors import ConfigurationError
+from src.ingestion.pseudonyms import KeyMaterial
+from src.pipeline.config import RunConfig
+from src.pipeline.sources import (
+    InputItem,
+    Location,
+    copy_to_quarantine,
+    input_id,
+    iter_local,
+    iter_s3,
+    parse_location,
+)
+from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome, init_worker, process
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = ".medpipe"
+QUARANTINE_DIR = "quarantine"
+METRIC_NAMESPACE = "MedicalImaging/Pipeline"
+
+
+@dataclass
+class RunSummary:
+    """The end-of-run account. ``balanced`` is ``inputs == processed + quarantined + skipped``."""
+
+    inputs: int = 0
+    processed: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    elapsed_seconds: float = 0.0
+    workers: int = 1
+    burned_in_annotation_risk: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        return self.inputs == self.processed + self.quarantined + self.skipped
+
+    @property
+    def files_per_second(self) -> float:
+        done = self.processed + self.quarantined
+        return done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    @property
+    def megabytes_per_second(self) -> float:
+        return self.bytes_in / 1e6 / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    def metrics(self) -> dict[str, float]:
+        """The run's metrics, as sent to CloudWatch and written to the manifest."""
+        return {
+            "FilesProcessed": self.processed,
+            "FilesQuarantined": self.quarantined,
+            "FilesSkipped": self.skipped,
+            "BytesProcessed": self.bytes_in,
+            "BytesWritten": self.bytes_out,
+            "ElapsedSeconds": round(self.elapsed_seconds, 3),
+            "FilesPerSecond": round(self.files_per_second, 2),
+            "BurnedInAnnotationRisk": self.burned_in_annotation_risk,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs,
+            "processed": self.processed,
+            "quarantined": self.quarantined,
+            "skipped": self.skipped,
+            "balanced": self.balanced,
+            "workers": self.workers,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "files_per_second": round(self.files_per_second, 2),
+            "megabytes_per_second": round(self.megabytes_per_second, 2),
+            "quarantine_reasons": dict(sorted(self.reasons.items())),
+            "metrics": self.metrics(),
+        }
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        check = "balanced" if self.balanced else "NOT BALANCED"
+        out = [
+            f"inputs = processed + quarantined + skipped: {self.inputs} = {self.processed} + "
+            f"{self.quarantined} + {self.skipped} ({check})",
+            f"read {self.bytes_in / 1e6:.1f} MB, wrote {self.bytes_out / 1e6:.1f} MB in "
+            f"{self.elapsed_seconds:.2f} s with {self.workers} worker(s): "
+            f"{self.files_per_second:.1f} files/s, {self.megabytes_per_second:.1f} MB/s",
+        ]
+        if self.burned_in_annotation_risk:
+            out.append(f"{self.burned_in_annotation_risk} file(s) may carry burned-in text in "
+                       "their pixels (see index.jsonl: burned_in_annotation_risk)")
+        for reason, count in sorted(self.reasons.items()):
+            out.append(f"quarantined {count}: {reason}")
+        return out
+
+
+class Journal:
+    """Append-only JSON-lines record of outcomes, read back to resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        entries: dict[str, dict[str, Any]] = {}
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by kill -9: its input is simply redone
+                entries[entry["input_id"]] = entry
+        return entries
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _Sink:
+    """Puts finished files into OUTPUT: a local folder or an S3 prefix."""
+
+    def __init__(self, location: Location, config: RunConfig) -> None:
+        self.location = location
+        self.s3: Any = None
+        if location.is_s3:
+            from src.storage.s3_handler import S3Handler
+
+            self.s3 = S3Handler(location.bucket, config.region_name,
+                                endpoint_url=config.endpoint_url)
+
+    def exists(self, relative: str) -> bool:
+        if self.s3 is None:
+            return os.path.isfile(os.path.join(self.location.path, relative))
+        return True  # trusted from the journal; no HEAD per object on resume
+
+    def put_file(self, staged: str, relative: str, move: bool = True) -> None:
+        if self.s3 is None:
+            target = os.path.join(self.location.path, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if move:
+                os.replace(staged, target)
+            else:
+                copy_to_quarantine(staged, Path(target))
+            return
+        self.s3.upload_file(staged, self.location.key(relative))
+        if move:
+            os.unlink(staged)
+
+    def put_bytes(self, data: bytes, relative: str, content_type: str) -> None:
+        if self.s3 is None:
+            write_bytes_atomic(os.path.join(self.location.path, relative), data)
+            return
+        self.s3.upload_bytes(data, self.location.key(relative), content_type=content_type)
+
+
+def _state_dir(output: Location, config: RunConfig) -> Path:
+    if not output.is_s3:
+        return Path(output.path) / STATE_DIR
+    if config.state_dir:
+        return Path(config.state_dir)
+    digest = hashlib.sha256(output.raw.encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "medpipe" / "state" / digest
+
+
+def _sweep(output: Location, staging: Path) -> int:
+    """Remove what an interrupted run left half-done: staged files and temp files."""
+    removed = 0
+    if staging.exists():
+        for entry in staging.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+    if not output.is_s3 and os.path.isdir(output.path):
+        for dirpath, dirnames, filenames in os.walk(output.path):
+            dirnames[:] = [d for d in dirnames if d != STATE_DIR]
+            for name in filenames:
+                if name.startswith(TMP_PREFIX):
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+    return removed
+
+
+def discover(input_loc: Location, output_loc: Location, config: RunConfig) -> Iterator[InputItem]:
+    """Every input under INPUT, sorted, excluding OUTPUT when it lies inside INPUT."""
+    if input_loc.is_s3:
+        from src.storage.s3_handler import S3Handler
+
+        handler = S3Handler(input_loc.bucket, config.region_name, endpoint_url=config.endpoint_url)
+        exclude = None
+        if output_loc.is_s3 and output_loc.bucket == input_loc.bucket:
+            exclude = output_loc.prefix or None
+        yield from iter_s3(handler, input_loc.bucket, input_loc.prefix, exclude)
+        return
+    if not os.path.exists(input_loc.path):
+        raise ConfigurationError(f"INPUT {input_loc.raw} does not exist")
+    exclude = None if output_loc.is_s3 else output_loc.path
+    yield from iter_local(input_loc.path, exclude)
+
+
+def run(
+    input_uri: str,
+    output_uri: str,
+    config: RunConfig,
+    key: KeyMaterial,
+    *,
+    echo: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """Run the pipeline from INPUT to OUTPUT.
+
+    Parameters
+    ----------
+    input_uri, output_uri : str
+        Local folders (or a single file as INPUT) or ``s3://bucket/prefix``.
+    config : RunConfig
+    key : KeyMaterial
+        The de-identification key.
+    echo : callable, optional
+        Where to print human-readable progress lines when no progress bar is shown.
+
+    Returns
+    -------
+    RunSummary
+    """
+    started = time.perf_counter()
+    input_loc, output_loc = parse_location(input_uri), parse_location(output_uri)
+    if not output_loc.is_s3 and not input_loc.is_s3:
+        if os.path.realpath(output_loc.path) == os.path.realpath(input_loc.path):
+            raise ConfigurationError("OUTPUT must differ from INPUT")
+        if os.path.isfile(output_loc.path):
+            raise ConfigurationError(f"OUTPUT {output_uri} is a file, not a folder")
+    state = _state_dir(output_loc, config)
+    staging = state / "staging"
+    state.mkdir(parents=True, exist_ok=True)
+    _sweep(output_loc, staging)
+    staging.mkdir(parents=True, exist_ok=True)
+    journal = Journal(state / "journal.jsonl")
+    previous = journal.load()
+    sink = _Sink(output_loc, config)
+    items = list(discover(input_loc, output_loc, config))
+    summary = RunSummary(inputs=len(items), workers=config.worker_count())
+    claims = {e["output"]: iid for iid, e in previous.items() if e["status"] == PROCESSED}
+    todo: list[tuple[InputItem, str]] = []
+    for item in items:
+        iid = input_id(key.key, item.relative)
+        before = previous.get(iid)
+        if (before is not None and before["fingerprint"] == item.fingerprint
+                and (before["status"] == QUARANTINED or sink.exists(before["output"]))):
+            summary.skipped += 1
+            continue
+        todo.append((item, iid))
+    by_id = {iid: item for item, iid in todo}
+    logger.info("Run started", extra={"operation": "run", "status": "started", "details": {
+        "inputs": len(items), "to_process": len(todo), "skipped": summary.skipped,
+        "workers": summary.workers, "key_source": key.source.split(" ")[0],
+        "key_fingerprint": key.fingerprint()}})
+    show_bar = config.progress if config.progress is not None else sys.stderr.isatty()
+    bar = tqdm(total=len(todo), unit="file", disable=not show_bar, dynamic_ncols=True,
+               desc="de-identifying")
+    last_note = time.monotonic()
+    try:
+        for outcome in _outcomes(todo, config, key.key, str(staging)):
+            _finish(outcome, by_id[outcome.input_id], sink, claims, summary)
+            journal.append(outcome.journal_entry())
+            previous[outcome.input_id] = outcome.journal_entry()
+            bar.update(1)
+            elapsed = time.perf_counter() - started
+            if show_bar and elapsed > 0:
+                bar.set_postfix_str(f"{summary.bytes_in / 1e6 / elapsed:.1f} MB/s", refresh=False)
+            elif time.monotonic() - last_note > 5 and echo is not None:
+                done = summary.processed + summary.quarantined
+                echo(f"progress: {done}/{len(todo)} files, {done / max(elapsed, 1e-9):.1f} files/s")
+                last_note = time.monotonic()
+    finally:
+        bar.close()
+        journal.close()
+    summary.elapsed_seconds = time.perf_counter() - started
+    _write_reports(sink, previous, summary, config)
+    logger.info("Run finished", extra={"operation": "run", "status": "completed",
+                                       "details": summary.as_dict()})
+    return summary
+
+
+def _outcomes(todo: list[tuple[InputItem, str]], config: RunConfig, key: bytes,
+              staging: str) -> Iterator[Outcome]:
+    workers = min(config.worker_count(), max(1, len(todo)))
+    if workers <= 1:
+        init_worker(config, key, staging)
+        for task in todo:
+            yield process(task)
+        return
+    ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    chunk = max(1, min(16, len(todo) // (workers * 8)))
+    pool = ctx.Pool(workers, initializer=init_worker, initargs=(config, key, staging))
+    try:
+        yield from pool.imap(process, todo, chunksize=chunk)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def _finish(outcome: Outcome, item: InputItem, sink: _Sink, claims: dict[str, str],
+            summary: RunSummary) -> None:
+    """Move a processed file into place, or quarantine the input, and count it."""
+    if outcome.status == PROCESSED:
+        owner = claims.get(outcome.output)
+        if owner is not None and owner != outcome.input_id:
+            outcome.status = QUARANTINED
+            outcome.stage = "write"
+            outcome.reason = "duplicate SOP Instance UID: another input already produced this output"
+            outcome.quarantine_source = outcome.staged
+            outcome.index = {}
+        else:
+            sink.put_file(outcome.staged, outcome.output)
+            claims[outcome.output] = outcome.input_id
+            summary.processed += 1
+            summary.bytes_in += outcome.bytes_in
+            summary.bytes_out += outcome.bytes_out
+            summary.burned_in_annotation_risk += int(outcome.burned_in_annotation_risk)
+            return
+    summary.quarantined += 1
+    summary.bytes_in += outcome.bytes_in
+    summary.reasons[outcome.reason] = summary.reasons.get(outcome.reason, 0) + 1
+    source = outcome.quarantine_source or None
+    temp = source is not None and source != item.path
+    if source is not None:
+        sink.put_file(source, f"{QUARANTINE_DIR}/{outcome.input_id}.bin", move=temp)
+    reason = {"input_id": outcome.input_id, "source": item.relative, "reason": outcome.reason,
+              "stage": outcome.stage, "copied": source is not None}
+    sink.put_bytes(json.dumps(reason, indent=1, ensure_ascii=False).encode("utf-8"),
+                   f"{QUARANTINE_DIR}/{outcome.input_id}.reason.json", "application/json")
+    if temp and source is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(source)
+
+
+def _write_reports(sink: _Sink, entries: dict[str, dict[str, Any]], summary: RunSummary,
+                   config: RunConfig) -> None:
+    rows = sorted((e for e in entries.values() if e["status"] == PROCESSED),
+                  key=lambda e: e["output"])
+    index = "".join(json.dumps(e["index"], sort_keys=True) + "\n" for e in rows)
+    sink.put_bytes(index.encode("utf-8"), "index.jsonl", "application/x-ndjson")
+    manifest = {
+        "run": summary.as_dict(),
+        "profile": config.profile.as_dict(),
+        "inputs": [
+            {k: e[k] for k in ("input_id", "status", "reason", "stage", "output", "bytes_in",
+                               "bytes_out", "removed", "burned_in_annotation_risk")}
+            for e in sorted(entries.values(), key=lambda e: e["input_id"])
+        ],
+    }
+    sink.put_bytes(json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"),
+                   "manifest.json", "application/json")
+    if config.metrics == "cloudwatch":
+        from src.monitoring.cloudwatch_handler import CloudWatchHandler
+
+        handler = CloudWatchHandler(region_name=config.region_name)
+        for name, value in summary.metrics().items():
+            unit = "Bytes" if name.startswith("Bytes") else (
+                "Seconds" if name.endswith("Seconds") else (
+                    "Count/Second" if name.endswith("PerSecond") else "Count"))
+            handler.put_metric_data(METRIC_NAMESPACE, name, float(value), unit=unit)
+
+
+__all__ = ["SKIPPED", "Journal", "RunSummary", "discover", "run"]
