@@ -16,9 +16,11 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     EndpointConnectionError,
     ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from src.errors import (
@@ -28,27 +30,54 @@ from src.errors import (
     ThrottlingError,
 )
 
-NOT_FOUND_CODES = frozenset({
-    "404", "NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchUpload", "ResourceNotFoundException",
-    "StateMachineDoesNotExist", "ExecutionDoesNotExist", "ParameterNotFound",
-})
-ACCESS_DENIED_CODES = frozenset({
-    "403", "AccessDenied", "AccessDeniedException", "Forbidden", "InvalidAccessKeyId",
-    "SignatureDoesNotMatch", "UnauthorizedOperation", "ExpiredToken",
-})
-THROTTLING_CODES = frozenset({
-    "503", "SlowDown", "Throttling", "ThrottlingException", "ThrottledException",
-    "RequestLimitExceeded", "TooManyRequestsException", "ServiceUnavailable",
-    "ServiceUnavailableException", "RequestThrottled", "ProvisionedThroughputExceededException",
-})
+NOT_FOUND_CODES = frozenset(
+    {
+        "404",
+        "NoSuchKey",
+        "NoSuchBucket",
+        "NotFound",
+        "NoSuchUpload",
+        "ResourceNotFoundException",
+        "StateMachineDoesNotExist",
+        "ExecutionDoesNotExist",
+        "ParameterNotFound",
+    }
+)
+ACCESS_DENIED_CODES = frozenset(
+    {
+        "403",
+        "AccessDenied",
+        "AccessDeniedException",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "UnauthorizedOperation",
+        "ExpiredToken",
+    }
+)
+THROTTLING_CODES = frozenset(
+    {
+        "503",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestThrottled",
+        "ProvisionedThroughputExceededException",
+    }
+)
 
 
 def retry_config(max_attempts: int | None = None) -> Config:
     """botocore retry configuration: ``standard`` mode (or ``MEDPIPE_AWS_RETRY_MODE``)."""
     mode = os.environ.get("MEDPIPE_AWS_RETRY_MODE", "standard")
     attempts = max_attempts or int(os.environ.get("MEDPIPE_AWS_MAX_ATTEMPTS", "8"))
-    return Config(retries={"mode": mode, "max_attempts": attempts}, connect_timeout=10,
-                  read_timeout=60)
+    retries: Any = {"mode": mode, "max_attempts": attempts}
+    return Config(retries=retries, connect_timeout=10, read_timeout=60)
 
 
 def make_client(
@@ -74,7 +103,7 @@ def make_client(
         aws_secret_access_key=aws_secret_access_key,
         region_name=region_name,
     )
-    return sess.client(
+    return sess.client(  # type: ignore[call-overload]
         service,
         region_name=region_name,
         endpoint_url=endpoint_url,
@@ -120,6 +149,8 @@ def translate_client_error(exc: Exception, operation: str, target: str) -> Stora
             aws_error_code=type(exc).__name__,
         )
     if isinstance(exc, BotoCoreError):
-        return StorageError(f"{operation} failed for {target}: {type(exc).__name__}",
-                            aws_error_code=type(exc).__name__)
+        return StorageError(
+            f"{operation} failed for {target}: {type(exc).__name__}",
+            aws_error_code=type(exc).__name__,
+        )
     return StorageError(f"{operation} failed for {target}: {type(exc).__name__}")

@@ -64,17 +64,33 @@ def profile_options(func: F) -> F:
     for name, text in reversed(PROFILE_FLAGS):
         flag = name.replace("_", "-")
         func = click.option(f"--{flag}/--no-{flag}", name, default=None, help=text)(func)
-    func = click.option("--uid-root", default=None, help="Root of replacement UIDs (default 2.25).")(func)
-    func = click.option("--key-file", type=click.Path(dir_okay=False), default=None,
-                        help="De-identification key file (MEDPIPE_DEID_KEY overrides; "
-                             "default ~/.config/medpipe/deid.key, created once).")(func)
-    func = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                        help="TOML file with [profile], [key] and [run] tables.")(func)
+    func = click.option(
+        "--uid-root", default=None, help="Root of replacement UIDs (default 2.25)."
+    )(func)
+    func = click.option(
+        "--key-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="De-identification key file (MEDPIPE_DEID_KEY overrides; "
+        "default ~/.config/medpipe/deid.key, created once).",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="TOML file with [profile], [key] and [run] tables.",
+    )(func)
     return func
 
 
-def _build_config(config_path: str | None, key_file: str | None, uid_root: str | None,
-                  flags: dict[str, Any], **run: Any) -> Any:
+def _build_config(
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    flags: dict[str, Any],
+    **run: Any,
+) -> Any:
     from src.pipeline.config import load_config, with_overrides
 
     config = load_config(config_path)
@@ -91,9 +107,13 @@ def _key(config: Any) -> Any:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="medical-imaging-pipeline", prog_name="medpipe")
-@click.option("--log-level", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="Threshold of the JSON log lines written to stderr.")
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Threshold of the JSON log lines written to stderr.",
+)
 def main(log_level: str) -> None:
     """De-identify DICOM (PS3.15 Annex E) on one machine or with AWS.
 
@@ -107,21 +127,47 @@ def main(log_level: str) -> None:
 @click.argument("input_uri", metavar="INPUT")
 @click.argument("output_uri", metavar="OUTPUT")
 @profile_options
-@click.option("-j", "--workers", type=click.IntRange(min=0), default=None,
-              help="Worker processes (default: all cores).")
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Worker processes (default: all cores).",
+)
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint for s3:// paths.")
 @click.option("--region", "region_name", default=None, help="AWS region (default us-east-1).")
-@click.option("--metrics", type=click.Choice(["none", "cloudwatch"]), default=None,
-              help="Also publish the run's metrics to CloudWatch.")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar (default: when stderr is a terminal).")
-@click.option("--state-dir", default=None, type=click.Path(file_okay=False),
-              help="Resume journal location for s3:// OUTPUT.")
+@click.option(
+    "--metrics",
+    type=click.Choice(["none", "cloudwatch"]),
+    default=None,
+    help="Also publish the run's metrics to CloudWatch.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: when stderr is a terminal).",
+)
+@click.option(
+    "--state-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Resume journal location for s3:// OUTPUT.",
+)
 @friendly_errors
-def run(input_uri: str, output_uri: str, config_path: str | None, key_file: str | None,
-        uid_root: str | None, workers: int | None, endpoint_url: str | None,
-        region_name: str | None, metrics: str | None, progress: bool | None,
-        state_dir: str | None, **flags: Any) -> None:
+def run(
+    input_uri: str,
+    output_uri: str,
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    workers: int | None,
+    endpoint_url: str | None,
+    region_name: str | None,
+    metrics: str | None,
+    progress: bool | None,
+    state_dir: str | None,
+    **flags: Any,
+) -> None:
     """De-identify every DICOM file under INPUT into OUTPUT.
 
     INPUT and OUTPUT are folders or s3://bucket/prefix. Files are found by content,
@@ -129,14 +175,27 @@ def run(input_uri: str, output_uri: str, config_path: str | None, key_file: str 
     """
     from src.pipeline.runner import run as run_pipeline
 
-    config = _build_config(config_path, key_file, uid_root, flags, workers=workers,
-                           endpoint_url=endpoint_url, region_name=region_name,
-                           metrics=metrics, progress=progress, state_dir=state_dir)
+    config = _build_config(
+        config_path,
+        key_file,
+        uid_root,
+        flags,
+        workers=workers,
+        endpoint_url=endpoint_url,
+        region_name=region_name,
+        metrics=metrics,
+        progress=progress,
+        state_dir=state_dir,
+    )
     key = _key(config)
-    click.echo(f"medpipe: de-identifying {input_uri} -> {output_uri} "
-               f"({config.worker_count()} workers, key from {key.source})", err=True)
-    summary = run_pipeline(input_uri, output_uri, config, key,
-                           echo=lambda line: click.echo(line, err=True))
+    click.echo(
+        f"medpipe: de-identifying {input_uri} -> {output_uri} "
+        f"({config.worker_count()} workers, key from {key.source})",
+        err=True,
+    )
+    summary = run_pipeline(
+        input_uri, output_uri, config, key, echo=lambda line: click.echo(line, err=True)
+    )
     for line in summary.lines():
         click.echo(line)
     if not summary.balanced:
@@ -148,12 +207,24 @@ def run(input_uri: str, output_uri: str, config_path: str | None, key_file: str 
 @click.argument("output_path", metavar="OUT")
 @profile_options
 @click.option("--patient-id", default=None, help="Pseudonym to write as Patient ID.")
-@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
-              help="Write the action report (tags and actions, no values) as JSON.")
+@click.option(
+    "--report",
+    "report_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the action report (tags and actions, no values) as JSON.",
+)
 @friendly_errors
-def deidentify(input_path: str, output_path: str, config_path: str | None,
-               key_file: str | None, uid_root: str | None, patient_id: str | None,
-               report_path: str | None, **flags: Any) -> None:
+def deidentify(
+    input_path: str,
+    output_path: str,
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    patient_id: str | None,
+    report_path: str | None,
+    **flags: Any,
+) -> None:
     """De-identify one file IN to OUT, or a folder IN into folder OUT."""
     from src.atomic import write_bytes_atomic
     from src.ingestion.deidentifier import Deidentifier
@@ -173,19 +244,30 @@ def deidentify(input_path: str, output_path: str, config_path: str | None,
     result = deid.deidentify_file_with_report(input_path, output_path, patient_id)
     if report_path:
         write_bytes_atomic(report_path, json.dumps(result.report(), indent=1).encode("utf-8"))
-    click.echo(f"wrote {output_path}: {len(result.removed_tags)} elements removed or replaced"
-               + ("; pixels may carry burned-in text" if result.burned_in_annotation_risk else ""))
+    click.echo(
+        f"wrote {output_path}: {len(result.removed_tags)} elements removed or replaced"
+        + ("; pixels may carry burned-in text" if result.burned_in_annotation_risk else "")
+    )
 
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--show-phi", is_flag=True,
-              help="Show the original metadata, PHI included. Without it, the metadata "
-                   "is that of the de-identified dataset.")
+@click.option(
+    "--show-phi",
+    is_flag=True,
+    help="Show the original metadata, PHI included. Without it, the metadata "
+    "is that of the de-identified dataset.",
+)
 @profile_options
 @friendly_errors
-def inspect(file: str, show_phi: bool, config_path: str | None, key_file: str | None,
-            uid_root: str | None, **flags: Any) -> None:
+def inspect(
+    file: str,
+    show_phi: bool,
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    **flags: Any,
+) -> None:
     """Print FILE's metadata as JSON (de-identified unless --show-phi)."""
     from src.ingestion.dicom_parser import DICOMParser, dataset_flags
     from src.ingestion.metadata_extractor import MetadataExtractor
@@ -225,15 +307,26 @@ def validate(file: str) -> None:
 
 @main.command()
 @click.argument("s3_uri", metavar="S3_URI")
-@click.option("--expires", "expires", type=int, default=3600, show_default=True,
-              help="Lifetime in seconds (1 to 604800).")
-@click.option("--check-exists/--no-check-exists", default=True, show_default=True,
-              help="Refuse a URL for an object that does not exist.")
+@click.option(
+    "--expires",
+    "expires",
+    type=int,
+    default=3600,
+    show_default=True,
+    help="Lifetime in seconds (1 to 604800).",
+)
+@click.option(
+    "--check-exists/--no-check-exists",
+    default=True,
+    show_default=True,
+    help="Refuse a URL for an object that does not exist.",
+)
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint.")
 @click.option("--region", "region_name", default="us-east-1", show_default=True)
 @friendly_errors
-def url(s3_uri: str, expires: int, check_exists: bool, endpoint_url: str | None,
-        region_name: str) -> None:
+def url(
+    s3_uri: str, expires: int, check_exists: bool, endpoint_url: str | None, region_name: str
+) -> None:
     """Print a presigned download URL for s3://bucket/key."""
     from src.delivery.presigned_url_handler import PresignedUrlHandler
     from src.pipeline.sources import parse_location
@@ -257,8 +350,9 @@ def config() -> None:
 @config.command("show")
 @profile_options
 @friendly_errors
-def config_show(config_path: str | None, key_file: str | None, uid_root: str | None,
-                **flags: Any) -> None:
+def config_show(
+    config_path: str | None, key_file: str | None, uid_root: str | None, **flags: Any
+) -> None:
     """Print the effective profile and key source as JSON (never the key)."""
     from src.ingestion.profile import table_edition
     from src.ingestion.pseudonyms import ENV_KEY, default_key_file
@@ -266,35 +360,64 @@ def config_show(config_path: str | None, key_file: str | None, uid_root: str | N
     cfg = _build_config(config_path, key_file, uid_root, flags)
     import os
 
-    source = ("environment variable " + ENV_KEY if os.environ.get(ENV_KEY)
-              else f"key file {cfg.key_file or os.environ.get('MEDPIPE_KEY_FILE') or default_key_file()}")
-    click.echo(json.dumps({
-        "standard": f"DICOM PS3.15 Annex E, tables of edition {table_edition()}",
-        "profile": cfg.profile.as_dict(),
-        "enabled_options": [o.value for o in cfg.profile.enabled_options()],
-        "method": cfg.profile.method_description(),
-        "key_source": source,
-        "workers": cfg.worker_count(),
-    }, indent=1))
+    source = (
+        "environment variable " + ENV_KEY
+        if os.environ.get(ENV_KEY)
+        else f"key file {cfg.key_file or os.environ.get('MEDPIPE_KEY_FILE') or default_key_file()}"
+    )
+    click.echo(
+        json.dumps(
+            {
+                "standard": f"DICOM PS3.15 Annex E, tables of edition {table_edition()}",
+                "profile": cfg.profile.as_dict(),
+                "enabled_options": [o.value for o in cfg.profile.enabled_options()],
+                "method": cfg.profile.method_description(),
+                "key_source": source,
+                "workers": cfg.worker_count(),
+            },
+            indent=1,
+        )
+    )
 
 
 @main.command()
 @click.argument("output", type=click.Path(file_okay=False))
 @click.option("--seed", default=20261128, show_default=True, help="Same seed, same bytes.")
 @click.option("--patients", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--series", "series_per_study", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--instances", "instances_per_series", default=4, show_default=True,
-              type=click.IntRange(min=1))
-@click.option("--size", default=128, show_default=True, type=click.IntRange(min=8),
-              help="Rows and columns of each image.")
+@click.option(
+    "--series", "series_per_study", default=2, show_default=True, type=click.IntRange(min=1)
+)
+@click.option(
+    "--instances", "instances_per_series", default=4, show_default=True, type=click.IntRange(min=1)
+)
+@click.option(
+    "--size",
+    default=128,
+    show_default=True,
+    type=click.IntRange(min=8),
+    help="Rows and columns of each image.",
+)
 @friendly_errors
-def samples(output: str, seed: int, patients: int, series_per_study: int,
-            instances_per_series: int, size: int) -> None:
+def samples(
+    output: str,
+    seed: int,
+    patients: int,
+    series_per_study: int,
+    instances_per_series: int,
+    size: int,
+) -> None:
     """Write sample studies with realistic fake PHI into OUTPUT."""
     from src.synthetic import write_corpus
 
-    corpus = write_corpus(output, seed=seed, patients=patients, series_per_study=series_per_study,
-                          instances_per_series=instances_per_series, rows=size, columns=size)
+    corpus = write_corpus(
+        output,
+        seed=seed,
+        patients=patients,
+        series_per_study=series_per_study,
+        instances_per_series=instances_per_series,
+        rows=size,
+        columns=size,
+    )
     click.echo(f"wrote {len(corpus.files)} sample files for {patients} fake patients to {output}")
 
 

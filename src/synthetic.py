@@ -37,16 +37,49 @@ MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 BASIC_TEXT_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.11"
 
-_FIRST = ["Jonathan", "Margaret", "Priyanka", "Bartholomew", "Genevieve", "Oluwaseun",
-          "Henrietta", "Maximilian", "Rosalind", "Thaddeus", "Evangeline", "Leopold"]
-_LAST = ["Whitfield", "Okonkwo", "Castellano", "Lindqvist", "Abernathy", "Nakamura",
-         "Fairbanks", "Delacroix", "Hargreaves", "Montgomery", "Vasquez", "Ravensworth"]
+_FIRST = [
+    "Jonathan",
+    "Margaret",
+    "Priyanka",
+    "Bartholomew",
+    "Genevieve",
+    "Oluwaseun",
+    "Henrietta",
+    "Maximilian",
+    "Rosalind",
+    "Thaddeus",
+    "Evangeline",
+    "Leopold",
+]
+_LAST = [
+    "Whitfield",
+    "Okonkwo",
+    "Castellano",
+    "Lindqvist",
+    "Abernathy",
+    "Nakamura",
+    "Fairbanks",
+    "Delacroix",
+    "Hargreaves",
+    "Montgomery",
+    "Vasquez",
+    "Ravensworth",
+]
 _STREETS = ["Juniper Lane", "Harbour Road", "Elmwood Avenue", "Quarry Street", "Bellflower Way"]
 _CITIES = ["Springfield", "Riverton", "Ashford", "Lakeview", "Brookhaven"]
-_HOSPITALS = ["St Aldhelm General Hospital", "Riverton University Medical Centre",
-              "Ashford Royal Infirmary", "Lakeview Community Clinic"]
-_DOCTORS = ["Prescott^Eleanor^^Dr", "Kowalczyk^Tomasz^^Dr", "Adeyemi^Folake^^Dr",
-            "Brennan^Siobhan^^Dr", "Ferreira^Duarte^^Dr"]
+_HOSPITALS = [
+    "St Aldhelm General Hospital",
+    "Riverton University Medical Centre",
+    "Ashford Royal Infirmary",
+    "Lakeview Community Clinic",
+]
+_DOCTORS = [
+    "Prescott^Eleanor^^Dr",
+    "Kowalczyk^Tomasz^^Dr",
+    "Adeyemi^Folake^^Dr",
+    "Brennan^Siobhan^^Dr",
+    "Ferreira^Duarte^^Dr",
+]
 _TECHS = ["Holloway^Rupert", "Sandoval^Marisol", "Ingram^Desmond", "Takahashi^Emiko"]
 
 
@@ -67,8 +100,16 @@ class FakePatient:
     def identifiers(self) -> list[str]:
         """The planted values that must never appear in any output or log."""
         family, given = self.name.split("^")[:2]
-        return [family, given, self.patient_id, self.other_id, self.birth_date,
-                self.address, self.phone, self.accession_base]
+        return [
+            family,
+            given,
+            self.patient_id,
+            self.other_id,
+            self.birth_date,
+            self.address,
+            self.phone,
+            self.accession_base,
+        ]
 
 
 @dataclass
@@ -122,7 +163,9 @@ def _patient_module(ds: Dataset, p: FakePatient, study_date: date) -> None:
     ds.IssuerOfPatientID = "RIVERTON-MPI"
     ds.PatientBirthDate = p.birth_date
     ds.PatientSex = p.sex
-    age = (study_date - date(int(p.birth_date[:4]), int(p.birth_date[4:6]), int(p.birth_date[6:]))).days // 365
+    age = (
+        study_date - date(int(p.birth_date[:4]), int(p.birth_date[4:6]), int(p.birth_date[6:]))
+    ).days // 365
     ds.PatientAge = f"{age:03d}Y"
     ds.PatientAddress = p.address
     ds.PatientTelephoneNumbers = p.phone
@@ -167,8 +210,13 @@ def _plant_graphics(ds: Dataset, p: FakePatient, rows: int, cols: int) -> None:
 
 
 def _common(
-    ds: Dataset, p: FakePatient, seed: int, study_key: tuple[object, ...], study_date: date,
-    rng: random.Random, accession: str,
+    ds: Dataset,
+    p: FakePatient,
+    seed: int,
+    study_key: tuple[object, ...],
+    study_date: date,
+    rng: random.Random,
+    accession: str,
 ) -> None:
     _patient_module(ds, p, study_date)
     ds.StudyInstanceUID = _uid(seed, *study_key)
@@ -194,9 +242,18 @@ def _common(
 
 
 def _image(
-    p: FakePatient, seed: int, study_key: tuple[object, ...], series: int, instance: int,
-    modality: str, study_date: date, rng: random.Random, rows: int, cols: int,
-    accession: str, first_sop: str | None,
+    p: FakePatient,
+    seed: int,
+    study_key: tuple[object, ...],
+    series: int,
+    instance: int,
+    modality: str,
+    study_date: date,
+    rng: random.Random,
+    rows: int,
+    cols: int,
+    accession: str,
+    first_sop: str | None,
 ) -> Dataset:
     ds = Dataset()
     sop_class = {"CT": CT_IMAGE_STORAGE, "MR": MR_IMAGE_STORAGE, "US": US_IMAGE_STORAGE}[modality]
@@ -269,8 +326,15 @@ def _image(
     return ds
 
 
-def _sr(p: FakePatient, seed: int, study_key: tuple[object, ...], study_date: date,
-        rng: random.Random, accession: str, referenced_sop: str) -> Dataset:
+def _sr(
+    p: FakePatient,
+    seed: int,
+    study_key: tuple[object, ...],
+    study_date: date,
+    rng: random.Random,
+    accession: str,
+    referenced_sop: str,
+) -> Dataset:
     ds = Dataset()
     ds.SOPClassUID = BASIC_TEXT_SR_STORAGE
     ds.SOPInstanceUID = _uid(seed, *study_key, "sr")
@@ -298,8 +362,10 @@ def _sr(p: FakePatient, seed: int, study_key: tuple[object, ...], study_date: da
     text.RelationshipType = "CONTAINS"
     text.ValueType = "TEXT"
     text.ConceptNameCodeSequence = Sequence([_code("121071", "DCM", "Finding")])
-    text.TextValue = (f"Patient {p.name} (MRN {p.patient_id}, born {p.birth_date}) "
-                      f"lives at {p.address}. No acute findings.")
+    text.TextValue = (
+        f"Patient {p.name} (MRN {p.patient_id}, born {p.birth_date}) "
+        f"lives at {p.address}. No acute findings."
+    )
     person = Dataset()
     person.RelationshipType = "HAS OBS CONTEXT"
     person.ValueType = "PNAME"
@@ -400,16 +466,40 @@ def write_corpus(
                 modality = "CT" if series % 2 == 0 else "MR"
                 series_first: str | None = None
                 for inst in range(instances_per_series):
-                    ds = _image(patient, seed, study_key, series, inst, modality, study_date,
-                                rng, rows, columns, accession, series_first)
+                    ds = _image(
+                        patient,
+                        seed,
+                        study_key,
+                        series,
+                        inst,
+                        modality,
+                        study_date,
+                        rng,
+                        rows,
+                        columns,
+                        accession,
+                        series_first,
+                    )
                     series_first = series_first or str(ds.SOPInstanceUID)
                     first_sop = first_sop or str(ds.SOPInstanceUID)
                     path = study_dir / f"series{series:02d}" / f"{inst:04d}.dcm"
                     _to_file(ds, path, implicit=(inst % 2 == 1))
                     out.files.append(path)
             if include_us:
-                ds = _image(patient, seed, study_key, 90, 0, "US", study_date, rng,
-                            rows, columns, accession, None)
+                ds = _image(
+                    patient,
+                    seed,
+                    study_key,
+                    90,
+                    0,
+                    "US",
+                    study_date,
+                    rng,
+                    rows,
+                    columns,
+                    accession,
+                    None,
+                )
                 path = study_dir / "us" / "0000.dcm"
                 _to_file(ds, path, implicit=False)
                 out.files.append(path)

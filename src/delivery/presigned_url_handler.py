@@ -25,12 +25,12 @@ from src.errors import ObjectNotFoundError
 MIN_EXPIRY_SECONDS = 1
 MAX_EXPIRY_SECONDS = 7 * 24 * 3600
 DICOM_CONTENT_TYPE = "application/dicom"
-_UNSAFE_FILENAME = re.compile(r'[^A-Za-z0-9._ -]')
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._ -]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_expiry(expiration_seconds: int) -> int:
-    """Return ``expiration_seconds`` if SigV4 allows it (1 s to 7 days), else raise ``ValueError``."""
+    """Return ``expiration_seconds`` if SigV4 allows it (1 s to 7 days); else ``ValueError``."""
     if isinstance(expiration_seconds, bool) or not isinstance(expiration_seconds, int):
         raise ValueError("expiration_seconds must be an integer number of seconds")
     if not MIN_EXPIRY_SECONDS <= expiration_seconds <= MAX_EXPIRY_SECONDS:
@@ -53,8 +53,10 @@ def content_disposition(object_key: str) -> str:
     """``attachment`` with an ASCII fallback name and an RFC 5987 UTF-8 name."""
     name = object_key.rsplit("/", 1)[-1] or "download"
     name = _CONTROL.sub("", name)
-    return (f'attachment; filename="{safe_filename(object_key)}"; '
-            f"filename*=UTF-8''{quote(name, safe='')}")
+    return (
+        f'attachment; filename="{safe_filename(object_key)}"; '
+        f"filename*=UTF-8''{quote(name, safe='')}"
+    )
 
 
 def _check_header_value(value: str | None, what: str) -> None:
@@ -97,9 +99,14 @@ class PresignedUrlHandler:
         self.region_name = region_name
         config = retry_config().merge(Config(signature_version="s3v4"))
         self.s3_client = make_client(
-            "s3", region_name=region_name, aws_access_key_id=aws_access_key_id,
-            aws_secret_access_key=aws_secret_access_key, endpoint_url=endpoint_url,
-            client=s3_client, session=session, config=config,
+            "s3",
+            region_name=region_name,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            endpoint_url=endpoint_url,
+            client=s3_client,
+            session=session,
+            config=config,
         )
 
     def _presign(self, method: str, params: dict[str, Any], expiration_seconds: int) -> str:
@@ -117,7 +124,7 @@ class PresignedUrlHandler:
         expiration_seconds: int = 3600,
         response_content_type: str | None = None,
         response_content_disposition: str | None = None,
-    ) -> dict[str, str]:
+    ) -> dict[str, Any]:
         """Presigned GET URL.
 
         Parameters
@@ -144,8 +151,13 @@ class PresignedUrlHandler:
         if response_content_disposition:
             params["ResponseContentDisposition"] = response_content_disposition
         url = self._presign("get_object", params, expiration_seconds)
-        return {"url": url, "expires_in": expiration_seconds,  # type: ignore[dict-item]
-                "bucket": self.bucket_name, "key": object_key, "method": "GET"}
+        return {
+            "url": url,
+            "expires_in": expiration_seconds,
+            "bucket": self.bucket_name,
+            "key": object_key,
+            "method": "GET",
+        }
 
     def generate_upload_url(
         self,
@@ -153,7 +165,7 @@ class PresignedUrlHandler:
         expiration_seconds: int = 3600,
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
-    ) -> dict[str, str]:
+    ) -> dict[str, Any]:
         """Presigned PUT URL; the uploader must send the same Content-Type and metadata.
 
         Returns
@@ -175,13 +187,18 @@ class PresignedUrlHandler:
             params["Metadata"] = dict(metadata)
             headers.update({f"x-amz-meta-{k}": v for k, v in metadata.items()})
         url = self._presign("put_object", params, expiration_seconds)
-        return {"url": url, "expires_in": expiration_seconds,  # type: ignore[dict-item]
-                "bucket": self.bucket_name, "key": object_key, "method": "PUT",
-                "headers": headers}  # type: ignore[dict-item]
+        return {
+            "url": url,
+            "expires_in": expiration_seconds,
+            "bucket": self.bucket_name,
+            "key": object_key,
+            "method": "PUT",
+            "headers": headers,
+        }
 
     def generate_batch_download_urls(
         self, object_keys: list[str], expiration_seconds: int = 3600
-    ) -> dict[str, dict[str, str]]:
+    ) -> dict[str, dict[str, Any]]:
         """Presigned GET URLs for many keys: ``{key: url_info}`` in the given order."""
         check_expiry(expiration_seconds)
         return {key: self.generate_download_url(key, expiration_seconds) for key in object_keys}
@@ -202,7 +219,7 @@ class PresignedUrlHandler:
         object_key: str,
         expiration_seconds: int = 3600,
         validate_exists: bool = True,
-    ) -> dict[str, str] | None:
+    ) -> dict[str, Any] | None:
         """A download URL with DICOM headers, or None when the object does not exist.
 
         Sets ``Content-Type: application/dicom`` and an attachment disposition with a

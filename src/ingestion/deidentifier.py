@@ -38,6 +38,7 @@ from typing import IO, Any
 
 import pydicom
 from pydicom import config as pydicom_config
+from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -47,14 +48,13 @@ from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID_dictionary
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from src import __version__
 from src.atomic import atomic_write
 from src.errors import DeidentificationError, InvalidDICOMError
 from src.ingestion.dicom_parser import (
     FLAG_DEFLATED,
-    FLAG_NO_FILE_META,
     FLAG_NO_PREAMBLE,
     DICOMParser,
 )
@@ -78,8 +78,9 @@ _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 _DATE_VRS = frozenset({"DA", "DT"})
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR",
-                       b"UT", b"SV", b"UV"})
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+)
 _MAX_LEN = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "ST": 1024, "PN": 64, "UC": 0, "LT": 10240}
 _DUMMY_TEXT = "ANONYMIZED"
 _DUMMY: dict[str, Any] = {
@@ -120,11 +121,24 @@ _DUMMY: dict[str, Any] = {
 _CODE_STRUCTURE = frozenset(
     tag_for_keyword(k) or 0
     for k in (
-        "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning",
-        "LongCodeValue", "URNCodeValue", "ValueType", "RelationshipType",
-        "ContinuityOfContent", "TemplateIdentifier", "MappingResource",
-        "MappingResourceName", "ContextIdentifier", "ContextUID", "MeasurementUnitsCodeSequence",
-        "GraphicType", "TemporalRangeType", "ReferencedFrameNumber",
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "CodeMeaning",
+        "LongCodeValue",
+        "URNCodeValue",
+        "ValueType",
+        "RelationshipType",
+        "ContinuityOfContent",
+        "TemplateIdentifier",
+        "MappingResource",
+        "MappingResourceName",
+        "ContextIdentifier",
+        "ContextUID",
+        "MeasurementUnitsCodeSequence",
+        "GraphicType",
+        "TemporalRangeType",
+        "ReferencedFrameNumber",
     )
 )
 _PATIENT_ID = 0x00100020
@@ -132,11 +146,27 @@ _PATIENT_NAME = 0x00100010
 _SOP_INSTANCE_UID = 0x00080018
 _BURNED_IN_RISK_MODALITIES = frozenset({"US", "SC", "OT", "XA", "ES"})
 _IDENTIFIER_KEYWORDS = (
-    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthName",
-    "PatientMotherBirthName", "AccessionNumber", "PatientAddress", "PatientTelephoneNumbers",
-    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "NameOfPhysiciansReadingStudy",
-    "RequestingPhysician", "StudyID", "InstitutionName", "InstitutionAddress", "StationName",
-    "MedicalRecordLocator", "IssuerOfPatientID", "PatientBirthDate",
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "AccessionNumber",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "NameOfPhysiciansReadingStudy",
+    "RequestingPhysician",
+    "StudyID",
+    "InstitutionName",
+    "InstitutionAddress",
+    "StationName",
+    "MedicalRecordLocator",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
 )
 _DATE_PATTERN = re.compile(
     r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(19|20)\d{6})\b"
@@ -312,9 +342,7 @@ class Deidentifier:
         self.profile = base
         self.preserve_tags = _parse_preserve(preserve_tags)
         self.key_material = resolve_key(key, key_file)
-        self._pseudo = Pseudonymizer(
-            self.key_material.key, base.uid_root, base.max_date_shift_days
-        )
+        self._pseudo = Pseudonymizer(self.key_material.key, base.uid_root, base.max_date_shift_days)
         self._rules = compile_rules(base)
         self._parser = parser or DICOMParser()
 
@@ -484,9 +512,11 @@ class Deidentifier:
         drop_groups = set()
         for tag in tags:
             group = tag >> 16
-            if 0x6000 <= group <= 0x601E and not group & 1 and (tag & 0xFFFF) == 0x3000:
-                if rules.overlay_data == Action.REMOVE:
-                    drop_groups.add(group)
+            is_overlay_data = (
+                0x6000 <= group <= 0x601E and not group & 1 and (tag & 0xFFFF) == 0x3000
+            )
+            if is_overlay_data and rules.overlay_data == Action.REMOVE:
+                drop_groups.add(group)
         creators_kept: dict[int, str] = {}
         for tag in tags:
             if tag not in ds:
@@ -525,7 +555,7 @@ class Deidentifier:
             if action == Action.CLEAN and reason in ("curve", "overlay"):
                 ctx.graphics_kept = True
             self._apply(ds, elem, tag, vr, action, reason, path, ctx, depth, mode)
-        if creators_kept or any(t >> 16 & 1 for t in ds.keys()):
+        if creators_kept or any(t >> 16 & 1 for t in tags):
             _drop_orphan_creators(ds)
 
     def _private_action(
@@ -603,7 +633,7 @@ class Deidentifier:
         elif vr == "SQ":
             if action == Action.ZERO:
                 elem.value = DicomSequence([])
-            elif action != Action.REMOVE:
+            else:
                 child = {Action.DUMMY: _Mode.DUMMY, Action.CLEAN: _Mode.CLEAN}.get(action, mode)
                 for index, item in enumerate(elem.value):
                     self._walk(item, ctx, f"{path}[{index}].", depth + 1, child)
@@ -853,7 +883,7 @@ def _ensure_file_meta(ds: Dataset, transfer_syntax: str) -> None:
         ds.file_meta = new
         meta = new
     if "TransferSyntaxUID" not in meta:
-        meta.TransferSyntaxUID = transfer_syntax
+        meta.TransferSyntaxUID = pydicom.uid.UID(transfer_syntax)
     if "SOPClassUID" in ds:
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
     elif not meta.get("MediaStorageSOPClassUID"):
@@ -877,7 +907,8 @@ class _PixelSpan:
 
 
 _VR_CODES = frozenset(
-    v.encode() for v in (
+    v.encode()
+    for v in (
         "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC "
         "UI UL UN UR US UT UV"
     ).split()

@@ -229,7 +229,10 @@ class DICOMParser:
             has_preamble = self._has_preamble(fp)
             if has_preamble:
                 self._guard_deflate(fp, source)
-                dataset = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels)
+                dataset: Dataset = pydicom.dcmread(
+                    fp,
+                    stop_before_pixels=stop_before_pixels,
+                )
             else:
                 dataset = self._read_headerless(fp, source, stop_before_pixels, flags)
             _touch_all(dataset)
@@ -255,7 +258,7 @@ class DICOMParser:
     def _guard_deflate(self, fp: IO[bytes], source: str) -> None:
         start = fp.tell()
         try:
-            read_preamble(fp, False)
+            read_preamble(fp, False)  # type: ignore[arg-type]
             meta = read_file_meta_info_from(fp)
             if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
                 check_deflate_limit(fp, source, self.max_inflated_bytes)
@@ -274,15 +277,15 @@ class DICOMParser:
         for skip in range(_MAX_RESYNC_BYTES + 1):
             buffer = io.BytesIO(data[skip:])
             try:
-                dataset = pydicom.dcmread(
-                    buffer, force=True, stop_before_pixels=stop_before_pixels
-                )
+                dataset = pydicom.dcmread(buffer, force=True, stop_before_pixels=stop_before_pixels)
             except _READ_ERRORS:
                 if skip == 0:
                     raise
                 continue
-            if skip == 0 and isinstance(dataset, FileDataset) and (
-                "TransferSyntaxUID" in dataset.file_meta
+            if (
+                skip == 0
+                and isinstance(dataset, FileDataset)
+                and ("TransferSyntaxUID" in dataset.file_meta)
             ):
                 return dataset
             if _plausible_headerless(dataset):
@@ -295,7 +298,7 @@ class DICOMParser:
 
 def read_file_meta_info_from(fp: IO[bytes]) -> Dataset:
     """Read the group 0002 elements at ``fp`` (after the preamble) and leave ``fp`` after them."""
-    return _read_file_meta_info(fp)
+    return _read_file_meta_info(fp)  # type: ignore[arg-type]
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.valuerep import DSdecimal, DSfloat, IS, PersonName
+from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
 # (section, output key, DICOM keyword)
 _FIELDS: tuple[tuple[str, str, str], ...] = (

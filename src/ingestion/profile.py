@@ -82,14 +82,19 @@ OPTION_CODES: dict[Option, Code] = {
     Option.RETAIN_DEVICE_IDENTITY: Code("113109", "DCM", "Retain Device Identity Option"),
     Option.RETAIN_UIDS: Code("113110", "DCM", "Retain UIDs Option"),
     Option.RETAIN_SAFE_PRIVATE: Code("113111", "DCM", "Retain Safe Private Option"),
-    Option.RETAIN_INSTITUTION_IDENTITY: Code(
-        "113112", "DCM", "Retain Institution Identity Option"
-    ),
+    Option.RETAIN_INSTITUTION_IDENTITY: Code("113112", "DCM", "Retain Institution Identity Option"),
     Option.CLEAN_GRAPHICS: Code("113103", "DCM", "Clean Graphics Option"),
 }
 
 # Most protective first: where a choice is left open, the earliest allowed code wins.
-_PROTECTION_ORDER = (Action.REMOVE, Action.ZERO, Action.DUMMY, Action.UID, Action.CLEAN, Action.KEEP)
+_PROTECTION_ORDER = (
+    Action.REMOVE,
+    Action.ZERO,
+    Action.DUMMY,
+    Action.UID,
+    Action.CLEAN,
+    Action.KEEP,
+)
 _TYPE_CHOICE = {"1": (Action.DUMMY, Action.UID), "2": (Action.ZERO,), "3": (Action.REMOVE,)}
 _UID_ROOT_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
@@ -208,9 +213,7 @@ def load_table_e1_1() -> tuple[TableRow, ...]:
             tag: int | None = parse_tag(text)
         except ValueError:
             tag = None
-        rows.append(
-            TableRow(text, tag, row["name"], row["keyword"], row["basic"], row["options"])
-        )
+        rows.append(TableRow(text, tag, row["name"], row["keyword"], row["basic"], row["options"]))
     return tuple(rows)
 
 
@@ -256,8 +259,9 @@ def choose(code: str, attribute_type: str | None) -> Action:
     return allowed[0]  # pragma: no cover - every code holds one of the ordered actions
 
 
-def effective_code(row_basic: str, row_options: Mapping[str, str | None],
-                   profile: ConfidentialityProfile) -> str:
+def effective_code(
+    row_basic: str, row_options: Mapping[str, str | None], profile: ConfidentialityProfile
+) -> str:
     """The row's code after the profile's options: the most protective option code wins."""
     candidates = [row_options.get(opt.value) for opt in profile.enabled_options()]
     chosen = [c for c in candidates if c]

@@ -72,8 +72,11 @@ def _create_key_file(path: Path) -> None:
         os.link(tmp, path)
         logger.warning(
             "Created a new de-identification key file; keep it secret and back it up",
-            extra={"operation": "resolve_key", "status": "created",
-                   "details": {"key_file": str(path)}},
+            extra={
+                "operation": "resolve_key",
+                "status": "created",
+                "details": {"key_file": str(path)},
+            },
         )
     except FileExistsError:
         pass
@@ -153,7 +156,9 @@ class Pseudonymizer:
         self._uids: dict[str, str] = {}
 
     def _mac(self, domain: bytes, value: str) -> bytes:
-        return hmac.new(self._key, domain + b"\x00" + value.encode("utf-8"), hashlib.sha256).digest()
+        return hmac.new(
+            self._key, domain + b"\x00" + value.encode("utf-8"), hashlib.sha256
+        ).digest()
 
     def uid(self, original: str) -> str:
         """Return the replacement for a UID: ``<root>.<decimal of the HMAC>``, ≤ 64 chars."""

@@ -23,8 +23,30 @@ MAX_EVENTS_PER_CALL = 10_000
 MAX_BYTES_PER_CALL = 1_048_576
 EVENT_OVERHEAD_BYTES = 26
 MAX_SPAN_MS = 24 * 3600 * 1000
-VALID_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
-                        1096, 1827, 2192, 2557, 2922, 3288, 3653)
+VALID_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
 
 
 class CloudWatchHandler:
@@ -90,16 +112,25 @@ class CloudWatchHandler:
             ``{"namespace", "metric_name", "value", "unit", "timestamp"}``.
         """
         when = timestamp or datetime.now(UTC)
-        datum: dict[str, Any] = {"MetricName": metric_name, "Value": float(value), "Unit": unit,
-                                 "Timestamp": when}
+        datum: dict[str, Any] = {
+            "MetricName": metric_name,
+            "Value": float(value),
+            "Unit": unit,
+            "Timestamp": when,
+        }
         if dimensions:
             datum["Dimensions"] = [{"Name": d["Name"], "Value": d["Value"]} for d in dimensions]
         try:
             self.cloudwatch_client.put_metric_data(Namespace=namespace, MetricData=[datum])
         except (ClientError, BotoCoreError) as exc:
             raise translate_client_error(exc, "put_metric_data", namespace) from exc
-        return {"namespace": namespace, "metric_name": metric_name, "value": float(value),
-                "unit": unit, "timestamp": when.isoformat()}
+        return {
+            "namespace": namespace,
+            "metric_name": metric_name,
+            "value": float(value),
+            "unit": unit,
+            "timestamp": when.isoformat(),
+        }
 
     def create_log_group(self, log_group_name: str, retention_days: int = 7) -> dict[str, str]:
         """Create a log group (an existing one is fine) and set its retention.
@@ -127,8 +158,11 @@ class CloudWatchHandler:
             )
         except (ClientError, BotoCoreError) as exc:
             raise translate_client_error(exc, "put_retention_policy", log_group_name) from exc
-        return {"log_group_name": log_group_name, "retention_days": str(retention_days),
-                "status": status}
+        return {
+            "log_group_name": log_group_name,
+            "retention_days": str(retention_days),
+            "status": status,
+        }
 
     def create_log_stream(self, log_group_name: str, log_stream_name: str) -> dict[str, str]:
         """Create a log stream (an existing one is fine).
@@ -149,8 +183,11 @@ class CloudWatchHandler:
             status = "exists"
         except BotoCoreError as exc:
             raise translate_client_error(exc, "create_log_stream", log_group_name) from exc
-        return {"log_group_name": log_group_name, "log_stream_name": log_stream_name,
-                "status": status}
+        return {
+            "log_group_name": log_group_name,
+            "log_stream_name": log_stream_name,
+            "status": status,
+        }
 
     def put_log_events(
         self,
@@ -169,9 +206,9 @@ class CloudWatchHandler:
             ``{"events_sent", "batches", "rejected"}``; ``rejected`` sums the
             ``rejectedLogEventsInfo`` CloudWatch reported.
         """
-        events = sorted(
+        events: list[dict[str, Any]] = sorted(
             ({"timestamp": int(e["timestamp"]), "message": str(e["message"])} for e in log_events),
-            key=lambda e: e["timestamp"],
+            key=lambda e: int(e["timestamp"]),
         )
         batches: list[list[dict[str, Any]]] = []
         current: list[dict[str, Any]] = []

@@ -39,7 +39,7 @@ _RENAMES = {
 }
 
 
-class PipelineJsonFormatter(JsonFormatter):  # type: ignore[misc]
+class PipelineJsonFormatter(JsonFormatter):
     """python-json-logger formatter that emits exactly :data:`LOG_KEYS`."""
 
     def __init__(self) -> None:

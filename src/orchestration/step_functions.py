@@ -18,8 +18,7 @@ from src.aws import make_client, translate_client_error
 from src.errors import ConfigurationError
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-EXECUTION_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED",
-                      "PENDING_REDRIVE")
+EXECUTION_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE")
 
 
 def _json_or_none(text: str | None) -> Any:
@@ -55,9 +54,13 @@ class StepFunctionsHandler:
     ) -> None:
         self.region_name = region_name
         self.sfn_client = make_client(
-            "stepfunctions", region_name=region_name, aws_access_key_id=aws_access_key_id,
-            aws_secret_access_key=aws_secret_access_key, endpoint_url=endpoint_url,
-            client=sfn_client, session=session,
+            "stepfunctions",
+            region_name=region_name,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            endpoint_url=endpoint_url,
+            client=sfn_client,
+            session=session,
         )
 
     def create_state_machine(
@@ -91,14 +94,19 @@ class StepFunctionsHandler:
         if logging_config:
             kwargs["loggingConfiguration"] = logging_config
         if tags:
-            kwargs["tags"] = [{"key": t.get("key", t.get("Key", "")),
-                               "value": t.get("value", t.get("Value", ""))} for t in tags]
+            kwargs["tags"] = [
+                {"key": t.get("key", t.get("Key", "")), "value": t.get("value", t.get("Value", ""))}
+                for t in tags
+            ]
         try:
             response = self.sfn_client.create_state_machine(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             raise translate_client_error(exc, "create_state_machine", name) from exc
-        return {"state_machine_arn": response["stateMachineArn"],
-                "creation_date": response.get("creationDate"), "name": name}
+        return {
+            "state_machine_arn": response["stateMachineArn"],
+            "creation_date": response.get("creationDate"),
+            "name": name,
+        }
 
     def start_execution(
         self,
@@ -120,8 +128,11 @@ class StepFunctionsHandler:
             )
         except (ClientError, BotoCoreError) as exc:
             raise translate_client_error(exc, "start_execution", state_machine_arn) from exc
-        return {"execution_arn": response["executionArn"],
-                "start_date": response.get("startDate"), "name": name}
+        return {
+            "execution_arn": response["executionArn"],
+            "start_date": response.get("startDate"),
+            "name": name,
+        }
 
     def describe_execution(self, execution_arn: str) -> dict[str, Any]:
         """Execution details.
@@ -177,9 +188,15 @@ class StepFunctionsHandler:
                 for e in page.get("executions", []):
                     if len(out) >= max_results:
                         return out
-                    out.append({"execution_arn": e["executionArn"], "name": e.get("name"),
-                                "status": e["status"], "start_date": e.get("startDate"),
-                                "stop_date": e.get("stopDate")})
+                    out.append(
+                        {
+                            "execution_arn": e["executionArn"],
+                            "name": e.get("name"),
+                            "status": e["status"],
+                            "start_date": e.get("startDate"),
+                            "stop_date": e.get("stopDate"),
+                        }
+                    )
         except (ClientError, BotoCoreError) as exc:
             raise translate_client_error(exc, "list_executions", state_machine_arn) from exc
         return out

@@ -102,8 +102,16 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> RunConf
     key = dict(data.get("key", {}))
     run = dict(data.get("run", {}))
     extra = sorted(set(key) - {"file"}) + sorted(
-        set(run) - {"workers", "endpoint_url", "region_name", "metrics", "max_inflated_bytes",
-                    "max_zip_member_bytes", "state_dir"}
+        set(run)
+        - {
+            "workers",
+            "endpoint_url",
+            "region_name",
+            "metrics",
+            "max_inflated_bytes",
+            "max_zip_member_bytes",
+            "state_dir",
+        }
     )
     if extra:
         raise ConfigurationError(f"{source}: unknown settings {', '.join(extra)}")
@@ -113,8 +121,9 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> RunConf
         raise ConfigurationError(f"{source}: {exc}") from exc
 
 
-def with_overrides(config: RunConfig, profile_overrides: dict[str, Any],
-                   **run_overrides: Any) -> RunConfig:
+def with_overrides(
+    config: RunConfig, profile_overrides: dict[str, Any], **run_overrides: Any
+) -> RunConfig:
     """Apply command-line overrides (``None`` values mean "not given")."""
     prof = {k: v for k, v in profile_overrides.items() if v is not None}
     profile = config.profile

@@ -127,8 +127,10 @@ class RunSummary:
             f"{self.files_per_second:.1f} files/s, {self.megabytes_per_second:.1f} MB/s",
         ]
         if self.burned_in_annotation_risk:
-            out.append(f"{self.burned_in_annotation_risk} file(s) may carry burned-in text in "
-                       "their pixels (see index.jsonl: burned_in_annotation_risk)")
+            out.append(
+                f"{self.burned_in_annotation_risk} file(s) may carry burned-in text in "
+                "their pixels (see index.jsonl: burned_in_annotation_risk)"
+            )
         for reason, count in sorted(self.reasons.items()):
             out.append(f"quarantined {count}: {reason}")
         return out
@@ -170,8 +172,9 @@ class _Sink:
         if location.is_s3:
             from src.storage.s3_handler import S3Handler
 
-            self.s3 = S3Handler(location.bucket, config.region_name,
-                                endpoint_url=config.endpoint_url)
+            self.s3 = S3Handler(
+                location.bucket, config.region_name, endpoint_url=config.endpoint_url
+            )
 
     def exists(self, relative: str) -> bool:
         if self.s3 is None:
@@ -291,19 +294,38 @@ def run(
     for item in items:
         iid = input_id(key.key, item.relative)
         before = previous.get(iid)
-        if (before is not None and before["fingerprint"] == item.fingerprint
-                and (before["status"] == QUARANTINED or sink.exists(before["output"]))):
+        if (
+            before is not None
+            and before["fingerprint"] == item.fingerprint
+            and (before["status"] == QUARANTINED or sink.exists(before["output"]))
+        ):
             summary.skipped += 1
             continue
         todo.append((item, iid))
     by_id = {iid: item for item, iid in todo}
-    logger.info("Run started", extra={"operation": "run", "status": "started", "details": {
-        "inputs": len(items), "to_process": len(todo), "skipped": summary.skipped,
-        "workers": summary.workers, "key_source": key.source.split(" ")[0],
-        "key_fingerprint": key.fingerprint()}})
+    logger.info(
+        "Run started",
+        extra={
+            "operation": "run",
+            "status": "started",
+            "details": {
+                "inputs": len(items),
+                "to_process": len(todo),
+                "skipped": summary.skipped,
+                "workers": summary.workers,
+                "key_source": key.source.split(" ")[0],
+                "key_fingerprint": key.fingerprint(),
+            },
+        },
+    )
     show_bar = config.progress if config.progress is not None else sys.stderr.isatty()
-    bar = tqdm(total=len(todo), unit="file", disable=not show_bar, dynamic_ncols=True,
-               desc="de-identifying")
+    bar = tqdm(
+        total=len(todo),
+        unit="file",
+        disable=not show_bar,
+        dynamic_ncols=True,
+        desc="de-identifying",
+    )
     last_note = time.monotonic()
     try:
         for outcome in _outcomes(todo, config, key.key, str(staging)):
@@ -323,13 +345,16 @@ def run(
         journal.close()
     summary.elapsed_seconds = time.perf_counter() - started
     _write_reports(sink, previous, summary, config)
-    logger.info("Run finished", extra={"operation": "run", "status": "completed",
-                                       "details": summary.as_dict()})
+    logger.info(
+        "Run finished",
+        extra={"operation": "run", "status": "completed", "details": summary.as_dict()},
+    )
     return summary
 
 
-def _outcomes(todo: list[tuple[InputItem, str]], config: RunConfig, key: bytes,
-              staging: str) -> Iterator[Outcome]:
+def _outcomes(
+    todo: list[tuple[InputItem, str]], config: RunConfig, key: bytes, staging: str
+) -> Iterator[Outcome]:
     workers = min(config.worker_count(), max(1, len(todo)))
     if workers <= 1:
         init_worker(config, key, staging)
@@ -349,15 +374,18 @@ def _outcomes(todo: list[tuple[InputItem, str]], config: RunConfig, key: bytes,
         pool.join()
 
 
-def _finish(outcome: Outcome, item: InputItem, sink: _Sink, claims: dict[str, str],
-            summary: RunSummary) -> None:
+def _finish(
+    outcome: Outcome, item: InputItem, sink: _Sink, claims: dict[str, str], summary: RunSummary
+) -> None:
     """Move a processed file into place, or quarantine the input, and count it."""
     if outcome.status == PROCESSED:
         owner = claims.get(outcome.output)
         if owner is not None and owner != outcome.input_id:
             outcome.status = QUARANTINED
             outcome.stage = "write"
-            outcome.reason = "duplicate SOP Instance UID: another input already produced this output"
+            outcome.reason = (
+                "duplicate SOP Instance UID: another input already produced this output"
+            )
             outcome.quarantine_source = outcome.staged
             outcome.index = {}
         else:
@@ -375,40 +403,71 @@ def _finish(outcome: Outcome, item: InputItem, sink: _Sink, claims: dict[str, st
     temp = source is not None and source != item.path
     if source is not None:
         sink.put_file(source, f"{QUARANTINE_DIR}/{outcome.input_id}.bin", move=temp)
-    reason = {"input_id": outcome.input_id, "source": item.relative, "reason": outcome.reason,
-              "stage": outcome.stage, "copied": source is not None}
-    sink.put_bytes(json.dumps(reason, indent=1, ensure_ascii=False).encode("utf-8"),
-                   f"{QUARANTINE_DIR}/{outcome.input_id}.reason.json", "application/json")
+    reason = {
+        "input_id": outcome.input_id,
+        "source": item.relative,
+        "reason": outcome.reason,
+        "stage": outcome.stage,
+        "copied": source is not None,
+    }
+    sink.put_bytes(
+        json.dumps(reason, indent=1, ensure_ascii=False).encode("utf-8"),
+        f"{QUARANTINE_DIR}/{outcome.input_id}.reason.json",
+        "application/json",
+    )
     if temp and source is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(source)
 
 
-def _write_reports(sink: _Sink, entries: dict[str, dict[str, Any]], summary: RunSummary,
-                   config: RunConfig) -> None:
-    rows = sorted((e for e in entries.values() if e["status"] == PROCESSED),
-                  key=lambda e: e["output"])
+def _write_reports(
+    sink: _Sink, entries: dict[str, dict[str, Any]], summary: RunSummary, config: RunConfig
+) -> None:
+    rows = sorted(
+        (e for e in entries.values() if e["status"] == PROCESSED), key=lambda e: e["output"]
+    )
     index = "".join(json.dumps(e["index"], sort_keys=True) + "\n" for e in rows)
     sink.put_bytes(index.encode("utf-8"), "index.jsonl", "application/x-ndjson")
     manifest = {
         "run": summary.as_dict(),
         "profile": config.profile.as_dict(),
         "inputs": [
-            {k: e[k] for k in ("input_id", "status", "reason", "stage", "output", "bytes_in",
-                               "bytes_out", "removed", "burned_in_annotation_risk")}
+            {
+                k: e[k]
+                for k in (
+                    "input_id",
+                    "status",
+                    "reason",
+                    "stage",
+                    "output",
+                    "bytes_in",
+                    "bytes_out",
+                    "removed",
+                    "burned_in_annotation_risk",
+                )
+            }
             for e in sorted(entries.values(), key=lambda e: e["input_id"])
         ],
     }
-    sink.put_bytes(json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"),
-                   "manifest.json", "application/json")
+    sink.put_bytes(
+        json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"),
+        "manifest.json",
+        "application/json",
+    )
     if config.metrics == "cloudwatch":
         from src.monitoring.cloudwatch_handler import CloudWatchHandler
 
         handler = CloudWatchHandler(region_name=config.region_name)
         for name, value in summary.metrics().items():
-            unit = "Bytes" if name.startswith("Bytes") else (
-                "Seconds" if name.endswith("Seconds") else (
-                    "Count/Second" if name.endswith("PerSecond") else "Count"))
+            unit = (
+                "Bytes"
+                if name.startswith("Bytes")
+                else (
+                    "Seconds"
+                    if name.endswith("Seconds")
+                    else ("Count/Second" if name.endswith("PerSecond") else "Count")
+                )
+            )
             handler.put_metric_data(METRIC_NAMESPACE, name, float(value), unit=unit)
 
 

@@ -71,8 +71,9 @@ class InputItem:
 
 def input_id(key: bytes, relative: str) -> str:
     """Keyed, stable identifier of an input (no PHI, unlike its path)."""
-    return hmac.new(key, b"input\x00" + relative.encode("utf-8", "surrogateescape"),
-                    hashlib.sha256).hexdigest()[:20]
+    return hmac.new(
+        key, b"input\x00" + relative.encode("utf-8", "surrogateescape"), hashlib.sha256
+    ).hexdigest()[:20]
 
 
 def _inside(root: str, target: str) -> bool:
@@ -104,8 +105,14 @@ def iter_local(root: str, exclude: str | None = None) -> Iterator[InputItem]:
                 continue
             if os.path.islink(full):
                 rel = os.path.relpath(full, root)
-                yield InputItem("refused", rel, "link", 0, path=full,
-                                refusal="symbolic link to a directory is not followed")
+                yield InputItem(
+                    "refused",
+                    rel,
+                    "link",
+                    0,
+                    path=full,
+                    refusal="symbolic link to a directory is not followed",
+                )
                 continue
             kept.append(name)
         dirnames[:] = kept
@@ -119,14 +126,21 @@ def iter_local(root: str, exclude: str | None = None) -> Iterator[InputItem]:
 def _file_items(root: str, full: str) -> Iterator[InputItem]:
     rel = os.path.relpath(full, root)
     if os.path.islink(full) and not _inside(root, full):
-        yield InputItem("refused", rel, "link", 0, path=full,
-                        refusal="symbolic link points outside the input tree")
+        yield InputItem(
+            "refused",
+            rel,
+            "link",
+            0,
+            path=full,
+            refusal="symbolic link points outside the input tree",
+        )
         return
     try:
         st = os.stat(full)
     except OSError:
-        yield InputItem("refused", rel, "missing", 0, path=full,
-                        refusal="unreadable or dangling link")
+        yield InputItem(
+            "refused", rel, "missing", 0, path=full, refusal="unreadable or dangling link"
+        )
         return
     if not os.path.isfile(full):
         yield InputItem("refused", rel, "special", 0, path=full, refusal="not a regular file")
@@ -158,20 +172,33 @@ def _zip_items(path: str, rel: str, fingerprint: str) -> Iterator[InputItem]:
     for info in infos:
         if info.is_dir():
             continue
-        yield InputItem("zip", f"{rel}::{info.filename}", f"{fingerprint}:{info.CRC}",
-                        info.file_size, path=path, member=info.filename)
+        yield InputItem(
+            "zip",
+            f"{rel}::{info.filename}",
+            f"{fingerprint}:{info.CRC}",
+            info.file_size,
+            path=path,
+            member=info.filename,
+        )
 
 
-def iter_s3(handler: Any, bucket: str, prefix: str, exclude_prefix: str | None = None
-            ) -> Iterator[InputItem]:
+def iter_s3(
+    handler: Any, bucket: str, prefix: str, exclude_prefix: str | None = None
+) -> Iterator[InputItem]:
     """List every object under ``prefix`` (all pages), in key order."""
     for obj in handler.list_objects(prefix=prefix, max_keys=10**12):
         key = obj["Key"]
         if key.endswith("/") or (exclude_prefix and key.startswith(exclude_prefix)):
             continue
-        rel = key[len(prefix):].lstrip("/") if prefix else key
-        yield InputItem("s3", rel or key, f"{obj['Size']}:{obj['ETag']}", int(obj["Size"]),
-                        bucket=bucket, key=key)
+        rel = key[len(prefix) :].lstrip("/") if prefix else key
+        yield InputItem(
+            "s3",
+            rel or key,
+            f"{obj['Size']}:{obj['ETag']}",
+            int(obj["Size"]),
+            bucket=bucket,
+            key=key,
+        )
 
 
 def materialise(item: InputItem, workdir: str, s3: Any, max_member_bytes: int) -> str:
@@ -180,8 +207,11 @@ def materialise(item: InputItem, workdir: str, s3: Any, max_member_bytes: int) -
         return item.path
     target = os.path.join(workdir, "input.bin")
     if item.kind == "zip":
-        with zipfile.ZipFile(item.path) as archive, archive.open(item.member) as src, \
-                open(target, "wb") as dst:
+        with (
+            zipfile.ZipFile(item.path) as archive,
+            archive.open(item.member) as src,
+            open(target, "wb") as dst,
+        ):
             copied = 0
             while chunk := src.read(1 << 20):
                 copied += len(chunk)

@@ -108,8 +108,9 @@ def _s3_for(item: InputItem, state: _WorkerState) -> Any:
     if state.s3 is None or state.s3.bucket_name != item.bucket:
         from src.storage.s3_handler import S3Handler  # only S3 runs need it
 
-        state.s3 = S3Handler(item.bucket, state.config.region_name,
-                             endpoint_url=state.config.endpoint_url)
+        state.s3 = S3Handler(
+            item.bucket, state.config.region_name, endpoint_url=state.config.endpoint_url
+        )
     return state.s3
 
 
@@ -121,8 +122,12 @@ def validation_reason(exc: ValidationError) -> str:
 
 def output_relative(ds: Dataset, pseudonym: str) -> str:
     """``<patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm`` of a de-identified dataset."""
-    parts = [pseudonym, str(ds.get("StudyInstanceUID", "") or ""),
-             str(ds.get("SeriesInstanceUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")]
+    parts = [
+        pseudonym,
+        str(ds.get("StudyInstanceUID", "") or ""),
+        str(ds.get("SeriesInstanceUID", "") or ""),
+        str(ds.get("SOPInstanceUID", "") or ""),
+    ]
     for part in parts:
         if not part or "/" in part or part in (".", "..") or "\x00" in part:
             raise DeidentificationError("de-identified dataset lacks a usable UID for its path")
@@ -155,11 +160,16 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
     except (ValueError, OSError) as exc:
         outcome.reason = f"unreadable input ({type(exc).__name__})"
         outcome.stage = outcome.stage or "read"
-    except Exception as exc:  # noqa: BLE001 - a bug must quarantine, not drop, the input
+    except Exception as exc:
         outcome.reason = f"internal error ({type(exc).__name__})"
-        logger.error("Unexpected error; input quarantined",
-                     extra={"operation": "process", "status": "failed",
-                            "details": {"input_id": iid, "error": type(exc).__name__}})
+        logger.error(
+            "Unexpected error; input quarantined",
+            extra={
+                "operation": "process",
+                "status": "failed",
+                "details": {"input_id": iid, "error": type(exc).__name__},
+            },
+        )
     finally:
         if outcome.status != PROCESSED:
             outcome.staged = ""

@@ -153,9 +153,14 @@ class S3Handler:
         except (ClientError, BotoCoreError) as exc:
             raise translate_client_error(exc, "upload_file", self._target(object_key)) from exc
         etag = str(head.get("ETag", "")).strip('"')
-        logger.info("File uploaded", extra={"operation": "upload_file", "status": "completed",
-                                            "details": {"bucket": self.bucket_name,
-                                                        "size": head.get("ContentLength")}})
+        logger.info(
+            "File uploaded",
+            extra={
+                "operation": "upload_file",
+                "status": "completed",
+                "details": {"bucket": self.bucket_name, "size": head.get("ContentLength")},
+            },
+        )
         return {"bucket": self.bucket_name, "key": object_key, "etag": etag}
 
     def upload_bytes(
@@ -168,13 +173,18 @@ class S3Handler:
         """Put a small object from memory; returns ``{"bucket", "key", "etag"}``."""
         try:
             response = self.s3_client.put_object(
-                Bucket=self.bucket_name, Key=object_key, Body=data,
+                Bucket=self.bucket_name,
+                Key=object_key,
+                Body=data,
                 **self._extra_args(metadata, content_type),
             )
         except (ClientError, BotoCoreError) as exc:
             raise translate_client_error(exc, "upload_bytes", self._target(object_key)) from exc
-        return {"bucket": self.bucket_name, "key": object_key,
-                "etag": str(response.get("ETag", "")).strip('"')}
+        return {
+            "bucket": self.bucket_name,
+            "key": object_key,
+            "etag": str(response.get("ETag", "")).strip('"'),
+        }
 
     def download_file(self, object_key: str, file_path: str) -> dict[str, str]:
         """Download an object to a local file (multipart-aware, written atomically).
@@ -202,8 +212,12 @@ class S3Handler:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return {"bucket": self.bucket_name, "key": object_key, "file_path": file_path,
-                "size": str(os.path.getsize(file_path))}
+        return {
+            "bucket": self.bucket_name,
+            "key": object_key,
+            "file_path": file_path,
+            "size": str(os.path.getsize(file_path)),
+        }
 
     def download_bytes(self, object_key: str) -> bytes:
         """Return an object's body (for small objects)."""
@@ -228,18 +242,21 @@ class S3Handler:
         paginator = self.s3_client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(
-                Bucket=self.bucket_name, Prefix=prefix,
+                Bucket=self.bucket_name,
+                Prefix=prefix,
                 PaginationConfig={"PageSize": min(1000, max(1, max_keys))},
             ):
                 for obj in page.get("Contents", []):
                     if len(out) >= max_keys:
                         return out
-                    out.append({
-                        "Key": obj["Key"],
-                        "Size": obj["Size"],
-                        "LastModified": obj.get("LastModified"),
-                        "ETag": str(obj.get("ETag", "")).strip('"'),
-                    })
+                    out.append(
+                        {
+                            "Key": obj["Key"],
+                            "Size": obj["Size"],
+                            "LastModified": obj.get("LastModified"),
+                            "ETag": str(obj.get("ETag", "")).strip('"'),
+                        }
+                    )
                 if len(out) >= max_keys:
                     break
         except (ClientError, BotoCoreError) as exc:
@@ -279,7 +296,9 @@ class S3Handler:
         try:
             head = self.s3_client.head_object(Bucket=self.bucket_name, Key=object_key)
         except (ClientError, BotoCoreError) as exc:
-            raise translate_client_error(exc, "get_object_metadata", self._target(object_key)) from exc
+            raise translate_client_error(
+                exc, "get_object_metadata", self._target(object_key)
+            ) from exc
         out = {
             "ContentLength": head.get("ContentLength"),
             "ContentType": head.get("ContentType"),

@@ -76,16 +76,31 @@ def validate_age(value: str) -> str:
 
 UID = Annotated[str, AfterValidator(validate_uid)]
 OptionalStr = Annotated[str | None, BeforeValidator(_empty_to_none)]
-DA = Annotated[str | None, BeforeValidator(_empty_to_none), AfterValidator(
-    lambda v: None if v is None else validate_da(v))]
-TM = Annotated[str | None, BeforeValidator(_empty_to_none), AfterValidator(
-    lambda v: None if v is None else validate_tm(v))]
-Sex = Annotated[str | None, BeforeValidator(_empty_to_none), AfterValidator(
-    lambda v: None if v is None else validate_sex(v))]
-Age = Annotated[str | None, BeforeValidator(_empty_to_none), AfterValidator(
-    lambda v: None if v is None else validate_age(v))]
-OptionalUID = Annotated[str | None, BeforeValidator(_empty_to_none), AfterValidator(
-    lambda v: None if v is None else validate_uid(v))]
+DA = Annotated[
+    str | None,
+    BeforeValidator(_empty_to_none),
+    AfterValidator(lambda v: None if v is None else validate_da(v)),
+]
+TM = Annotated[
+    str | None,
+    BeforeValidator(_empty_to_none),
+    AfterValidator(lambda v: None if v is None else validate_tm(v)),
+]
+Sex = Annotated[
+    str | None,
+    BeforeValidator(_empty_to_none),
+    AfterValidator(lambda v: None if v is None else validate_sex(v)),
+]
+Age = Annotated[
+    str | None,
+    BeforeValidator(_empty_to_none),
+    AfterValidator(lambda v: None if v is None else validate_age(v)),
+]
+OptionalUID = Annotated[
+    str | None,
+    BeforeValidator(_empty_to_none),
+    AfterValidator(lambda v: None if v is None else validate_uid(v)),
+]
 
 
 class _Model(BaseModel):
