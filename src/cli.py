@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -119,8 +118,10 @@ def main(log_level: str) -> None:
 
     Start with `medpipe samples ./samples` and `medpipe run ./samples ./output`.
     """
+    from src.ingestion.dicom_parser import quiet_pydicom
+
     configure_logging(log_level.upper())
-    logging.captureWarnings(True)
+    quiet_pydicom()
 
 
 @main.command()

@@ -9,7 +9,10 @@ and flagged in ``dataset.medpipe_flags``.
 from __future__ import annotations
 
 import io
+import logging
+import mmap
 import os
+import warnings
 import zlib
 from typing import IO
 
@@ -25,6 +28,7 @@ from pydicom.uid import (
 )
 
 from src.errors import InvalidDICOMError
+from src.ingestion.structure import check_structure
 
 #: Default ceiling on the inflated size of a Deflated Explicit VR Little Endian dataset.
 DEFAULT_MAX_INFLATED_BYTES = 512 * 1024 * 1024
@@ -53,6 +57,31 @@ _READ_ERRORS = (
     OSError,
     AssertionError,
 )
+
+
+def quiet_pydicom() -> None:
+    """Keep pydicom's own warnings (which quote element values) out of every log.
+
+    pydicom reports odd values through ``warnings`` and its ``pydicom`` logger, with the
+    value in the text. The CLI, the workers and the Lambda handlers call this once; the
+    parser records the warnings it needs (truncation) itself.
+    """
+    pydicom_logger = logging.getLogger("pydicom")
+    pydicom_logger.propagate = False
+    pydicom_logger.setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+
+
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+
+def is_image(dataset: Dataset) -> bool:
+    """Whether the dataset describes an image (so it must carry pixel data)."""
+    if "Rows" in dataset and "Columns" in dataset:
+        return True
+    sop_class = dataset.get("SOPClassUID")
+    name = getattr(sop_class, "name", "") if sop_class else ""
+    return isinstance(name, str) and name.endswith("Image Storage")
 
 
 def _flags(dataset: Dataset) -> list[str]:
@@ -225,21 +254,29 @@ class DICOMParser:
         if size == 0:
             raise InvalidDICOMError(source, "empty file")
         flags: list[str] = []
-        try:
-            has_preamble = self._has_preamble(fp)
-            if has_preamble:
-                self._guard_deflate(fp, source)
-                dataset: Dataset = pydicom.dcmread(
-                    fp,
-                    stop_before_pixels=stop_before_pixels,
-                )
-            else:
-                dataset = self._read_headerless(fp, source, stop_before_pixels, flags)
-            _touch_all(dataset)
-        except InvalidDICOMError:
-            raise
-        except _READ_ERRORS as exc:
-            raise InvalidDICOMError(source, _reason(exc)) from exc
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                has_preamble = self._has_preamble(fp)
+                if has_preamble:
+                    self._guard_deflate(fp, source)
+                    self._check_structure(fp, source)
+                    dataset: Dataset = pydicom.dcmread(
+                        fp,
+                        stop_before_pixels=stop_before_pixels,
+                    )
+                else:
+                    dataset = self._read_headerless(fp, source, stop_before_pixels, flags)
+                _touch_all(dataset)
+            except InvalidDICOMError:
+                raise
+            except _READ_ERRORS as exc:
+                raise InvalidDICOMError(source, _reason(exc)) from exc
+        for warning in caught:
+            text = str(warning.message)
+            if "end of file" in text.lower() or "unexpected end" in text.lower():
+                # pydicom stops at a cut element with a warning; here that is an error.
+                raise InvalidDICOMError(source, "truncated: unexpected end of file")
         if has_preamble and "TransferSyntaxUID" not in dataset.file_meta:
             flags.append(FLAG_NO_FILE_META)
         ts = self.get_transfer_syntax(dataset)
@@ -254,6 +291,28 @@ class DICOMParser:
         head = fp.read(132)
         fp.seek(start)
         return len(head) == 132 and head[128:132] == b"DICM"
+
+    def _check_structure(self, fp: IO[bytes], source: str) -> None:
+        """Refuse a file whose elements run past its end (pydicom reads those quietly)."""
+        start = fp.tell()
+        try:
+            read_preamble(fp, False)  # type: ignore[arg-type]
+            meta = read_file_meta_info_from(fp)
+        finally:
+            fp.seek(start)
+        ts = meta.get("TransferSyntaxUID")
+        uid = pydicom.uid.UID(str(ts)) if ts else ExplicitVRLittleEndian
+        if uid == DeflatedExplicitVRLittleEndian:
+            return  # checked after inflation by pydicom; the size is bounded already
+        implicit = uid.is_implicit_VR if uid.is_transfer_syntax else False
+        little = uid.is_little_endian if uid.is_transfer_syntax else True
+        buffer = _buffer_of(fp)
+        try:
+            check_structure(buffer, source, start=start + 132, implicit=implicit,
+                            little=little, has_meta=True)
+        finally:
+            if isinstance(buffer, mmap.mmap):
+                buffer.close()
 
     def _guard_deflate(self, fp: IO[bytes], source: str) -> None:
         start = fp.tell()
@@ -293,7 +352,20 @@ class DICOMParser:
                 if skip:
                     flags.append(FLAG_LEADING_BYTES_SKIPPED)
                 return dataset
-        raise InvalidDICOMError(source, "no DICM preamble and no recognisable dataset")
+        raise InvalidDICOMError(source, "not DICOM: no DICM preamble and no recognisable dataset")
+
+
+def _buffer_of(fp: IO[bytes]) -> bytes | mmap.mmap:
+    if isinstance(fp, io.BytesIO):
+        return fp.getbuffer().tobytes()
+    try:
+        return mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        start = fp.tell()
+        fp.seek(0)
+        data = fp.read()
+        fp.seek(start)
+        return data
 
 
 def read_file_meta_info_from(fp: IO[bytes]) -> Dataset:

@@ -27,7 +27,7 @@ from src.errors import (
     StorageError,
 )
 from src.ingestion.deidentifier import Deidentifier
-from src.ingestion.dicom_parser import DICOMParser
+from src.ingestion.dicom_parser import DICOMParser, quiet_pydicom
 from src.ingestion.metadata_extractor import MetadataExtractor
 from src.pipeline.config import RunConfig
 from src.pipeline.sources import InputItem, materialise
@@ -91,6 +91,7 @@ _STATE: _WorkerState | None = None
 def init_worker(config: RunConfig, key: bytes, staging: str) -> None:
     """Process-pool initializer: build the de-identifier once per process."""
     global _STATE
+    quiet_pydicom()
     parser = DICOMParser(max_inflated_bytes=config.max_inflated_bytes)
     s3 = None
     _STATE = _WorkerState(

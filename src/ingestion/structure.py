@@ -1,0 +1,118 @@
+"""A byte-level walk over a DICOM file's element structure, to refuse truncated input.
+
+pydicom stops quietly at a cut element and reads short values without complaint; this
+walk reads only tags and lengths (no values), so it is cheap, and it raises
+:class:`InvalidDICOMError` when an element, an item or a sequence runs past the end of
+the data, when an undefined-length sequence has no delimiter, or when nesting is deeper
+than :data:`MAX_DEPTH`.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from src.errors import InvalidDICOMError
+
+MAX_DEPTH = 64
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR",
+                       b"UT", b"SV", b"UV"})
+_VRS = frozenset(
+    v.encode() for v in (
+        "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC "
+        "UI UL UN UR US UT UV"
+    ).split()
+)
+
+
+class _Walker:
+    def __init__(self, buf: bytes | memoryview, end: int, source: str, implicit: bool,
+                 little: bool) -> None:
+        self.buf = buf
+        self.end = end
+        self.source = source
+        self.implicit = implicit
+        self.e = "<" if little else ">"
+
+    def fail(self, reason: str) -> InvalidDICOMError:
+        return InvalidDICOMError(self.source, reason)
+
+    def header(self, pos: int) -> tuple[int, int, int, int]:
+        """Return (group, element, length, value start) of the element at ``pos``."""
+        if pos + 8 > self.end:
+            raise self.fail("truncated: inside an element header")
+        group, element = struct.unpack_from(self.e + "HH", self.buf, pos)
+        vr = bytes(self.buf[pos + 4:pos + 6])
+        if group == 0xFFFE or self.implicit or vr not in _VRS:
+            (length,) = struct.unpack_from(self.e + "L", self.buf, pos + 4)
+            return group, element, length, pos + 8
+        if vr in _LONG_VRS:
+            if pos + 12 > self.end:
+                raise self.fail("truncated: inside an element header")
+            (length,) = struct.unpack_from(self.e + "L", self.buf, pos + 8)
+            return group, element, length, pos + 12
+        (length,) = struct.unpack_from(self.e + "H", self.buf, pos + 6)
+        return group, element, length, pos + 8
+
+    def elements(self, pos: int, depth: int, in_item: bool, stop_group: int | None = None) -> int:
+        while pos < self.end:
+            group, element, length, start = self.header(pos)
+            if stop_group is not None and group != stop_group:
+                return pos
+            if group == 0xFFFE:
+                if in_item and element == 0xE00D:
+                    return start
+                raise self.fail("malformed: unexpected item or delimiter tag")
+            if length == 0xFFFFFFFF:
+                pos = self.undefined(start, depth + 1)
+            else:
+                pos = start + length
+                if pos > self.end:
+                    what = "mid pixel data" if (group, element) == (0x7FE0, 0x0010) else (
+                        "mid element value")
+                    raise self.fail(f"truncated: {what}")
+        if in_item:
+            raise self.fail("truncated: item without delimiter")
+        return pos
+
+    def undefined(self, pos: int, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise self.fail(f"sequence nesting deeper than {MAX_DEPTH}")
+        while True:
+            if pos + 8 > self.end:
+                raise self.fail("truncated: sequence without delimiter")
+            group, element, length = struct.unpack_from(self.e + "HHL", self.buf, pos)
+            if (group, element) == (0xFFFE, 0xE0DD):
+                return pos + 8
+            if (group, element) != (0xFFFE, 0xE000):
+                raise self.fail("malformed: sequence item expected")
+            if length == 0xFFFFFFFF:
+                pos = self.elements(pos + 8, depth, in_item=True)
+            else:
+                pos += 8 + length
+                if pos > self.end:
+                    raise self.fail("truncated: mid sequence item")
+
+
+def check_structure(buf: bytes | memoryview, source: str, *, start: int, implicit: bool,
+                    little: bool, has_meta: bool) -> None:
+    """Walk the whole buffer; raise ``InvalidDICOMError`` if it is cut or malformed.
+
+    Parameters
+    ----------
+    buf : bytes or memoryview
+        The file's bytes (an mmap works).
+    source : str
+        Label for errors.
+    start : int
+        Offset of the file meta (132 after a preamble) or of the dataset.
+    implicit, little : bool
+        The dataset's encoding (the meta is always explicit little endian).
+    has_meta : bool
+        Whether group 0002 begins at ``start``.
+    """
+    end = len(buf)
+    pos = start
+    if has_meta:
+        meta = _Walker(buf, end, source, implicit=False, little=True)
+        pos = meta.elements(pos, 0, in_item=False, stop_group=0x0002)
+    _Walker(buf, end, source, implicit, little).elements(pos, 0, in_item=False)

@@ -1,0 +1,48 @@
+"""Shared fixtures: a test key, fake AWS credentials, generated corpora, pydicom's files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports boto3 or resolves a key; subprocesses inherit them.
+_HOME = tempfile.mkdtemp(prefix="medpipe-test-home-")
+os.environ["MEDPIPE_DEID_KEY"] = "unit-test-key-0123456789abcdef"
+os.environ["XDG_CONFIG_HOME"] = os.path.join(_HOME, "config")
+os.environ["XDG_CACHE_HOME"] = os.path.join(_HOME, "cache")
+os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"  # noqa: S105 - moto's fake credentials
+os.environ["AWS_SESSION_TOKEN"] = "testing"  # noqa: S105
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+TEST_KEY = os.environ["MEDPIPE_DEID_KEY"]
+
+
+def pydicom_files() -> list[str]:
+    """Every regular file pydicom ships as test data (DICOM and not)."""
+    from pydicom.data import get_testdata_files
+
+    return sorted(f for f in get_testdata_files() if os.path.isfile(f))
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A small generated multi-patient corpus with PHI planted everywhere."""
+    from src.synthetic import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("corpus"), seed=7, patients=3,
+                        series_per_study=2, instances_per_series=3, rows=32, columns=32)
+
+
+@pytest.fixture()
+def key() -> str:
+    return TEST_KEY
+
+
+def all_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
