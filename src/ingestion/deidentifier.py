@@ -416,7 +416,7 @@ class Deidentifier:
         offset = None
         if self.profile.retain_longitudinal_modified_dates:
             offset = self._pseudo.date_offset(original_key)
-        identifiers = _collect_identifiers(dataset) if self._needs_identifiers() else []
+        identifiers = _collect_identifiers(dataset)
         ctx = _Context(
             rules=self._rules,
             profile=self.profile,
@@ -492,16 +492,6 @@ class Deidentifier:
         return result
 
     # -- the walk -----------------------------------------------------------------
-
-    def _needs_identifiers(self) -> bool:
-        p = self.profile
-        return (
-            p.clean_descriptors
-            or p.clean_structured_content
-            or p.clean_graphics
-            or p.retain_device_identity
-            or p.retain_patient_characteristics
-        )
 
     def _walk(self, ds: Dataset, ctx: _Context, prefix: str, depth: int, mode: int) -> None:
         if depth > MAX_SEQUENCE_DEPTH:

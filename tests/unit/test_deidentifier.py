@@ -1,0 +1,586 @@
+"""The de-identifier against the standard's own table, row by row, option by option."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import subprocess
+import tracemalloc
+from datetime import timedelta
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from src.errors import DeidentificationError, InvalidDICOMError
+from src.ingestion.deidentifier import Deidentifier
+from src.ingestion.profile import (
+    OPTION_CODES,
+    Action,
+    ConfidentialityProfile,
+    Option,
+    TableRow,
+    choose,
+    compile_rules,
+    effective_code,
+    load_table_e1_1,
+)
+from src.ingestion.pseudonyms import Pseudonymizer
+from tests.conftest import TEST_KEY, pydicom_files
+
+BASIC = ConfidentialityProfile(retain_longitudinal_modified_dates=False)
+PATIENT_NAME = "Whitfield^Jonathan"
+NESTING_SQ = "ReferencedSeriesSequence"  # not listed in Table E.1-1
+
+
+def _vr(tag: int) -> str:
+    vr = dictionary_VR(tag)
+    return vr.split(" or ")[0]
+
+
+def _sample(vr: str, n: int) -> object:
+    """A recognisable, VR-valid value for row ``n`` (text carries the patient's name)."""
+    text = {
+        "PN": f"Name{n}^Secret",
+        "DA": "20200315",
+        "DT": "20200315101010",
+        "TM": "101010",
+        "UI": f"1.2.826.0.1.3680043.8.498.{n + 1}",
+        "CS": f"SECRET{n}",
+        "SH": f"Whitfield {n}",
+        "AE": f"AE{n}",
+        "AS": "045Y",
+        "IS": str(n + 1),
+        "DS": f"{n + 1}.5",
+        "LO": f"Text {n} for Whitfield",
+        "LT": f"Long text {n} for Whitfield",
+        "ST": f"Short text {n} for Whitfield",
+        "UT": f"Unlimited text {n} for Whitfield",
+        "UC": f"UC text {n} for Whitfield",
+        "UR": f"http://example.invalid/{n}",
+    }
+    if vr in text:
+        return text[vr]
+    if vr in ("US", "SS", "UL", "SL", "UV", "SV"):
+        return n + 1
+    if vr in ("FL", "FD"):
+        return float(n) + 0.5
+    if vr == "AT":
+        return 0x00100010
+    return b"SECRETBYTES" + bytes([n % 256])
+
+
+def _rows() -> list[TableRow]:
+    return [r for r in load_table_e1_1()
+            if r.tag is not None and r.keyword and (r.tag >> 16) != 0x0002]
+
+
+def _item() -> Dataset:
+    inner = Dataset()
+    inner.PatientName = "Inner^Secret"
+    inner.CodeValue = "T-12345"
+    inner.CodingSchemeDesignator = "SRT"
+    inner.CodeMeaning = "Chest"
+    return inner
+
+
+def _dataset_with_every_row() -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    for n, row in enumerate(_rows()):
+        assert row.tag is not None
+        vr = _vr(row.tag)
+        value = Sequence([_item()]) if vr == "SQ" else _sample(vr, n)
+        ds.add_new(row.tag, vr, value)
+    ds.PatientName = PATIENT_NAME
+    ds.PatientID = "MRN0001"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    return ds
+
+
+def _originals() -> dict[int, object]:
+    ds = _dataset_with_every_row()
+    return {int(e.tag): e.value for e in ds}
+
+
+def _deid(profile: ConfidentialityProfile, ds: Dataset, **kw):  # type: ignore[no-untyped-def]
+    return Deidentifier(profile=profile, key=TEST_KEY, **kw).deidentify(ds)
+
+
+def _check_row(row: TableRow, action: Action, ds: Dataset, original: object,
+               profile: ConfidentialityProfile, depth: int) -> None:
+    assert row.tag is not None
+    tag = row.tag
+    where = f"{row.keyword} {row.tag_text} ({action}) depth {depth}"
+    if depth == 0 and tag in (0x00100010, 0x00100020):
+        assert str(ds[tag].value).startswith("ANON-"), where
+        return
+    if action == Action.REMOVE:
+        assert tag not in ds, where
+        return
+    assert tag in ds, where
+    elem = ds[tag]
+    if action == Action.KEEP:
+        if elem.VR != "SQ":
+            assert elem.value == original, where
+        return
+    if action == Action.ZERO:
+        assert elem.is_empty, where
+        return
+    if action == Action.UID:
+        pseudo = Pseudonymizer(TEST_KEY.encode(), profile.uid_root)
+        assert elem.value == pseudo.uid(str(original)), where
+        return
+    if action == Action.DUMMY:
+        if elem.VR == "SQ":
+            # A dummied sequence keeps its items with every identifying value replaced.
+            assert all("Inner" not in str(item.get("PatientName", "")) for item in elem.value)
+            return
+        assert not elem.is_empty, where
+        if elem.VR not in ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "IS", "DS", "AT"):
+            assert elem.value != original, where
+        return
+    if action == Action.CLEAN:
+        if elem.VR == "DA":
+            assert elem.value != original and len(elem.value) == 8, where
+        elif elem.VR in ("LO", "LT", "ST", "UT", "UC", "SH", "CS"):
+            assert "Whitfield" not in str(elem.value), where
+        elif elem.VR == "PN":
+            assert "Secret" not in str(elem.value), where
+        elif elem.VR == "SQ":
+            assert all("Inner" not in str(i.get("PatientName", "")) for i in elem.value), where
+
+
+def test_basic_profile_applies_every_row_of_table_e1_1():
+    originals = _originals()
+    ds = _dataset_with_every_row()
+    _deid(BASIC, ds)
+    checked = set()
+    for row in _rows():
+        action = choose(row.basic, None)
+        _check_row(row, action, ds, originals[row.tag], BASIC, 0)  # type: ignore[index]
+        checked.add(row.basic)
+    # Every row class of the table was exercised.
+    assert checked == {"X", "D", "U", "Z", "X/D", "X/Z", "X/Z/D", "Z/D", "X/Z/U*"}
+
+
+def test_rows_apply_at_depth_inside_unlisted_sequences():
+    originals = _originals()
+    inner = _dataset_with_every_row()
+    middle = Dataset()
+    setattr(middle, NESTING_SQ, Sequence([inner]))
+    outer = Dataset()
+    setattr(outer, NESTING_SQ, Sequence([middle]))
+    outer.PatientID = "MRN0001"
+    _deid(BASIC, outer)
+    deep = getattr(getattr(outer, NESTING_SQ)[0], NESTING_SQ)[0]
+    for row in _rows():
+        _check_row(row, choose(row.basic, None), deep, originals[row.tag], BASIC, 2)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("option", list(Option), ids=lambda o: o.value)
+def test_each_option_changes_exactly_its_rows(option):
+    values = {"retain_longitudinal_modified_dates": False, option.value: True}
+    profile = ConfidentialityProfile(**values)
+    originals = _originals()
+    ds = _dataset_with_every_row()
+    _deid(profile, ds)
+    touched = 0
+    for row in _rows():
+        code = effective_code(row.basic, row.options, profile)
+        action = choose(code, None)
+        if row.options.get(option.value):
+            touched += 1
+            assert action == choose(row.options[option.value], None)  # type: ignore[arg-type]
+        _check_row(row, action, ds, originals[row.tag], profile, 0)  # type: ignore[index]
+    if option not in (Option.RETAIN_SAFE_PRIVATE, Option.CLEAN_GRAPHICS):
+        assert touched > 0
+    codes = {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+    assert codes == {"113100", OPTION_CODES[option].value}
+
+
+def test_required_attributes_and_longitudinal_marker():
+    ds = _dataset_with_every_row()
+    _deid(ConfidentialityProfile(), ds)
+    assert ds.PatientIdentityRemoved == "YES"
+    assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
+    assert "Basic Profile" in ds.DeidentificationMethod[0]
+    assert [i.CodeValue for i in ds.DeidentificationMethodCodeSequence] == ["113100", "113107"]
+    assert all(i.CodingSchemeDesignator == "DCM" for i in ds.DeidentificationMethodCodeSequence)
+    full = _dataset_with_every_row()
+    _deid(ConfidentialityProfile(retain_longitudinal_modified_dates=False,
+                                 retain_longitudinal_full_dates=True), full)
+    assert full.LongitudinalTemporalInformationModified == "UNMODIFIED"
+    none = _dataset_with_every_row()
+    _deid(BASIC, none)
+    assert none.LongitudinalTemporalInformationModified == "REMOVED"
+
+
+def test_combined_codes_follow_known_types():
+    content_date = tag_for_keyword("ContentDate")
+    series_date = tag_for_keyword("SeriesDate")
+    assert content_date is not None and series_date is not None
+    profile = ConfidentialityProfile(
+        retain_longitudinal_modified_dates=False,
+        attribute_types={content_date: "1", series_date: "1"},
+    )
+    rules = compile_rules(profile)
+    assert rules.by_tag[content_date] == Action.DUMMY  # Z/D, Type 1
+    assert rules.by_tag[series_date] == Action.DUMMY  # X/D, Type 1
+    default = compile_rules(BASIC)
+    assert default.by_tag[content_date] == Action.ZERO  # most protective of Z/D
+    assert default.by_tag[series_date] == Action.REMOVE
+
+
+def _private_dataset() -> Dataset:
+    ds = Dataset()
+    ds.PatientID = "MRN0001"
+    gems = ds.private_block(0x0019, "GEMS_ACQU_01", create=True)
+    gems.add_new(0x23, "DS", "39.375")  # Table Speed: in E.3.10-1
+    gems.add_new(0x30, "LO", "Whitfield")  # not in E.3.10-1
+    acme = ds.private_block(0x0019, "ACME", create=True)
+    acme.add_new(0x23, "DS", "1.0")  # same element byte, wrong creator
+    nested = ds.private_block(0x0011, "ACME NESTED", create=True)
+    inner = Dataset()
+    inner.PatientName = "Inner^Secret"
+    nested.add_new(0x01, "SQ", Sequence([inner]))
+    holder = Dataset()
+    inner_private = holder.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
+    inner_private.add_new(0x10, "OB", b"Whitfield secret")
+    ds.ReferencedSeriesSequence = Sequence([holder])
+    return ds
+
+
+def test_private_attributes_are_removed_by_default_at_every_depth():
+    ds = _private_dataset()
+    _deid(BASIC, ds)
+    assert not [e for e in ds.iterall() if e.tag.is_private]
+
+
+def test_retain_safe_private_keeps_only_listed_attributes_under_their_creator():
+    ds = _private_dataset()
+    result = _deid(ConfidentialityProfile(retain_safe_private=True), ds)
+    private = {int(e.tag): e.value for e in ds.iterall() if e.tag.is_private}
+    creator_tag = next(t for t, v in private.items() if v == "GEMS_ACQU_01")
+    block = creator_tag & 0xFF
+    assert private[(0x0019 << 16) | (block << 8) | 0x23] == pytest.approx(39.375)
+    assert "Whitfield" not in json.dumps({k: str(v) for k, v in private.items()})
+    assert "ACME" not in private.values() and "ACME NESTED" not in private.values()
+    assert len(private) == 2  # the GEMS creator and its one safe element
+    assert any(a.reason == "private" and a.action == "X" for a in result.actions)
+
+
+def test_overlays_and_curves_removed_whole_groups_by_default():
+    ds = Dataset()
+    ds.PatientID = "p"
+    ds.add_new(0x60000010, "US", 8)
+    ds.add_new(0x60000022, "LO", "Overlay of Whitfield")
+    ds.add_new(0x60003000, "OW", b"Whitfield" + b"\x00" * 7)
+    ds.add_new(0x60004000, "LT", "Comment Whitfield")
+    ds.add_new(0x50000005, "US", 1)
+    ds.add_new(0x50002500, "LO", "Curve Whitfield")
+    result = _deid(BASIC, ds)
+    assert not [t for t in ds.keys() if 0x5000 <= t >> 16 <= 0x60FF]
+    assert not result.graphics_review_required
+
+
+def test_clean_graphics_keeps_overlays_and_flags_them():
+    ds = Dataset()
+    ds.PatientID = "p"
+    ds.PatientName = "Whitfield^Jonathan"
+    ds.add_new(0x60000010, "US", 8)
+    ds.add_new(0x60003000, "OW", b"\x01" * 16)
+    ds.add_new(0x60004000, "LT", "Comment Whitfield")
+    result = _deid(ConfidentialityProfile(clean_graphics=True), ds)
+    assert ds[0x60003000].value == b"\x01" * 16
+    assert "Whitfield" not in ds[0x60004000].value
+    assert result.graphics_review_required
+
+
+def test_unlisted_attributes_get_the_safety_net():
+    ds = Dataset()
+    ds.PatientID = "p"
+    ds.TextValue = "Whitfield was here"  # unlisted free text
+    ds.add_new(0x00231234, "LO", "odd")  # private, removed
+    ds.add_new(0x00080070, "LO", "ACME Imaging")  # Manufacturer: kept
+    ds.add_new(0x00080016, "UI", "1.2.840.10008.5.1.4.1.1.2")  # SOP Class: kept
+    ds.add_new(0x00200052, "UI", "1.2.3.4")  # listed, U
+    ds.add_new(0x0040A124, "UI", "1.2.3.5")  # UID (listed U)
+    ds.add_new(0x00082218, "SQ", Sequence([_item()]))  # AnatomicRegionSequence (unlisted SQ)
+    _deid(BASIC, ds)
+    assert "TextValue" not in ds
+    assert ds.Manufacturer == "ACME Imaging"
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert ds.AnatomicRegionSequence[0].CodeMeaning == "Chest"
+    assert ds.AnatomicRegionSequence[0].PatientName == ""
+
+
+def test_dates_shift_by_one_keyed_offset_per_patient():
+    def make(pid: str, study: str, content: str) -> Dataset:
+        ds = Dataset()
+        ds.PatientID = pid
+        ds.StudyDate = study
+        ds.ContentDate = content
+        ds.AcquisitionDateTime = study + "101500.25"
+        return ds
+
+    deid = Deidentifier(key=TEST_KEY)
+    a = deid.deidentify(make("MRN1", "20200301", "20200311")).dataset
+    b = deid.deidentify(make("MRN1", "20210101", "20210101")).dataset
+    from datetime import date
+
+    def days(x: str, y: str) -> int:
+        return (date(int(y[:4]), int(y[4:6]), int(y[6:])) -
+                date(int(x[:4]), int(x[4:6]), int(x[6:]))).days
+
+    assert days(a.StudyDate, a.ContentDate) == 10  # interval kept
+    assert days("20200301", a.StudyDate) == days("20210101", b.StudyDate)  # same offset
+    assert days("20200301", a.StudyDate) < 0
+    assert a.AcquisitionDateTime == a.StudyDate + "101500.25"
+    offsets = {days("20200301", deid.deidentify(make(f"MRN{i}", "20200301", "20200301"))
+                    .dataset.StudyDate) for i in range(2, 8)}
+    assert len(offsets) > 1
+
+
+def test_uids_are_keyed_hmacs_not_plain_hashes():
+    original = "1.2.826.0.1.3680043.8.498.99"
+    ds = Dataset()
+    ds.PatientID = "p"
+    ds.StudyInstanceUID = original
+    _deid(BASIC, ds)
+    digest = hmac.new(TEST_KEY.encode(), b"uid\x00" + original.encode(), hashlib.sha256).digest()
+    assert ds.StudyInstanceUID == f"2.25.{int.from_bytes(digest[:16], 'big')}"
+    plain = int.from_bytes(hashlib.sha256(original.encode()).digest()[:16], "big")
+    assert ds.StudyInstanceUID != f"2.25.{plain}"
+    other = Dataset()
+    other.PatientID = "p"
+    other.StudyInstanceUID = original
+    Deidentifier(profile=BASIC, key="another-key-0123456789").deidentify(other)
+    assert other.StudyInstanceUID != ds.StudyInstanceUID
+
+
+def test_uid_root_is_configurable_and_valid():
+    pseudo = Pseudonymizer(b"k" * 16, "1.2.826.0.1.3680043.10.1234")
+    uid = pseudo.uid("1.2.3")
+    assert uid.startswith("1.2.826.0.1.3680043.10.1234.") and len(uid) <= 64
+    with pytest.raises(ValueError):
+        ConfidentialityProfile(uid_root="1.02")
+
+
+def test_patient_pseudonym_argument_and_default():
+    ds = Dataset()
+    ds.PatientID = "MRN0001"
+    ds.PatientName = PATIENT_NAME
+    clean, removed = Deidentifier(key=TEST_KEY).deidentify_dataset(ds, patient_id="ANON12345")
+    assert clean.PatientID == "ANON12345" and clean.PatientName == "ANON12345"
+    assert "PatientID" in removed and "PatientName" in removed
+    a = Dataset()
+    a.PatientID = "MRN0001"
+    b = Dataset()
+    b.PatientID = "MRN0001"
+    deid = Deidentifier(key=TEST_KEY)
+    assert deid.deidentify(a).patient_pseudonym == deid.deidentify(b).patient_pseudonym
+
+
+def test_preserve_tags_apply_on_top():
+    ds = Dataset()
+    ds.PatientID = "p"
+    ds.StudyDescription = "CT CHEST"
+    ds.SeriesDescription = "AXIAL"
+    Deidentifier(["StudyDescription", "(0008,103E)"], key=TEST_KEY).deidentify(ds)
+    assert ds.StudyDescription == "CT CHEST" and ds.SeriesDescription == "AXIAL"
+    with pytest.raises(ValueError):
+        Deidentifier(["NotAKeyword"], key=TEST_KEY)
+
+
+def test_nesting_too_deep_is_refused():
+    ds = Dataset()
+    ds.PatientID = "p"
+    current = ds
+    for _ in range(80):
+        child = Dataset()
+        current.ReferencedSeriesSequence = Sequence([child])
+        current = child
+    with pytest.raises(DeidentificationError):
+        Deidentifier(key=TEST_KEY).deidentify(ds)
+
+
+def _write(ds: Dataset, path: Path) -> None:
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_streaming_keeps_memory_far_below_file_size(tmp_path):
+    size = 48 * 1024 * 1024
+    ds = Dataset()
+    ds.PatientID = "MRN1"
+    ds.PatientName = PATIENT_NAME
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = generate_uid()
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = 2048, 2048, 16, 1
+    ds.NumberOfFrames = 6
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 15, 0
+    ds.PixelData = b"\x07" * size
+    src = tmp_path / "big.dcm"
+    _write(ds, src)
+    del ds
+    out = tmp_path / "out.dcm"
+    tracemalloc.start()
+    Deidentifier(key=TEST_KEY).deidentify_file(src, out)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, peak
+    with open(out, "rb") as fh:
+        back = pydicom.dcmread(fh, stop_before_pixels=True)
+        assert back.PatientName == back.PatientID
+    assert out.stat().st_size > size
+
+
+def test_compressed_pixel_data_passes_through_unchanged(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    for name in ("SC_rgb_jpeg_dcmtk.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm"):
+        src = get_testdata_file(name)
+        out = tmp_path / name
+        Deidentifier(key=TEST_KEY).deidentify_file(src, out)
+        a, b = pydicom.dcmread(src), pydicom.dcmread(out)
+        assert a.file_meta.TransferSyntaxUID == b.file_meta.TransferSyntaxUID
+        assert a.PixelData == b.PixelData
+        assert b.PatientIdentityRemoved == "YES"
+
+
+def test_every_pydicom_file_round_trips(tmp_path):
+    done = 0
+    for path in pydicom_files():
+        out = tmp_path / (Path(path).name + ".out")
+        try:
+            Deidentifier(key=TEST_KEY).deidentify_file(path, out)
+        except (InvalidDICOMError, DeidentificationError):
+            assert not out.exists()
+            continue
+        done += 1
+        original = pydicom.dcmread(path, force=True)
+        back = pydicom.dcmread(out)
+        for elem in back.iterall():
+            _ = elem.value
+        assert back.PatientIdentityRemoved == "YES"
+        name = str(original.get("PatientName", "") or "")
+        if len(name) > 3:
+            assert name.encode("latin-1", "ignore") not in out.read_bytes()
+        if "PixelData" in original and "no_meta" not in path:
+            assert back.PixelData == original.PixelData, path
+    assert done > 140
+
+
+def test_action_report_names_tags_never_values(corpus, tmp_path):
+    deid = Deidentifier(key=TEST_KEY)
+    for path in corpus.files[:6]:
+        result = deid.deidentify_file_with_report(path, tmp_path / "x.dcm")
+        report = json.dumps(result.report(), ensure_ascii=False)
+        for value in corpus.planted:
+            assert value not in report
+        assert result.report()["action_counts"]["X"] > 10
+
+
+def test_burned_in_annotation_risk():
+    ds = Dataset()
+    ds.PatientID = "p"
+    ds.Modality = "US"
+    assert Deidentifier(key=TEST_KEY).deidentify(ds).burned_in_annotation_risk
+    ds = Dataset()
+    ds.PatientID = "p"
+    ds.Modality = "CT"
+    assert not Deidentifier(key=TEST_KEY).deidentify(ds).burned_in_annotation_risk
+    ds.BurnedInAnnotation = "YES"
+    assert Deidentifier(key=TEST_KEY).deidentify(ds).burned_in_annotation_risk
+
+
+def _outputs(corpus, tmp_path):  # type: ignore[no-untyped-def]
+    deid = Deidentifier(key=TEST_KEY)
+    outputs = []
+    for path in corpus.files:
+        out = tmp_path / "out" / path.relative_to(corpus.root)
+        deid.deidentify_file(path, out)
+        outputs.append(out)
+    return outputs
+
+
+def test_generated_study_has_no_planted_value_anywhere(corpus, tmp_path):
+    for out in _outputs(corpus, tmp_path):
+        data = out.read_bytes()
+        for value in corpus.planted:
+            for encoding in ("latin-1", "utf-8"):
+                needle = value.encode(encoding, "ignore")
+                assert needle not in data, (out.name, "planted value found")
+
+
+def test_every_output_element_obeys_the_table(corpus, tmp_path):
+    rules = compile_rules(ConfidentialityProfile())
+    removed = {tag for tag, action in rules.by_tag.items() if action == Action.REMOVE}
+    originals = {}
+    for path in corpus.files:
+        ds = pydicom.dcmread(path)
+        for elem in ds.iterall():
+            if elem.VR == "UI":
+                originals[str(elem.value)] = elem.keyword
+    study_uids: dict[str, set[str]] = {}
+    sop_uids = set()
+    for out in _outputs(corpus, tmp_path):
+        ds = pydicom.dcmread(out)
+        for elem in ds.iterall():
+            assert int(elem.tag) not in removed, elem.keyword
+            assert not elem.tag.is_private
+            assert not 0x5000 <= elem.tag.group <= 0x60FF
+            if elem.VR == "UI" and not elem.keyword.endswith("ClassUID"):
+                assert str(elem.value) not in originals, elem.keyword
+            if elem.VR == "PN" and elem.tag != 0x00100010:
+                assert str(elem.value) in ("", "ANONYMIZED"), elem.keyword
+        assert ds.PatientIdentityRemoved == "YES"
+        study_uids.setdefault(str(out.parent.parent), set()).add(ds.StudyInstanceUID)
+        sop_uids.add(ds.SOPInstanceUID)
+        if ds.Modality == "SR":
+            refs = [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                    for i in ds.ContentSequence if "ReferencedSOPSequence" in i]
+            uid_refs = [i.UID for i in ds.ContentSequence if "UID" in i]
+            assert refs and uid_refs
+            for ref in refs + uid_refs:
+                assert ref in sop_uids_of(tmp_path)
+    for uids in study_uids.values():
+        assert len(uids) == 1
+
+
+def sop_uids_of(tmp_path: Path) -> set[str]:
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+            for p in (tmp_path / "out").rglob("*.dcm")}
+
+
+@pytest.mark.peer
+def test_dcmdump_reads_every_output(corpus, tmp_path):
+    dcmdump = shutil.which("dcmdump")
+    if dcmdump is None:
+        if os.environ.get("CI"):
+            pytest.fail("dcmdump must be installed in CI (make test installs dcmtk)")
+        pytest.skip("dcmtk not installed")
+    for out in _outputs(corpus, tmp_path):
+        proc = subprocess.run([dcmdump, "-E", str(out)], capture_output=True, text=True,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr[:500]
+        assert "PatientIdentityRemoved" in proc.stdout
+
+
+def test_modified_dates_offset_is_within_bounds():
+    pseudo = Pseudonymizer(b"x" * 16, max_date_shift_days=30)
+    for i in range(50):
+        offset = pseudo.date_offset(f"id:{i}")
+        assert timedelta(days=-30) <= offset <= timedelta(days=-1)
