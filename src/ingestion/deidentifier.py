@@ -633,7 +633,11 @@ class Deidentifier:
         elif action == Action.DUMMY:
             elem.value = self._dummy(elem, vr, path, ctx)
         elif action == Action.UID:
-            elem.value = self._map_uids(elem.value, ctx)
+            # A UID attribute that arrived with another VR gets that VR's dummy instead.
+            if vr == "UI":
+                elem.value = self._map_uids(elem.value, ctx)
+            else:
+                elem.value = self._dummy(elem, vr, path, ctx)
         elif action == Action.CLEAN:
             self._clean(elem, vr, path, ctx)
         self._record(ctx, path, tag, vr, action, reason)
@@ -728,7 +732,7 @@ class Deidentifier:
             _ensure_file_meta(dataset, self._parser.get_transfer_syntax(dataset))
             with atomic_write(output_path) as out:
                 dataset.save_as(out, enforce_file_format=True)
-        except (ValueError, TypeError, AttributeError, struct.error) as exc:
+        except (ValueError, TypeError, AttributeError, OSError, struct.error) as exc:
             raise DeidentificationError(
                 f"cannot encode the de-identified dataset ({type(exc).__name__})"
             ) from exc
@@ -764,7 +768,7 @@ class Deidentifier:
                     writer.is_little_endian = out_little
                     writer.is_implicit_VR = out_implicit
                     write_dataset(writer, tail, head.get("SpecificCharacterSet"))
-        except (ValueError, TypeError, AttributeError, struct.error) as exc:
+        except (ValueError, TypeError, AttributeError, OSError, struct.error) as exc:
             raise DeidentificationError(
                 f"cannot encode the de-identified dataset ({type(exc).__name__})"
             ) from exc

@@ -39,24 +39,6 @@ FLAG_DEFLATED = "deflated"
 FLAG_LEADING_BYTES_SKIPPED = "leading_bytes_skipped"
 _MAX_RESYNC_BYTES = 3
 
-_READ_ERRORS = (
-    InvalidDicomError,
-    EOFError,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    OverflowError,
-    NotImplementedError,
-    UnicodeError,
-    AttributeError,
-    LookupError,
-    zlib.error,
-    RecursionError,
-    MemoryError,
-    OSError,
-    AssertionError,
-)
 
 
 def quiet_pydicom() -> None:
@@ -270,7 +252,7 @@ class DICOMParser:
                 _touch_all(dataset)
             except InvalidDICOMError:
                 raise
-            except _READ_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001 - any pydicom failure means unreadable input
                 raise InvalidDICOMError(source, _reason(exc)) from exc
         for warning in caught:
             text = str(warning.message)
@@ -337,7 +319,7 @@ class DICOMParser:
             buffer = io.BytesIO(data[skip:])
             try:
                 dataset = pydicom.dcmread(buffer, force=True, stop_before_pixels=stop_before_pixels)
-            except _READ_ERRORS:
+            except Exception:  # noqa: BLE001
                 if skip == 0:
                     raise
                 continue
