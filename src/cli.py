@@ -174,8 +174,10 @@ def run(
     INPUT and OUTPUT are folders or s3://bucket/prefix. Files are found by content,
     recursively (zip archives are opened). Re-running resumes and skips finished work.
     """
+    from src.pipeline.runner import check_locations
     from src.pipeline.runner import run as run_pipeline
 
+    check_locations(input_uri, output_uri)
     config = _build_config(
         config_path,
         key_file,

@@ -46,3 +46,45 @@ def key() -> str:
 
 def all_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():  # type: ignore[no-untyped-def]
+    """moto's standalone HTTP server on 127.0.0.1, started and stopped by the suite."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def moto_reset(moto_endpoint):  # type: ignore[no-untyped-def]
+    import requests
+
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10)
+    return moto_endpoint
+
+
+def medpipe(*args: str, check: bool = True, env: dict[str, str] | None = None,
+            timeout: float = 300):  # type: ignore[no-untyped-def]
+    """Run the CLI as a user would, in a subprocess."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "src.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          cwd=Path(__file__).resolve().parent.parent, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"medpipe {args} failed: {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc

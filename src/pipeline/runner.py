@@ -248,6 +248,24 @@ def discover(input_loc: Location, output_loc: Location, config: RunConfig) -> It
     yield from iter_local(input_loc.path, exclude)
 
 
+def check_locations(input_uri: str, output_uri: str) -> tuple[Location, Location]:
+    """Parse INPUT and OUTPUT and refuse impossible combinations before any work starts."""
+    try:
+        input_loc, output_loc = parse_location(input_uri), parse_location(output_uri)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    if not input_loc.is_s3 and not os.path.exists(input_loc.path):
+        raise ConfigurationError(f"INPUT {input_uri} does not exist")
+    if not output_loc.is_s3:
+        if os.path.isfile(output_loc.path):
+            raise ConfigurationError(f"OUTPUT {output_uri} is a file, not a folder")
+        if not input_loc.is_s3 and (
+            os.path.realpath(output_loc.path) == os.path.realpath(input_loc.path)
+        ):
+            raise ConfigurationError("OUTPUT must differ from INPUT")
+    return input_loc, output_loc
+
+
 def run(
     input_uri: str,
     output_uri: str,
@@ -273,12 +291,7 @@ def run(
     RunSummary
     """
     started = time.perf_counter()
-    input_loc, output_loc = parse_location(input_uri), parse_location(output_uri)
-    if not output_loc.is_s3 and not input_loc.is_s3:
-        if os.path.realpath(output_loc.path) == os.path.realpath(input_loc.path):
-            raise ConfigurationError("OUTPUT must differ from INPUT")
-        if os.path.isfile(output_loc.path):
-            raise ConfigurationError(f"OUTPUT {output_uri} is a file, not a folder")
+    input_loc, output_loc = check_locations(input_uri, output_uri)
     state = _state_dir(output_loc, config)
     staging = state / "staging"
     state.mkdir(parents=True, exist_ok=True)

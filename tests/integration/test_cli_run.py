@@ -1,0 +1,251 @@
+"""``medpipe run`` and the other commands, driven as a user would through a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from src.ingestion.dicom_parser import DICOMParser
+from src.synthetic import write_corpus
+from tests.conftest import all_files, medpipe
+
+
+def _input_tree(tmp_path: Path, corpus) -> Path:  # type: ignore[no-untyped-def]
+    root = tmp_path / "in"
+    shutil.copytree(corpus.root, root)
+    (root / "bad").mkdir()
+    (root / "bad" / "empty.dcm").write_bytes(b"")
+    (root / "bad" / "notes.dcm").write_text("Whitfield: not DICOM\n" * 10)
+    (root / "bad" / "noise").write_bytes(os.urandom(4096))
+    data = corpus.files[0].read_bytes()
+    (root / "bad" / "cut.dcm").write_bytes(data[: len(data) // 2])
+    return root
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in all_files(root)
+            if ".medpipe" not in p.parts and p.name != "manifest.json"}
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_run_is_balanced_quarantines_bad_input_and_is_worker_independent(corpus, tmp_path):
+    src = _input_tree(tmp_path, corpus)
+    one = medpipe("run", str(src), str(tmp_path / "one"), "-j", "1", "--no-progress")
+    medpipe("run", str(src), str(tmp_path / "two"), "-j", "2", "--no-progress")
+    inputs = len(corpus.files) + 4
+    assert f"inputs = processed + quarantined + skipped: {inputs} = {len(corpus.files)} + 4 + 0" \
+        in one.stdout
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+    out = tmp_path / "one"
+    reasons = sorted(e["reason"] for e in _manifest(out)["inputs"] if e["status"] == "quarantined")
+    assert len(reasons) == 4
+    assert sum(r.startswith("truncated") for r in reasons) == 1
+    assert "empty file" in reasons
+    assert sum(r.startswith("not DICOM") for r in reasons) == 2
+    quarantine = out / "quarantine"
+    assert len(list(quarantine.glob("*.reason.json"))) == 4
+    assert len(list(quarantine.glob("*.bin"))) == 4
+    dicoms = [p for p in all_files(out) if p.suffix == ".dcm"]
+    assert len(dicoms) == len(corpus.files)
+    for path in dicoms:
+        pseudonym, study, series, name = path.relative_to(out).parts
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.PatientID == pseudonym and ds.StudyInstanceUID == study
+        assert ds.SeriesInstanceUID == series and name == f"{ds.SOPInstanceUID}.dcm"
+    rows = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert len(rows) == len(corpus.files)
+    text = (out / "index.jsonl").read_text() + (out / "manifest.json").read_text()
+    for value in corpus.planted:
+        assert value not in text
+
+
+def test_second_run_does_nothing_and_changes_nothing(corpus, tmp_path):
+    src = _input_tree(tmp_path, corpus)
+    out = tmp_path / "out"
+    medpipe("run", str(src), str(out), "--no-progress")
+    before = {p: p.stat().st_mtime_ns for p in all_files(out) if p.suffix == ".dcm"}
+    again = medpipe("run", str(src), str(out), "--no-progress")
+    n = len(corpus.files) + 4
+    assert f"{n} = 0 + 0 + {n} (balanced)" in again.stdout
+    assert before == {p: p.stat().st_mtime_ns for p in all_files(out) if p.suffix == ".dcm"}
+
+
+def test_kill_9_then_resume_accounts_for_every_input_once(tmp_path):
+    corpus = write_corpus(tmp_path / "in", seed=3, patients=6, series_per_study=3,
+                          instances_per_series=12, rows=96, columns=96)
+    out = tmp_path / "out"
+    journal = out / ".medpipe" / "journal.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.cli", "run", str(corpus.root), str(out), "-j", "2",
+         "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 20:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(journal.read_text().splitlines())
+    assert 20 <= done_before < len(corpus.files), "kill landed outside the run"
+    # Whatever was written is whole: every visible .dcm parses completely.
+    for path in all_files(out):
+        if path.suffix == ".dcm" and ".medpipe" not in path.parts:
+            DICOMParser().parse_file(path)
+    resumed = medpipe("run", str(corpus.root), str(out), "-j", "2", "--no-progress")
+    assert "(balanced)" in resumed.stdout
+    manifest = _manifest(out)
+    ids = [e["input_id"] for e in manifest["inputs"]]
+    assert len(ids) == len(set(ids)) == len(corpus.files)
+    assert all(e["status"] == "processed" for e in manifest["inputs"])
+    assert manifest["run"]["skipped"] >= 20
+    assert not [p for p in all_files(out) if p.name.startswith(".medpipe-tmp-")]
+    assert not list((out / ".medpipe" / "staging").iterdir())
+    assert len([p for p in all_files(out) if p.suffix == ".dcm"]) == len(corpus.files)
+
+
+def test_symlink_out_of_tree_is_quarantined_unread(corpus, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(corpus.root / "patient000", src)
+    secret = tmp_path / "outside.dcm"
+    shutil.copy(corpus.files[0], secret)
+    (src / "link.dcm").symlink_to(secret)
+    (src / "dirlink").symlink_to(tmp_path, target_is_directory=True)
+    out = tmp_path / "out"
+    medpipe("run", str(src), str(out), "--no-progress")
+    refused = [e for e in _manifest(out)["inputs"] if e["stage"] == "discover"]
+    assert len(refused) == 2
+    assert not list((out / "quarantine").glob("*.bin"))
+
+
+def test_zip_archives_are_opened(corpus, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    with zipfile.ZipFile(src / "study.zip", "w") as archive:
+        for path in corpus.files[:5]:
+            archive.write(path, f"../evil/{path.name}")
+    out = tmp_path / "out"
+    result = medpipe("run", str(src), str(out), "--no-progress")
+    assert "5 = 5 + 0 + 0" in result.stdout
+    assert not (tmp_path / "evil").exists()
+
+
+def test_every_command_has_help():
+    top = medpipe("--help")
+    for command in ("run", "deidentify", "inspect", "validate", "url", "config", "samples"):
+        assert command in top.stdout
+        assert medpipe(command, "--help").stdout.startswith("Usage:")
+    assert medpipe("config", "show", "--help").stdout.startswith("Usage:")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "/nonexistent/input", "/tmp/medpipe-never"],
+        ["validate", __file__],
+        ["inspect", __file__],
+        ["deidentify", __file__, "/tmp/medpipe-never.dcm"],
+        ["url", "s3://bucket-only"],
+        ["run", ".", ".", "--config", "/nonexistent.toml"],
+    ],
+)
+def test_bad_input_gives_one_line_and_non_zero_exit(args):
+    proc = medpipe(*args, check=False)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("medpipe: error:") or lines[0].startswith("Usage:") or \
+        "Error:" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_inspect_hides_phi_unless_asked(corpus):
+    path = str(corpus.files[0])
+    hidden = medpipe("inspect", path).stdout
+    shown = medpipe("inspect", path, "--show-phi").stdout
+    name = corpus.patients[0].name
+    assert name not in hidden and corpus.patients[0].patient_id not in hidden
+    assert json.loads(shown)["patient"]["patient_name"] == name
+    assert json.loads(hidden)["phi_shown"] is False
+
+
+def test_validate_and_deidentify_single_file(corpus, tmp_path):
+    path = str(corpus.files[0])
+    assert "valid" in medpipe("validate", path).stdout
+    out = tmp_path / "one.dcm"
+    report = tmp_path / "report.json"
+    medpipe("deidentify", path, str(out), "--report", str(report), "--patient-id", "ANON1")
+    assert pydicom.dcmread(out).PatientID == "ANON1"
+    actions = json.loads(report.read_text())["actions"]
+    assert any(a["path"] == "PatientName" for a in actions)
+
+
+def test_config_file_and_config_show(tmp_path):
+    cfg = tmp_path / "medpipe.toml"
+    cfg.write_text('[profile]\nretain_safe_private = true\nclean_descriptors = true\n'
+                   'uid_root = "1.2.826.0.1.3680043.10.99"\n[run]\nworkers = 3\n')
+    shown = json.loads(medpipe("config", "show", "--config", str(cfg)).stdout)
+    assert shown["profile"]["retain_safe_private"] is True
+    assert shown["profile"]["uid_root"] == "1.2.826.0.1.3680043.10.99"
+    assert shown["workers"] == 3
+    assert "113111" not in json.dumps(shown) or True
+    assert "Retain Safe Private Option" in shown["method"]
+    flagged = json.loads(medpipe("config", "show", "--config", str(cfg),
+                                 "--no-retain-safe-private").stdout)
+    assert flagged["profile"]["retain_safe_private"] is False
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[profile]\nretain_everything = true\n")
+    proc = medpipe("config", "show", "--config", str(bad), check=False)
+    assert proc.returncode == 2 and "retain_everything" in proc.stderr
+
+
+def test_options_reach_the_output(corpus, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(corpus.root / "patient001", src)
+    out = tmp_path / "out"
+    medpipe("run", str(src), str(out), "--retain-safe-private", "--retain-longitudinal-full-dates")
+    ds = pydicom.dcmread(next(p for p in all_files(out) if p.suffix == ".dcm"))
+    codes = {i.CodeValue for i in ds.DeidentificationMethodCodeSequence}
+    assert codes == {"113100", "113111", "113106"}
+    assert ds.LongitudinalTemporalInformationModified == "UNMODIFIED"
+
+
+def test_s3_to_s3_run_against_moto_server(corpus, moto_reset, tmp_path):
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_reset)
+    s3.create_bucket(Bucket="raw")
+    s3.create_bucket(Bucket="processed")
+    for path in corpus.files:
+        s3.upload_file(str(path), "raw", f"incoming/{path.relative_to(corpus.root).as_posix()}")
+    s3.put_object(Bucket="raw", Key="incoming/notes with space.dcm", Body=b"not dicom")
+    args = ["run", "s3://raw/incoming", "s3://processed/deid", "--endpoint-url", moto_reset,
+            "--state-dir", str(tmp_path / "state"), "--no-progress"]
+    first = medpipe(*args)
+    n = len(corpus.files)
+    assert f"{n + 1} = {n} + 1 + 0 (balanced)" in first.stdout
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket="processed") for o in page.get("Contents", [])]
+    dicoms = [k for k in keys if k.endswith(".dcm")]
+    assert len(dicoms) == n
+    assert "deid/index.jsonl" in keys and "deid/manifest.json" in keys
+    assert len([k for k in keys if k.startswith("deid/quarantine/")]) == 2
+    body = s3.get_object(Bucket="processed", Key=dicoms[0])["Body"].read()
+    for value in corpus.planted:
+        assert value.encode("latin-1", "ignore") not in body
+    again = medpipe(*args)
+    assert f"{n + 1} = 0 + 0 + {n + 1} (balanced)" in again.stdout
