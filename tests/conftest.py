@@ -14,8 +14,8 @@ os.environ["MEDPIPE_DEID_KEY"] = "unit-test-key-0123456789abcdef"
 os.environ["XDG_CONFIG_HOME"] = os.path.join(_HOME, "config")
 os.environ["XDG_CACHE_HOME"] = os.path.join(_HOME, "cache")
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
-os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"  # noqa: S105 - moto's fake credentials
-os.environ["AWS_SESSION_TOKEN"] = "testing"  # noqa: S105
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+os.environ["AWS_SESSION_TOKEN"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -35,8 +35,15 @@ def corpus(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     """A small generated multi-patient corpus with PHI planted everywhere."""
     from src.synthetic import write_corpus
 
-    return write_corpus(tmp_path_factory.mktemp("corpus"), seed=7, patients=3,
-                        series_per_study=2, instances_per_series=3, rows=32, columns=32)
+    return write_corpus(
+        tmp_path_factory.mktemp("corpus"),
+        seed=7,
+        patients=3,
+        series_per_study=2,
+        instances_per_series=3,
+        rows=32,
+        columns=32,
+    )
 
 
 @pytest.fixture()
@@ -76,15 +83,22 @@ def moto_reset(moto_endpoint):  # type: ignore[no-untyped-def]
     return moto_endpoint
 
 
-def medpipe(*args: str, check: bool = True, env: dict[str, str] | None = None,
-            timeout: float = 300):  # type: ignore[no-untyped-def]
+def medpipe(
+    *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 300
+):  # type: ignore[no-untyped-def]
     """Run the CLI as a user would, in a subprocess."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "src.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
-                          cwd=Path(__file__).resolve().parent.parent, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"medpipe {args} failed: {proc.returncode}\n{proc.stderr[-3000:]}")
     return proc

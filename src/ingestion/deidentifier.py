@@ -57,7 +57,6 @@ from src.ingestion.dicom_parser import (
     FLAG_DEFLATED,
     FLAG_NO_PREAMBLE,
     DICOMParser,
-    is_image,
 )
 from src.ingestion.profile import (
     BASIC_PROFILE_CODE,

@@ -40,7 +40,6 @@ FLAG_LEADING_BYTES_SKIPPED = "leading_bytes_skipped"
 _MAX_RESYNC_BYTES = 3
 
 
-
 def quiet_pydicom() -> None:
     """Keep pydicom's own warnings (which quote element values) out of every log.
 
@@ -252,7 +251,7 @@ class DICOMParser:
                 _touch_all(dataset)
             except InvalidDICOMError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any pydicom failure means unreadable input
+            except Exception as exc:
                 raise InvalidDICOMError(source, _reason(exc)) from exc
         for warning in caught:
             text = str(warning.message)
@@ -290,8 +289,9 @@ class DICOMParser:
         little = uid.is_little_endian if uid.is_transfer_syntax else True
         buffer = _buffer_of(fp)
         try:
-            check_structure(buffer, source, start=start + 132, implicit=implicit,
-                            little=little, has_meta=True)
+            check_structure(
+                buffer, source, start=start + 132, implicit=implicit, little=little, has_meta=True
+            )
         finally:
             if isinstance(buffer, mmap.mmap):
                 buffer.close()
@@ -319,7 +319,7 @@ class DICOMParser:
             buffer = io.BytesIO(data[skip:])
             try:
                 dataset = pydicom.dcmread(buffer, force=True, stop_before_pixels=stop_before_pixels)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 if skip == 0:
                     raise
                 continue

@@ -9,15 +9,18 @@ than :data:`MAX_DEPTH`.
 
 from __future__ import annotations
 
+import mmap
 import struct
 
 from src.errors import InvalidDICOMError
 
 MAX_DEPTH = 64
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR",
-                       b"UT", b"SV", b"UV"})
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+)
 _VRS = frozenset(
-    v.encode() for v in (
+    v.encode()
+    for v in (
         "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC "
         "UI UL UN UR US UT UV"
     ).split()
@@ -25,8 +28,14 @@ _VRS = frozenset(
 
 
 class _Walker:
-    def __init__(self, buf: bytes | memoryview, end: int, source: str, implicit: bool,
-                 little: bool) -> None:
+    def __init__(
+        self,
+        buf: bytes | memoryview | mmap.mmap,
+        end: int,
+        source: str,
+        implicit: bool,
+        little: bool,
+    ) -> None:
         self.buf = buf
         self.end = end
         self.source = source
@@ -41,7 +50,7 @@ class _Walker:
         if pos + 8 > self.end:
             raise self.fail("truncated: inside an element header")
         group, element = struct.unpack_from(self.e + "HH", self.buf, pos)
-        vr = bytes(self.buf[pos + 4:pos + 6])
+        vr = bytes(self.buf[pos + 4 : pos + 6])
         if group == 0xFFFE or self.implicit or vr not in _VRS:
             (length,) = struct.unpack_from(self.e + "L", self.buf, pos + 4)
             return group, element, length, pos + 8
@@ -67,8 +76,11 @@ class _Walker:
             else:
                 pos = start + length
                 if pos > self.end:
-                    what = "mid pixel data" if (group, element) == (0x7FE0, 0x0010) else (
-                        "mid element value")
+                    what = (
+                        "mid pixel data"
+                        if (group, element) == (0x7FE0, 0x0010)
+                        else ("mid element value")
+                    )
                     raise self.fail(f"truncated: {what}")
         if in_item:
             raise self.fail("truncated: item without delimiter")
@@ -93,8 +105,15 @@ class _Walker:
                     raise self.fail("truncated: mid sequence item")
 
 
-def check_structure(buf: bytes | memoryview, source: str, *, start: int, implicit: bool,
-                    little: bool, has_meta: bool) -> None:
+def check_structure(
+    buf: bytes | memoryview | mmap.mmap,
+    source: str,
+    *,
+    start: int,
+    implicit: bool,
+    little: bool,
+    has_meta: bool,
+) -> None:
     """Walk the whole buffer; raise ``InvalidDICOMError`` if it is cut or malformed.
 
     Parameters

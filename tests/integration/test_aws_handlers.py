@@ -154,8 +154,11 @@ def test_throttling_is_retried_with_backoff(aws, dcm):
 def test_throttling_past_the_retry_budget_is_a_503(aws, dcm):
     from botocore.config import Config
 
-    client = boto3.client("s3", region_name="us-east-1",
-                          config=Config(retries={"mode": "standard", "max_attempts": 2}))
+    client = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        config=Config(retries={"mode": "standard", "max_attempts": 2}),
+    )
     handler = S3Handler(BUCKET, s3_client=client)
     _inject(client, "before-send.s3.HeadObject", 10, 503, "SlowDown")
     with pytest.raises(ThrottlingError) as info:
@@ -194,9 +197,11 @@ def test_presigned_download_fetched_over_http(moto_reset, dcm):
     s3.upload_file(dcm, "patient/study/image.dcm")
     handler = PresignedUrlHandler("dl-bucket", endpoint_url=moto_reset)
     info = handler.generate_download_url(
-        "patient/study/image.dcm", expiration_seconds=3600,
+        "patient/study/image.dcm",
+        expiration_seconds=3600,
         response_content_type="application/dicom",
-        response_content_disposition='attachment; filename="image.dcm"')
+        response_content_disposition='attachment; filename="image.dcm"',
+    )
     assert info["expires_in"] == 3600
     query = parse_qs(urlparse(info["url"]).query)
     assert query["X-Amz-Expires"] == ["3600"]
@@ -217,8 +222,9 @@ def test_presigned_upload_over_http(moto_reset):
     s3 = S3Handler("up-bucket", endpoint_url=moto_reset)
     s3.s3_client.create_bucket(Bucket="up-bucket")
     handler = PresignedUrlHandler("up-bucket", endpoint_url=moto_reset)
-    info = handler.generate_upload_url("in/new.dcm", 300, content_type="application/dicom",
-                                       metadata={"source": "scanner"})
+    info = handler.generate_upload_url(
+        "in/new.dcm", 300, content_type="application/dicom", metadata={"source": "scanner"}
+    )
     response = requests.put(info["url"], data=b"DICM-bytes", headers=info["headers"], timeout=10)
     assert response.status_code == 200
     head = s3.get_object_metadata("in/new.dcm")
@@ -255,7 +261,8 @@ def test_hostile_key_cannot_inject_headers(aws):
     assert "\r" not in value and "\n" not in value
     with pytest.raises(ValueError):
         PresignedUrlHandler(BUCKET).generate_download_url(
-            "k", response_content_disposition="attachment\r\nX-Evil: 1")
+            "k", response_content_disposition="attachment\r\nX-Evil: 1"
+        )
 
 
 def test_batch_urls(aws):
@@ -263,8 +270,9 @@ def test_batch_urls(aws):
     keys = ["file1.dcm", "file2.dcm", "file3.dcm"]
     results = handler.generate_batch_download_urls(keys, expiration_seconds=1800)
     assert list(results) == keys
-    assert all(r["expires_in"] == 1800 and r["url"].startswith("https://") for r in
-               results.values())
+    assert all(
+        r["expires_in"] == 1800 and r["url"].startswith("https://") for r in results.values()
+    )
 
 
 # -- CloudWatchHandler ------------------------------------------------------------------
@@ -274,9 +282,13 @@ def test_put_metric_data_with_dimensions_and_timestamp(aws):
     handler = CloudWatchHandler()
     when = datetime.now(UTC) - timedelta(minutes=5)
     result = handler.put_metric_data(
-        namespace="MedicalImaging/Pipeline", metric_name="FilesProcessed", value=1,
-        unit="Count", dimensions=[{"Name": "Environment", "Value": "Production"}],
-        timestamp=when)
+        namespace="MedicalImaging/Pipeline",
+        metric_name="FilesProcessed",
+        value=1,
+        unit="Count",
+        dimensions=[{"Name": "Environment", "Value": "Production"}],
+        timestamp=when,
+    )
     assert result["metric_name"] == "FilesProcessed" and result["value"] == 1.0
     metrics = handler.cloudwatch_client.list_metrics(Namespace="MedicalImaging/Pipeline")
     assert metrics["Metrics"][0]["Dimensions"] == [{"Name": "Environment", "Value": "Production"}]
@@ -299,14 +311,17 @@ def test_put_log_events_sorts_and_splits(aws):
     handler.create_log_group("/g")
     handler.create_log_stream("/g", "s")
     base = int(datetime.now(UTC).timestamp() * 1000) - 60_000
-    events = [{"timestamp": base + (i * 7919) % 25_000, "message": json.dumps({"i": i})}
-              for i in range(25_000)]
+    events = [
+        {"timestamp": base + (i * 7919) % 25_000, "message": json.dumps({"i": i})}
+        for i in range(25_000)
+    ]
     result = handler.put_log_events("/g", "s", events)
     assert result["events_sent"] == 25_000 and result["batches"] == 3
     big = [{"timestamp": base + i, "message": "x" * 200_000} for i in range(12)]
     assert handler.put_log_events("/g", "s", big)["batches"] == 3  # 5 per MB
-    got = handler.logs_client.get_log_events(logGroupName="/g", logStreamName="s",
-                                             startFromHead=True, limit=50)["events"]
+    got = handler.logs_client.get_log_events(
+        logGroupName="/g", logStreamName="s", startFromHead=True, limit=50
+    )["events"]
     stamps = [e["timestamp"] for e in got]
     assert stamps == sorted(stamps)
 
@@ -318,8 +333,12 @@ PASS = {"Comment": "test", "StartAt": "Done", "States": {"Done": {"Type": "Pass"
 
 def test_state_machine_lifecycle(aws):
     handler = StepFunctionsHandler()
-    created = handler.create_state_machine(name="my-workflow", definition=PASS, role_arn=ROLE,
-                                           tags=[{"key": "team", "value": "imaging"}])
+    created = handler.create_state_machine(
+        name="my-workflow",
+        definition=PASS,
+        role_arn=ROLE,
+        tags=[{"key": "team", "value": "imaging"}],
+    )
     arn = created["state_machine_arn"]
     assert arn.startswith("arn:aws:states:")
     started = handler.start_execution(arn, {"Records": []}, execution_name="run-1")
@@ -345,9 +364,14 @@ def test_substitute_variables_everywhere_and_unknown_is_an_error(tmp_path):
     handler = StepFunctionsHandler(sfn_client=object())
     definition = {
         "StartAt": "A",
-        "States": {"A": {"Type": "Task", "Resource": "${LambdaArn}",
-                         "Parameters": {"Bucket": "${S3Bucket}", "List": ["${S3Bucket}/x"]},
-                         "End": True}},
+        "States": {
+            "A": {
+                "Type": "Task",
+                "Resource": "${LambdaArn}",
+                "Parameters": {"Bucket": "${S3Bucket}", "List": ["${S3Bucket}/x"]},
+                "End": True,
+            }
+        },
     }
     path = tmp_path / "workflow.json"
     path.write_text(json.dumps(definition))

@@ -33,8 +33,11 @@ def _input_tree(tmp_path: Path, corpus) -> Path:  # type: ignore[no-untyped-def]
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in all_files(root)
-            if ".medpipe" not in p.parts and p.name != "manifest.json"}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in all_files(root)
+        if ".medpipe" not in p.parts and p.name != "manifest.json"
+    }
 
 
 def _manifest(out: Path) -> dict:
@@ -46,8 +49,10 @@ def test_run_is_balanced_quarantines_bad_input_and_is_worker_independent(corpus,
     one = medpipe("run", str(src), str(tmp_path / "one"), "-j", "1", "--no-progress")
     medpipe("run", str(src), str(tmp_path / "two"), "-j", "2", "--no-progress")
     inputs = len(corpus.files) + 4
-    assert f"inputs = processed + quarantined + skipped: {inputs} = {len(corpus.files)} + 4 + 0" \
+    assert (
+        f"inputs = processed + quarantined + skipped: {inputs} = {len(corpus.files)} + 4 + 0"
         in one.stdout
+    )
     assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
     out = tmp_path / "one"
     reasons = sorted(e["reason"] for e in _manifest(out)["inputs"] if e["status"] == "quarantined")
@@ -84,15 +89,34 @@ def test_second_run_does_nothing_and_changes_nothing(corpus, tmp_path):
 
 
 def test_kill_9_then_resume_accounts_for_every_input_once(tmp_path):
-    corpus = write_corpus(tmp_path / "in", seed=3, patients=6, series_per_study=3,
-                          instances_per_series=12, rows=96, columns=96)
+    corpus = write_corpus(
+        tmp_path / "in",
+        seed=3,
+        patients=6,
+        series_per_study=3,
+        instances_per_series=12,
+        rows=96,
+        columns=96,
+    )
     out = tmp_path / "out"
     journal = out / ".medpipe" / "journal.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "src.cli", "run", str(corpus.root), str(out), "-j", "2",
-         "--no-progress"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        cwd=Path(__file__).resolve().parents[2])
+        [
+            sys.executable,
+            "-m",
+            "src.cli",
+            "run",
+            str(corpus.root),
+            str(out),
+            "-j",
+            "2",
+            "--no-progress",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if journal.exists() and len(journal.read_text().splitlines()) >= 20:
@@ -168,8 +192,11 @@ def test_bad_input_gives_one_line_and_non_zero_exit(args):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("medpipe: error:") or lines[0].startswith("Usage:") or \
-        "Error:" in lines[0]
+    assert (
+        lines[0].startswith("medpipe: error:")
+        or lines[0].startswith("Usage:")
+        or "Error:" in lines[0]
+    )
     assert "Traceback" not in proc.stderr
 
 
@@ -196,16 +223,19 @@ def test_validate_and_deidentify_single_file(corpus, tmp_path):
 
 def test_config_file_and_config_show(tmp_path):
     cfg = tmp_path / "medpipe.toml"
-    cfg.write_text('[profile]\nretain_safe_private = true\nclean_descriptors = true\n'
-                   'uid_root = "1.2.826.0.1.3680043.10.99"\n[run]\nworkers = 3\n')
+    cfg.write_text(
+        "[profile]\nretain_safe_private = true\nclean_descriptors = true\n"
+        'uid_root = "1.2.826.0.1.3680043.10.99"\n[run]\nworkers = 3\n'
+    )
     shown = json.loads(medpipe("config", "show", "--config", str(cfg)).stdout)
     assert shown["profile"]["retain_safe_private"] is True
     assert shown["profile"]["uid_root"] == "1.2.826.0.1.3680043.10.99"
     assert shown["workers"] == 3
     assert "113111" not in json.dumps(shown) or True
     assert "Retain Safe Private Option" in shown["method"]
-    flagged = json.loads(medpipe("config", "show", "--config", str(cfg),
-                                 "--no-retain-safe-private").stdout)
+    flagged = json.loads(
+        medpipe("config", "show", "--config", str(cfg), "--no-retain-safe-private").stdout
+    )
     assert flagged["profile"]["retain_safe_private"] is False
     bad = tmp_path / "bad.toml"
     bad.write_text("[profile]\nretain_everything = true\n")
@@ -233,13 +263,24 @@ def test_s3_to_s3_run_against_moto_server(corpus, moto_reset, tmp_path):
     for path in corpus.files:
         s3.upload_file(str(path), "raw", f"incoming/{path.relative_to(corpus.root).as_posix()}")
     s3.put_object(Bucket="raw", Key="incoming/notes with space.dcm", Body=b"not dicom")
-    args = ["run", "s3://raw/incoming", "s3://processed/deid", "--endpoint-url", moto_reset,
-            "--state-dir", str(tmp_path / "state"), "--no-progress"]
+    args = [
+        "run",
+        "s3://raw/incoming",
+        "s3://processed/deid",
+        "--endpoint-url",
+        moto_reset,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--no-progress",
+    ]
     first = medpipe(*args)
     n = len(corpus.files)
     assert f"{n + 1} = {n} + 1 + 0 (balanced)" in first.stdout
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket="processed") for o in page.get("Contents", [])]
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="processed")
+        for o in page.get("Contents", [])
+    ]
     dicoms = [k for k in keys if k.endswith(".dcm")]
     assert len(dicoms) == n
     assert "deid/index.jsonl" in keys and "deid/manifest.json" in keys

@@ -78,8 +78,9 @@ def _sample(vr: str, n: int) -> object:
 
 
 def _rows() -> list[TableRow]:
-    return [r for r in load_table_e1_1()
-            if r.tag is not None and r.keyword and (r.tag >> 16) != 0x0002]
+    return [
+        r for r in load_table_e1_1() if r.tag is not None and r.keyword and (r.tag >> 16) != 0x0002
+    ]
 
 
 def _item() -> Dataset:
@@ -114,8 +115,14 @@ def _deid(profile: ConfidentialityProfile, ds: Dataset, **kw):  # type: ignore[n
     return Deidentifier(profile=profile, key=TEST_KEY, **kw).deidentify(ds)
 
 
-def _check_row(row: TableRow, action: Action, ds: Dataset, original: object,
-               profile: ConfidentialityProfile, depth: int) -> None:
+def _check_row(
+    row: TableRow,
+    action: Action,
+    ds: Dataset,
+    original: object,
+    profile: ConfidentialityProfile,
+    depth: int,
+) -> None:
     assert row.tag is not None
     tag = row.tag
     where = f"{row.keyword} {row.tag_text} ({action}) depth {depth}"
@@ -215,8 +222,12 @@ def test_required_attributes_and_longitudinal_marker():
     assert [i.CodeValue for i in ds.DeidentificationMethodCodeSequence] == ["113100", "113107"]
     assert all(i.CodingSchemeDesignator == "DCM" for i in ds.DeidentificationMethodCodeSequence)
     full = _dataset_with_every_row()
-    _deid(ConfidentialityProfile(retain_longitudinal_modified_dates=False,
-                                 retain_longitudinal_full_dates=True), full)
+    _deid(
+        ConfidentialityProfile(
+            retain_longitudinal_modified_dates=False, retain_longitudinal_full_dates=True
+        ),
+        full,
+    )
     assert full.LongitudinalTemporalInformationModified == "UNMODIFIED"
     none = _dataset_with_every_row()
     _deid(BASIC, none)
@@ -337,15 +348,18 @@ def test_dates_shift_by_one_keyed_offset_per_patient():
     from datetime import date
 
     def days(x: str, y: str) -> int:
-        return (date(int(y[:4]), int(y[4:6]), int(y[6:])) -
-                date(int(x[:4]), int(x[4:6]), int(x[6:]))).days
+        return (
+            date(int(y[:4]), int(y[4:6]), int(y[6:])) - date(int(x[:4]), int(x[4:6]), int(x[6:]))
+        ).days
 
     assert days(a.StudyDate, a.ContentDate) == 10  # interval kept
     assert days("20200301", a.StudyDate) == days("20210101", b.StudyDate)  # same offset
     assert days("20200301", a.StudyDate) < 0
     assert a.AcquisitionDateTime == a.StudyDate + "101500.25"
-    offsets = {days("20200301", deid.deidentify(make(f"MRN{i}", "20200301", "20200301"))
-                    .dataset.StudyDate) for i in range(2, 8)}
+    offsets = {
+        days("20200301", deid.deidentify(make(f"MRN{i}", "20200301", "20200301")).dataset.StudyDate)
+        for i in range(2, 8)
+    }
     assert len(offsets) > 1
 
 
@@ -550,8 +564,11 @@ def test_every_output_element_obeys_the_table(corpus, tmp_path):
         study_uids.setdefault(str(out.parent.parent), set()).add(ds.StudyInstanceUID)
         sop_uids.add(ds.SOPInstanceUID)
         if ds.Modality == "SR":
-            refs = [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-                    for i in ds.ContentSequence if "ReferencedSOPSequence" in i]
+            refs = [
+                i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                for i in ds.ContentSequence
+                if "ReferencedSOPSequence" in i
+            ]
             uid_refs = [i.UID for i in ds.ContentSequence if "UID" in i]
             assert refs and uid_refs
             for ref in refs + uid_refs:
@@ -561,8 +578,10 @@ def test_every_output_element_obeys_the_table(corpus, tmp_path):
 
 
 def sop_uids_of(tmp_path: Path) -> set[str]:
-    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
-            for p in (tmp_path / "out").rglob("*.dcm")}
+    return {
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+        for p in (tmp_path / "out").rglob("*.dcm")
+    }
 
 
 @pytest.mark.peer
@@ -573,8 +592,9 @@ def test_dcmdump_reads_every_output(corpus, tmp_path):
             pytest.fail("dcmdump must be installed in CI (make test installs dcmtk)")
         pytest.skip("dcmtk not installed")
     for out in _outputs(corpus, tmp_path):
-        proc = subprocess.run([dcmdump, "-E", str(out)], capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run(
+            [dcmdump, "-E", str(out)], capture_output=True, text=True, check=False
+        )
         assert proc.returncode == 0, proc.stderr[:500]
         assert "PatientIdentityRemoved" in proc.stdout
 

@@ -44,14 +44,22 @@ LEAVES = [
     ("StudyInstanceUID", lambda: "1.2.3.4"),
     ("CodeMeaning", lambda: "Chest"),
 ]
-SEQUENCES = ["ReferencedSeriesSequence", "RequestAttributesSequence", "ContentSequence",
-             "AnatomicRegionSequence", "OtherPatientIDsSequence", "ProcedureCodeSequence"]
+SEQUENCES = [
+    "ReferencedSeriesSequence",
+    "RequestAttributesSequence",
+    "ContentSequence",
+    "AnatomicRegionSequence",
+    "OtherPatientIDsSequence",
+    "ProcedureCodeSequence",
+]
 
 
 @st.composite
 def datasets(draw, depth=0):  # type: ignore[no-untyped-def]
     ds = Dataset()
-    for keyword, make in draw(st.lists(st.sampled_from(LEAVES), max_size=6, unique_by=lambda x: x[0])):
+    for keyword, make in draw(
+        st.lists(st.sampled_from(LEAVES), max_size=6, unique_by=lambda x: x[0])
+    ):
         setattr(ds, keyword, make())
     if draw(st.booleans()):
         block = ds.private_block(0x0009 + 2 * draw(st.integers(0, 3)), "HYPO", create=True)
@@ -86,19 +94,61 @@ def test_random_trees_keep_no_marker_and_no_removed_tag(ds):
     assert back.PatientIdentityRemoved == "YES"
 
 
-VRS = ["AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI",
-       "UT", "US", "SS", "UL", "SL", "FL", "FD", "OB", "OW"]
+VRS = [
+    "AE",
+    "AS",
+    "CS",
+    "DA",
+    "DS",
+    "DT",
+    "IS",
+    "LO",
+    "LT",
+    "PN",
+    "SH",
+    "ST",
+    "TM",
+    "UI",
+    "UT",
+    "US",
+    "SS",
+    "UL",
+    "SL",
+    "FL",
+    "FD",
+    "OB",
+    "OW",
+]
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(st.lists(st.tuples(st.integers(0x0008, 0x0050), st.integers(0x0001, 0xFFFF),
-                          st.sampled_from(VRS)), max_size=12))
+@given(
+    st.lists(
+        st.tuples(st.integers(0x0008, 0x0050), st.integers(0x0001, 0xFFFF), st.sampled_from(VRS)),
+        max_size=12,
+    )
+)
 def test_random_tags_and_vrs_never_crash(elements):
     ds = Dataset()
     ds.PatientID = "p"
-    values = {"AS": "010Y", "DA": "20200101", "DS": "1.5", "DT": "20200101", "IS": "3",
-              "TM": "1010", "UI": "1.2.3", "US": 1, "SS": -1, "UL": 2, "SL": -2, "FL": 1.5,
-              "FD": 2.5, "OB": b"\x01\x02", "OW": b"\x01\x02", "UN": b"\x01\x02"}
+    values = {
+        "AS": "010Y",
+        "DA": "20200101",
+        "DS": "1.5",
+        "DT": "20200101",
+        "IS": "3",
+        "TM": "1010",
+        "UI": "1.2.3",
+        "US": 1,
+        "SS": -1,
+        "UL": 2,
+        "SL": -2,
+        "FL": 1.5,
+        "FD": 2.5,
+        "OB": b"\x01\x02",
+        "OW": b"\x01\x02",
+        "UN": b"\x01\x02",
+    }
     for group, element, vr in elements:
         tag = ((group * 2) << 16) | element  # even groups: public, known or not
         if element == 0 or (group * 2) == 0x0002:
@@ -121,7 +171,7 @@ def test_fuzzed_bytes_parse_or_raise_the_project_error(noise, where):
 
     base = open(get_testdata_file("CT_small.dcm"), "rb").read()
     cut = [132, 400, 2000, 9000][where]
-    data = base[:cut] + noise + base[cut + len(noise):]
+    data = base[:cut] + noise + base[cut + len(noise) :]
     try:
         DICOMParser().parse_bytes(data)
     except InvalidDICOMError:

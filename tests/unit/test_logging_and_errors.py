@@ -25,8 +25,12 @@ def test_log_lines_have_exactly_the_documented_keys():
     stream = _capture()
     logging.getLogger("src.storage.s3_handler").info(
         "File uploaded successfully",
-        extra={"operation": "upload_file", "status": "completed", "details": {"size": 3},
-               "bucket": "b"},
+        extra={
+            "operation": "upload_file",
+            "status": "completed",
+            "details": {"size": 3},
+            "bucket": "b",
+        },
     )
     record = json.loads(stream.getvalue().splitlines()[-1])
     assert tuple(record) == LOG_KEYS
@@ -57,9 +61,12 @@ def test_defaults_and_exceptions_carry_no_text():
 
 def test_error_response_shapes():
     resp = error_response(InvalidDICOMError("a.dcm", "empty file"))
-    assert resp == {"statusCode": 400, "error": "InvalidDICOMError",
-                    "message": "a.dcm: not a readable DICOM file (empty file)",
-                    "details": {"source": "a.dcm", "reason": "empty file"}}
+    assert resp == {
+        "statusCode": 400,
+        "error": "InvalidDICOMError",
+        "message": "a.dcm: not a readable DICOM file (empty file)",
+        "details": {"source": "a.dcm", "reason": "empty file"},
+    }
     assert error_response(ObjectNotFoundError("gone"))["statusCode"] == 404
     assert error_response(AccessDeniedError("no"))["statusCode"] == 403
     assert error_response(ThrottlingError("slow"))["statusCode"] == 503
