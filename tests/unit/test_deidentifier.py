@@ -298,7 +298,7 @@ def test_overlays_and_curves_removed_whole_groups_by_default():
     ds.add_new(0x50000005, "US", 1)
     ds.add_new(0x50002500, "LO", "Curve Whitfield")
     result = _deid(BASIC, ds)
-    assert not [t for t in ds.keys() if 0x5000 <= t >> 16 <= 0x60FF]
+    assert not [t for t in list(ds.keys()) if 0x5000 <= t >> 16 <= 0x60FF]
     assert not result.graphics_review_required
 
 
