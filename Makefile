@@ -51,5 +51,13 @@ bench: $(VENV)/.installed-dev
 fuzz: $(VENV)/.installed-dev
 	MEDPIPE_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/unit/test_fuzz.py -p no:cacheprovider
 
+# `sam build` calls build-<LogicalId> for each function (Metadata: BuildMethod: makefile).
+LAMBDA_DEPS := "pydicom>=3.0,<4" "pydantic>=2.6,<3" "python-json-logger>=3.1,<5" \
+	"aws-lambda-powertools>=3.0,<4"
+build-%Function:
+	$(PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)" --platform manylinux2014_aarch64 \
+		--implementation cp --python-version 3.12 --only-binary=:all: $(LAMBDA_DEPS)
+	cp -r src "$(ARTIFACTS_DIR)/"
+
 clean:
 	rm -rf $(VENV) $(SAMPLES) $(OUTPUT) .pytest_cache .mypy_cache .ruff_cache

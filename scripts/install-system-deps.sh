@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Install the Debian tools the test suite uses as real peers: dcmtk (dcmdump, storescp),
-# dicom3tools (dciodvfy). Runs apt only for what is missing, and only as root; otherwise
+# dicom3tools (dciodvfy), and asl-validator from npm. Runs apt only for what is missing, and only as root; otherwise
 # it says what to install and the tests that need a tool skip.
 set -euo pipefail
 need=()
 command -v dcmdump >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+# asl-validator (npm) checks the state machine definitions; kept out of git in tools/.
+if [ ! -x tools/node_modules/.bin/asl-validator ] && command -v npm >/dev/null 2>&1; then
+  echo "installing asl-validator into tools/" >&2
+  npm install --silent --no-audit --no-fund --no-save --no-package-lock \
+    --prefix tools asl-validator@4.0.0 >/dev/null
+fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
