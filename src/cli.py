@@ -384,6 +384,53 @@ def config_show(
 
 
 @main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--against",
+    "against",
+    required=True,
+    type=click.Path(exists=True),
+    help="The original inputs whose identifying values are searched for.",
+)
+@click.option(
+    "--log",
+    "logs",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A log file to search too (repeatable).",
+)
+@profile_options
+@friendly_errors
+def audit(
+    output: str,
+    against: str,
+    logs: tuple[str, ...],
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    **flags: Any,
+) -> None:
+    """Search OUTPUT (and logs) for PHI values of the inputs; exit 1 on any hit.
+
+    Hits are reported by the tag path of the value in the input and the file it was
+    found in, never by the value itself.
+    """
+    from src.pipeline.audit import audit as run_audit
+
+    cfg = _build_config(config_path, key_file, uid_root, flags)
+    report = run_audit(output, against, logs, profile=cfg.profile, key=_key(cfg).key)
+    click.echo(
+        f"audited {report.files_scanned} files ({report.bytes_scanned / 1e6:.1f} MB) "
+        f"for {report.values} identifying values from {report.inputs} inputs: "
+        f"{len(report.hits)} hit(s)"
+    )
+    for hit in report.hits:
+        click.echo(f"HIT {hit.source} in {hit.found_in}")
+    if not report.clean:
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("output", type=click.Path(file_okay=False))
 @click.option("--seed", default=20261128, show_default=True, help="Same seed, same bytes.")
 @click.option("--patients", default=3, show_default=True, type=click.IntRange(min=1))

@@ -227,6 +227,7 @@ class DeidentificationResult:
     burned_in_annotation_risk: bool = False
     graphics_review_required: bool = False
     flags: list[str] = field(default_factory=list)
+    has_pixel_data: bool = False
 
     @property
     def removed_tags(self) -> list[str]:
@@ -472,7 +473,9 @@ class Deidentifier:
                 dataset = self._parser.parse_file(source)
                 if before is not None:
                     before(dataset)
+                has_pixels = bool(set(dataset.keys()) & _PIXEL_TAGS)
                 result = self.deidentify(dataset, patient_id)
+                result.has_pixel_data = has_pixels
                 self._save_whole(dataset, output_path, flags)
                 return result
             pixel_start = fp.tell()
@@ -487,6 +490,7 @@ class Deidentifier:
             if before is not None:
                 before(header)
             result = self.deidentify(header, patient_id)
+            result.has_pixel_data = span is not None
             self._save_streamed(header, output_path, fp, span, implicit, little)
         return result
 

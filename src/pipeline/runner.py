@@ -344,6 +344,23 @@ def run(
         for outcome in _outcomes(todo, config, key.key, str(staging)):
             _finish(outcome, by_id[outcome.input_id], sink, claims, summary)
             journal.append(outcome.journal_entry())
+            quarantined = outcome.status == QUARANTINED
+            logger.log(
+                logging.WARNING if quarantined else logging.DEBUG,
+                "Input quarantined" if quarantined else "Input processed",
+                extra={
+                    "operation": "process",
+                    "status": outcome.status,
+                    "details": {
+                        "input_id": outcome.input_id,
+                        "stage": outcome.stage,
+                        "reason": outcome.reason,
+                        "output": outcome.output,
+                        "removed": outcome.removed,
+                        "seconds": round(outcome.seconds, 4),
+                    },
+                },
+            )
             previous[outcome.input_id] = outcome.journal_entry()
             bar.update(1)
             elapsed = time.perf_counter() - started
@@ -376,7 +393,8 @@ def _outcomes(
         return
     ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
     chunk = max(1, min(16, len(todo) // (workers * 8)))
-    pool = ctx.Pool(workers, initializer=init_worker, initargs=(config, key, staging))
+    level = logging.getLogger("src").getEffectiveLevel()
+    pool = ctx.Pool(workers, initializer=init_worker, initargs=(config, key, staging, level))
     try:
         yield from pool.imap(process, todo, chunksize=chunk)
         pool.close()

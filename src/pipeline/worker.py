@@ -27,8 +27,9 @@ from src.errors import (
     StorageError,
 )
 from src.ingestion.deidentifier import Deidentifier
-from src.ingestion.dicom_parser import DICOMParser, quiet_pydicom
+from src.ingestion.dicom_parser import DICOMParser, is_image, quiet_pydicom
 from src.ingestion.metadata_extractor import MetadataExtractor
+from src.monitoring.logs import configure_logging
 from src.pipeline.config import RunConfig
 from src.pipeline.sources import InputItem, materialise
 from src.validation.schemas import DICOMMetadataModel
@@ -88,9 +89,11 @@ class _WorkerState:
 _STATE: _WorkerState | None = None
 
 
-def init_worker(config: RunConfig, key: bytes, staging: str) -> None:
+def init_worker(config: RunConfig, key: bytes, staging: str, log_level: int | None = None) -> None:
     """Process-pool initializer: build the de-identifier once per process."""
     global _STATE
+    if log_level is not None:
+        configure_logging(log_level)
     quiet_pydicom()
     parser = DICOMParser(max_inflated_bytes=config.max_inflated_bytes)
     s3 = None
@@ -211,7 +214,18 @@ def _run_chain(item: InputItem, state: _WorkerState, outcome: Outcome, workdir: 
             raise MetadataValidationError(validation_reason(exc)) from None
         outcome.stage = "deidentify"
 
-    result = state.deidentifier.deidentify_file_with_report(local, staged, before=check)
+    image = {"value": False}
+
+    def check_and_note(original: Dataset) -> None:
+        check(original)
+        image["value"] = is_image(original)
+
+    result = state.deidentifier.deidentify_file_with_report(local, staged, before=check_and_note)
+    if image["value"] and not result.has_pixel_data:
+        outcome.stage = "parse"
+        raise InvalidDICOMError(
+            outcome.input_id, "truncated or incomplete: an image without pixel data"
+        )
     ds = result.dataset
     outcome.output = output_relative(ds, result.patient_pseudonym)
     index = state.extractor.extract_metadata(ds)

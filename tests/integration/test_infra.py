@@ -36,13 +36,14 @@ _Loader.add_multi_constructor("!", _tag)
 
 
 def _template() -> dict:  # type: ignore[type-arg]
-    return yaml.load(TEMPLATE.read_text(), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    return yaml.load(TEMPLATE.read_text(), Loader=_Loader)
 
 
 def test_cfn_lint_is_clean():
     cfn_lint = Path(sys.executable).with_name("cfn-lint")
-    proc = subprocess.run([str(cfn_lint), str(TEMPLATE)], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [str(cfn_lint), str(TEMPLATE)], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -53,8 +54,12 @@ def test_asl_validator_accepts_both_definitions():
             pytest.fail("asl-validator missing: make test installs it into tools/")
         pytest.skip("asl-validator (npm) not installed")
     for name in ("pipeline.asl.json", "backfill.asl.json"):
-        proc = subprocess.run([str(tool), "--json-path", str(DEFINITIONS / name)],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [str(tool), "--json-path", str(DEFINITIONS / name)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
