@@ -227,6 +227,7 @@ def load_safe_private() -> frozenset[tuple[str, int, int]]:
     return frozenset(safe)
 
 
+@cache
 def table_edition() -> str:
     """The standard's edition of the shipped tables, for example ``"2026d"``."""
     return str(_load_json(TABLE_E1_1)["edition"])
