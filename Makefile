@@ -46,6 +46,7 @@ unit: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev system-deps lint typecheck unit
 
 bench: $(VENV)/.installed-dev
+	@scripts/install-system-deps.sh bench
 	$(BIN)/python -m benchmarks.run
 
 fuzz: $(VENV)/.installed-dev

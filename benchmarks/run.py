@@ -83,7 +83,12 @@ def make_corpora() -> dict[str, Path]:
         small_flat.mkdir()
         for i, path in enumerate(sorted(small.rglob("*.dcm"))):
             shutil.copy(path, small_flat / f"{i:05d}.dcm")
-    return {"ct": flat, "small": small_flat, "ct-subset": subset}
+    small_subset = WORK / "small-subset"
+    if not small_subset.exists():
+        small_subset.mkdir()
+        for path in sorted(small_flat.iterdir())[:SLOW_PEER_FILES * 3]:
+            shutil.copy(path, small_subset / path.name)
+    return {"ct": flat, "small": small_flat, "ct-subset": subset, "small-subset": small_subset}
 
 
 def make_big(path: Path) -> None:
@@ -296,7 +301,7 @@ def main() -> None:
     print("installing peers ...", file=sys.stderr)
     install_peers()
     ct_rows = bench_set("ct", corpora["ct"], corpora["ct-subset"])
-    small_rows = bench_set("small", corpora["small"], None)
+    small_rows = bench_set("small", corpora["small"], corpora["small-subset"])
     imports = import_times()
     big = big_file_memory()
     profile = profile_hot_path(corpora["ct"])

@@ -6,6 +6,11 @@ set -euo pipefail
 need=()
 command -v dcmdump >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+if [ "${1:-}" = "bench" ]; then
+  # The benchmark's C++ peer (gdcmanon) and the certificate it encrypts with.
+  command -v gdcmanon >/dev/null 2>&1 || need+=(libgdcm-tools)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+fi
 # asl-validator (npm) checks the state machine definitions; kept out of git in tools/.
 if [ ! -x tools/node_modules/.bin/asl-validator ] && command -v npm >/dev/null 2>&1; then
   echo "installing asl-validator into tools/" >&2

@@ -290,3 +290,18 @@ def test_s3_to_s3_run_against_moto_server(corpus, moto_reset, tmp_path):
         assert value.encode("latin-1", "ignore") not in body
     again = medpipe(*args)
     assert f"{n + 1} = 0 + 0 + {n + 1} (balanced)" in again.stdout
+
+
+def test_metrics_go_to_cloudwatch_when_asked(corpus, moto_reset, tmp_path):
+    import boto3
+
+    src = tmp_path / "in"
+    shutil.copytree(corpus.root / "patient000", src)
+    medpipe("run", str(src), str(tmp_path / "out"), "--metrics", "cloudwatch",
+            env={"AWS_ENDPOINT_URL": moto_reset})
+    cloudwatch = boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=moto_reset)
+    names = {m["MetricName"] for m in
+             cloudwatch.list_metrics(Namespace="MedicalImaging/Pipeline")["Metrics"]}
+    assert {"FilesProcessed", "FilesQuarantined", "BytesProcessed"} <= names
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["run"]["metrics"]["FilesProcessed"] == len(list(src.rglob("*.dcm")))
