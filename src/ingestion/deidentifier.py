@@ -26,11 +26,13 @@ the identifiers found in the dataset.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import re
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from io import BytesIO
@@ -39,12 +41,12 @@ from typing import IO, Any
 import pydicom
 from pydicom import config as pydicom_config
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomFileLike
+from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
+from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
@@ -145,7 +147,7 @@ _PATIENT_ID = 0x00100020
 _PATIENT_NAME = 0x00100010
 _SOP_INSTANCE_UID = 0x00080018
 _BURNED_IN_RISK_MODALITIES = frozenset({"US", "SC", "OT", "XA", "ES"})
-_IDENTIFIER_KEYWORDS = (
+_IDENTIFIER_KEYWORDS: tuple[str, ...] = (
     "PatientName",
     "PatientID",
     "OtherPatientIDs",
@@ -168,6 +170,7 @@ _IDENTIFIER_KEYWORDS = (
     "IssuerOfPatientID",
     "PatientBirthDate",
 )
+_IDENTIFIER_TAGS = tuple(t for t in map(tag_for_keyword, _IDENTIFIER_KEYWORDS) if t is not None)
 _DATE_PATTERN = re.compile(
     r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(19|20)\d{6})\b"
 )
@@ -256,6 +259,7 @@ def _tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
+@functools.lru_cache(maxsize=65536)
 def _name(tag: int) -> str:
     return keyword_for_tag(tag) or _tag_text(tag)
 
@@ -290,7 +294,7 @@ class _Context:
     preserve: frozenset[int]
     offset: timedelta | None
     pseudonym: str
-    identifiers: list[str]
+    identifiers: _Identifiers
     actions: list[ActionRecord] = field(default_factory=list)
     graphics_kept: bool = False
 
@@ -421,7 +425,7 @@ class Deidentifier:
         offset = None
         if self.profile.retain_longitudinal_modified_dates:
             offset = self._pseudo.date_offset(original_key)
-        identifiers = _collect_identifiers(dataset)
+        identifiers = _Identifiers(dataset)
         ctx = _Context(
             rules=self._rules,
             profile=self.profile,
@@ -454,6 +458,7 @@ class Deidentifier:
         patient_id: str | None = None,
         *,
         before: Callable[[Dataset], None] | None = None,
+        atomic: bool = True,
     ) -> DeidentificationResult:
         """As :meth:`deidentify_file`, returning the full :class:`DeidentificationResult`.
 
@@ -463,6 +468,9 @@ class Deidentifier:
             Called with the original dataset (without pixel data) before anything is
             changed; it may veto the file by raising, and then nothing is written. The
             pipeline uses it to extract and validate metadata without a second parse.
+        atomic : bool
+            Write through a temporary file and rename (default). A caller that writes
+            into its own private staging area and renames afterwards can skip it.
         """
         source = os.fspath(input_path)
         try:
@@ -471,7 +479,7 @@ class Deidentifier:
             raise InvalidDICOMError(source, f"cannot open file ({type(exc).__name__})") from exc
         with fp:
             size = os.fstat(fp.fileno()).st_size
-            header = self._parser.parse_header(fp, source)
+            header = self._parser.parse_header(fp, source, decode=False)
             flags = set(getattr(header, "medpipe_flags", []) or [])
             if flags & {FLAG_NO_PREAMBLE, FLAG_DEFLATED}:
                 # Headerless and deflated data are read whole (the parser bounds inflation).
@@ -481,10 +489,11 @@ class Deidentifier:
                 has_pixels = bool(set(dataset.keys()) & _PIXEL_TAGS)
                 result = self.deidentify(dataset, patient_id)
                 result.has_pixel_data = has_pixels
-                self._save_whole(dataset, output_path, flags)
+                self._save_whole(dataset, output_path, atomic)
                 return result
             pixel_start = fp.tell()
             implicit, little = _encoding(header)
+            spans = _raw_spans(header, implicit, little)
             span = None
             if pixel_start < size:
                 span = _pixel_span(fp, pixel_start, size, little, source)
@@ -496,7 +505,7 @@ class Deidentifier:
                 before(header)
             result = self.deidentify(header, patient_id)
             result.has_pixel_data = span is not None
-            self._save_streamed(header, output_path, fp, span, implicit, little)
+            self._save_streamed(header, output_path, fp, span, implicit, little, spans, atomic)
         return result
 
     # -- the walk -----------------------------------------------------------------
@@ -518,10 +527,10 @@ class Deidentifier:
                 drop_groups.add(group)
         creators_kept: dict[int, str] = {}
         for tag in tags:
-            if tag not in ds:
+            raw = ds.get_item(tag)
+            if raw is None:
                 continue
-            elem = ds[tag]
-            vr = str(elem.VR)
+            vr = _vr_of(raw, tag)
             group = tag >> 16
             element = tag & 0xFFFF
             path = prefix + _name(tag)
@@ -546,8 +555,17 @@ class Deidentifier:
             elif tag in rules.by_tag:
                 action = rules.by_tag[tag]
             else:
-                action, reason = self._unlisted_action(elem, vr, mode, ctx)
-            if tag in (_PATIENT_ID, _PATIENT_NAME) and depth == 0 and action != Action.KEEP:
+                action, reason = self._unlisted_action(ds, tag, vr, mode, ctx)
+            if action == Action.KEEP and vr != "SQ":
+                # Kept as read: no decoding, and the writer can copy its bytes as they were.
+                self._record(ctx, path, tag, vr, action, reason)
+                continue
+            if action == Action.REMOVE:
+                del ds[tag]
+                self._record(ctx, path, tag, vr, action, reason)
+                continue
+            elem = ds[tag]
+            if tag in (_PATIENT_ID, _PATIENT_NAME) and depth == 0:
                 elem.value = ctx.pseudonym[: _MAX_LEN["PN"]]
                 self._record(ctx, path, tag, vr, Action.DUMMY, "pseudonym")
                 continue
@@ -581,9 +599,8 @@ class Deidentifier:
         return Action.REMOVE, "private"
 
     def _unlisted_action(
-        self, elem: DataElement, vr: str, mode: int, ctx: _Context
+        self, ds: Dataset, tag: int, vr: str, mode: int, ctx: _Context
     ) -> tuple[Action, str]:
-        tag = int(elem.tag)
         if vr == "SQ":
             return (Action.DUMMY if mode == _Mode.DUMMY else Action.KEEP), "E.1-1"
         if mode != _Mode.NORMAL and tag in _CODE_STRUCTURE:
@@ -602,7 +619,8 @@ class Deidentifier:
             keyword = keyword_for_tag(tag)
             if ctx.profile.retain_uids or keyword.endswith(("ClassUID", "SyntaxUID")):
                 return Action.KEEP, "safety-net"
-            values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
+            value = ds[tag].value
+            values = value if isinstance(value, MultiValue | list) else [value]
             if all((not v) or str(v) in UID_dictionary for v in values):
                 return Action.KEEP, "safety-net"
             return Action.UID, "safety-net"
@@ -734,11 +752,11 @@ class Deidentifier:
     # -- writing ------------------------------------------------------------------
 
     def _save_whole(
-        self, dataset: Dataset, output_path: str | os.PathLike[str], flags: set[str]
+        self, dataset: Dataset, output_path: str | os.PathLike[str], atomic: bool
     ) -> None:
         try:
             _ensure_file_meta(dataset, self._parser.get_transfer_syntax(dataset))
-            with atomic_write(output_path, fsync=self.fsync) as out:
+            with _output(output_path, atomic, self.fsync) as out:
                 dataset.save_as(out, enforce_file_format=True)
         except (ValueError, TypeError, AttributeError, OSError, struct.error) as exc:
             raise DeidentificationError(
@@ -753,29 +771,56 @@ class Deidentifier:
         span: _PixelSpan | None,
         implicit: bool,
         little: bool,
+        spans: dict[int, tuple[RawDataElement, int, int]],
+        atomic: bool,
     ) -> None:
-        head = Dataset()
-        tail = Dataset()
-        for elem in header:
-            (head if int(elem.tag) < 0x7FE00008 else tail).add(elem)
-        head.file_meta = header.file_meta
-        head.preamble = getattr(header, "preamble", None)
-        _ensure_file_meta(head, _ts_for(implicit, little))
-        out_ts = pydicom.uid.UID(head.file_meta.TransferSyntaxUID)
+        """Write the header (kept elements copied as bytes), then the pixel data, then the
+        elements that followed it."""
+        _ensure_file_meta(header, _ts_for(implicit, little))
+        meta = header.file_meta
+        out_ts = pydicom.uid.UID(meta.TransferSyntaxUID)
         out_implicit = out_ts.is_implicit_VR if out_ts.is_transfer_syntax else implicit
         out_little = out_ts.is_little_endian if out_ts.is_transfer_syntax else little
+        if (out_implicit, out_little) != (implicit, little):
+            spans = {}  # encoded differently from what the meta says: re-encode everything
+            for elem in header:
+                _ = elem.value
+        charset = header.get("SpecificCharacterSet")
+        body = DicomBytesIO()
+        body.is_little_endian = out_little
+        body.is_implicit_VR = out_implicit
+        tail = Dataset()
         try:
-            with atomic_write(output_path, fsync=self.fsync) as out:
-                head.save_as(out, enforce_file_format=True)
+            source.seek(0)
+            original = source.read(max((end for _, _, end in spans.values()), default=0))
+            for tag in sorted(header.keys()):
+                if tag >= 0x7FE00008:
+                    tail.add(header.get_item(tag))
+                    continue
+                item: Any = header.get_item(tag)
+                known = spans.get(tag)
+                if known is not None and item is known[0]:
+                    body.write(original[known[1]:known[2]])
+                else:
+                    write_data_element(body, header[tag], charset)
+            with _output(output_path, atomic, self.fsync) as out:
+                out.write(getattr(header, "preamble", None) or b"\x00" * 128)
+                out.write(b"DICM")
+                meta_io = DicomBytesIO()
+                meta_io.is_little_endian = True
+                meta_io.is_implicit_VR = False
+                write_file_meta_info(meta_io, meta, enforce_standard=True)
+                out.write(meta_io.getvalue())
+                out.write(body.getvalue())
                 if span is not None:
-                    _write_pixel_header(out, span, head, out_implicit, out_little)
+                    _write_pixel_header(out, span, header, out_implicit, out_little)
                     source.seek(span.value_start)
                     _copy_exact(source, out, span.value_end - span.value_start)
                 if len(tail):
                     writer = DicomFileLike(out)
                     writer.is_little_endian = out_little
                     writer.is_implicit_VR = out_implicit
-                    write_dataset(writer, tail, head.get("SpecificCharacterSet"))
+                    write_dataset(writer, tail, charset)
         except (ValueError, TypeError, AttributeError, OSError, struct.error) as exc:
             raise DeidentificationError(
                 f"cannot encode the de-identified dataset ({type(exc).__name__})"
@@ -783,6 +828,41 @@ class Deidentifier:
 
 
 # -- helpers --------------------------------------------------------------------------
+
+
+_EXPLICIT_LONG = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"}
+)
+
+
+def _raw_spans(
+    ds: Dataset, implicit: bool, little: bool
+) -> dict[int, tuple[RawDataElement, int, int]]:
+    """Byte ranges of the top-level elements still raw (undecoded) in ``ds``.
+
+    Only elements encoded like the dataset, with a defined length, are listed; the writer
+    copies these bytes unchanged when the element is kept.
+    """
+    spans: dict[int, tuple[RawDataElement, int, int]] = {}
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
+            continue
+        if raw.is_implicit_VR != implicit or raw.is_little_endian != little:
+            continue
+        header = 8 if implicit or raw.VR not in _EXPLICIT_LONG else 12
+        spans[int(tag)] = (raw, raw.value_tell - header, raw.value_tell + raw.length)
+    return spans
+
+
+def _vr_of(elem: DataElement | RawDataElement, tag: int) -> str:
+    """The element's VR, from the element when it says, else from the dictionary."""
+    vr = elem.VR
+    if vr and vr != "UN":
+        return str(vr)
+    if dictionary_has_tag(tag):
+        return str(dictionary_VR(tag)).split(" or ")[0]
+    return str(vr or "UN")
 
 
 def _text(value: Any) -> str:
@@ -807,26 +887,55 @@ def _patient_key(ds: Dataset) -> str:
     return f"study:{study}"
 
 
-def _collect_identifiers(ds: Dataset) -> list[str]:
-    found: set[str] = set()
-    for keyword in _IDENTIFIER_KEYWORDS:
-        if keyword not in ds:
-            continue
-        value = ds.data_element(keyword)
-        if value is None or value.VR == "SQ":
-            continue
-        values = value.value if isinstance(value.value, MultiValue | list) else [value.value]
-        for v in values:
-            text = _text(v)
-            if len(text) >= 2:
-                found.add(text)
-                for part in re.split(r"[\^=\s,]+", text):
-                    if len(part) >= 2:
-                        found.add(part)
-    return sorted(found, key=len, reverse=True)
+class _Identifiers:
+    """This dataset's identifying strings, decoded only if some text is to be cleaned.
+
+    The raw elements (or the values of decoded ones) are captured before the walk edits
+    anything, so the strings are the originals whenever they are finally needed.
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        self._ds = ds
+        self._captured: list[Any] = []
+        for tag in _IDENTIFIER_TAGS:
+            item = ds.get_item(tag)
+            if item is None:
+                continue
+            self._captured.append(item if isinstance(item, RawDataElement) else item.value)
+        self._strings: list[str] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._strings is None:
+            self._strings = self._decode()
+        return iter(self._strings)
+
+    def _decode(self) -> list[str]:
+        from pydicom.dataelem import convert_raw_data_element
+
+        found: set[str] = set()
+        for item in self._captured:
+            value = item
+            if isinstance(item, RawDataElement):
+                try:
+                    value = convert_raw_data_element(
+                        item, encoding=self._ds._character_set, ds=self._ds
+                    ).value
+                except Exception:  # noqa: S112 - an undecodable value cleans nothing
+                    continue
+            if isinstance(value, DicomSequence):
+                continue
+            values = value if isinstance(value, MultiValue | list) else [value]
+            for v in values:
+                text = _text(v)
+                if len(text) >= 2:
+                    found.add(text)
+                    for part in re.split(r"[\^=\s,]+", text):
+                        if len(part) >= 2:
+                            found.add(part)
+        return sorted(found, key=len, reverse=True)
 
 
-def _clean_text(text: str, identifiers: Sequence[str], vr: str) -> str:
+def _clean_text(text: str, identifiers: Iterable[str], vr: str) -> str:
     """Remove identifiers of this dataset, dates and long numbers from free text."""
     out = text
     for ident in identifiers:
@@ -1003,6 +1112,22 @@ def _read_tail(
     except (EOFError, ValueError, TypeError, KeyError, NotImplementedError, struct.error) as exc:
         raise InvalidDICOMError(source, "malformed elements after the pixel data") from exc
     return tail
+
+
+@contextlib.contextmanager
+def _output(path: str | os.PathLike[str], atomic: bool, fsync: bool) -> Iterator[IO[bytes]]:
+    """Open the output: atomically (temp file and rename) or in place, removed on failure."""
+    if atomic:
+        with atomic_write(path, fsync=fsync) as fh:
+            yield fh
+        return
+    try:
+        with open(path, "wb") as fh:
+            yield fh
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
 
 
 def _copy_exact(src: IO[bytes], dst: IO[bytes], length: int, chunk: int = 1 << 20) -> None:

@@ -196,9 +196,13 @@ class DICOMParser:
         """
         return self._parse(io.BytesIO(dicom_bytes), source, stop_before_pixels=False)
 
-    def parse_header(self, fp: IO[bytes], source: str) -> Dataset:
-        """Parse everything before the pixel data, leaving ``fp`` at the Pixel Data tag."""
-        return self._parse(fp, source, stop_before_pixels=True)
+    def parse_header(self, fp: IO[bytes], source: str, *, decode: bool = True) -> Dataset:
+        """Parse everything before the pixel data, leaving ``fp`` at the Pixel Data tag.
+
+        With ``decode=False`` the elements stay raw (undecoded) until used; the structure
+        has still been checked byte by byte, so truncation is still refused.
+        """
+        return self._parse(fp, source, stop_before_pixels=True, decode=decode)
 
     def get_transfer_syntax(self, dataset: Dataset) -> str:
         """Return the dataset's Transfer Syntax UID.
@@ -227,7 +231,9 @@ class DICOMParser:
 
     # -- internals ---------------------------------------------------------------
 
-    def _parse(self, fp: IO[bytes], source: str, *, stop_before_pixels: bool) -> Dataset:
+    def _parse(
+        self, fp: IO[bytes], source: str, *, stop_before_pixels: bool, decode: bool = True
+    ) -> Dataset:
         start = fp.tell()
         fp.seek(0, os.SEEK_END)
         size = fp.tell() - start
@@ -240,15 +246,15 @@ class DICOMParser:
             try:
                 has_preamble = self._has_preamble(fp)
                 if has_preamble:
-                    self._guard_deflate(fp, source)
-                    self._check_structure(fp, source)
+                    self._precheck(fp, source)
                     dataset: Dataset = pydicom.dcmread(
                         fp,
                         stop_before_pixels=stop_before_pixels,
                     )
                 else:
                     dataset = self._read_headerless(fp, source, stop_before_pixels, flags)
-                _touch_all(dataset)
+                if decode or not has_preamble:
+                    _touch_all(dataset)
             except InvalidDICOMError:
                 raise
             except Exception as exc:
@@ -273,18 +279,21 @@ class DICOMParser:
         fp.seek(start)
         return len(head) == 132 and head[128:132] == b"DICM"
 
-    def _check_structure(self, fp: IO[bytes], source: str) -> None:
-        """Refuse a file whose elements run past its end (pydicom reads those quietly)."""
+    def _precheck(self, fp: IO[bytes], source: str) -> None:
+        """Read the file meta once; bound a deflated dataset's inflation, and refuse a file
+        whose elements run past its end (pydicom reads those quietly)."""
         start = fp.tell()
         try:
             read_preamble(fp, False)  # type: ignore[arg-type]
             meta = read_file_meta_info_from(fp)
+            ts = meta.get("TransferSyntaxUID")
+            uid = pydicom.uid.UID(str(ts)) if ts else ExplicitVRLittleEndian
+            if uid == DeflatedExplicitVRLittleEndian:
+                # Bounded here; the inflated dataset is then checked by pydicom itself.
+                check_deflate_limit(fp, source, self.max_inflated_bytes)
+                return
         finally:
             fp.seek(start)
-        ts = meta.get("TransferSyntaxUID")
-        uid = pydicom.uid.UID(str(ts)) if ts else ExplicitVRLittleEndian
-        if uid == DeflatedExplicitVRLittleEndian:
-            return  # checked after inflation by pydicom; the size is bounded already
         implicit = uid.is_implicit_VR if uid.is_transfer_syntax else False
         little = uid.is_little_endian if uid.is_transfer_syntax else True
         buffer = _buffer_of(fp)
@@ -295,16 +304,6 @@ class DICOMParser:
         finally:
             if isinstance(buffer, mmap.mmap):
                 buffer.close()
-
-    def _guard_deflate(self, fp: IO[bytes], source: str) -> None:
-        start = fp.tell()
-        try:
-            read_preamble(fp, False)  # type: ignore[arg-type]
-            meta = read_file_meta_info_from(fp)
-            if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-                check_deflate_limit(fp, source, self.max_inflated_bytes)
-        finally:
-            fp.seek(start)
 
     def _read_headerless(
         self, fp: IO[bytes], source: str, stop_before_pixels: bool, flags: list[str]

@@ -220,7 +220,10 @@ def _run_chain(item: InputItem, state: _WorkerState, outcome: Outcome, workdir: 
         check(original)
         image["value"] = is_image(original)
 
-    result = state.deidentifier.deidentify_file_with_report(local, staged, before=check_and_note)
+    # The staging area is private and the coordinator renames into place: one rename.
+    result = state.deidentifier.deidentify_file_with_report(
+        local, staged, before=check_and_note, atomic=False
+    )
     if image["value"] and not result.has_pixel_data:
         outcome.stage = "parse"
         raise InvalidDICOMError(
