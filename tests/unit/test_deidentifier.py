@@ -604,3 +604,22 @@ def test_modified_dates_offset_is_within_bounds():
     for i in range(50):
         offset = pseudo.date_offset(f"id:{i}")
         assert timedelta(days=-30) <= offset <= timedelta(days=-1)
+
+
+def test_byte_copying_writer_matches_a_full_pydicom_encode(corpus, tmp_path):
+    """Kept elements are copied as bytes; the result must equal pydicom's own encoding."""
+    from pydicom.data import get_testdata_file
+
+    deid = Deidentifier(key=TEST_KEY)
+    paths = [*corpus.files[:8], get_testdata_file("CT_small.dcm"),
+             get_testdata_file("MR_small.dcm"), get_testdata_file("rtplan.dcm"),
+             get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")]
+    for path in paths:
+        streamed = tmp_path / "streamed.dcm"
+        deid.deidentify_file(path, streamed)
+        reference = deid.deidentify(pydicom.dcmread(path)).dataset
+        buffer = tmp_path / "reference.dcm"
+        reference.save_as(buffer, enforce_file_format=True)
+        a, b = pydicom.dcmread(streamed), pydicom.dcmread(buffer)
+        assert a == b, path
+        assert a.file_meta.TransferSyntaxUID == b.file_meta.TransferSyntaxUID
