@@ -59,6 +59,7 @@ from src.ingestion.dicom_parser import (
     FLAG_DEFLATED,
     FLAG_NO_PREAMBLE,
     DICOMParser,
+    peek,
 )
 from src.ingestion.profile import (
     BASIC_PROFILE_CODE,
@@ -143,6 +144,9 @@ _CODE_STRUCTURE = frozenset(
         "ReferencedFrameNumber",
     )
 )
+# Patient Identity Removed, De-identification Method (+ Code Sequence), Longitudinal
+# Temporal Information Modified: constant for a profile, so encoded once.
+_MARKER_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
 _PATIENT_ID = 0x00100020
 _PATIENT_NAME = 0x00100010
 _SOP_INSTANCE_UID = 0x00080018
@@ -231,6 +235,7 @@ class DeidentificationResult:
     graphics_review_required: bool = False
     flags: list[str] = field(default_factory=list)
     has_pixel_data: bool = False
+    unchanged_sequences: set[int] = field(default_factory=set, repr=False)
 
     @property
     def removed_tags(self) -> list[str]:
@@ -297,6 +302,8 @@ class _Context:
     identifiers: _Identifiers
     actions: list[ActionRecord] = field(default_factory=list)
     graphics_kept: bool = False
+    changes: int = 0
+    unchanged_sequences: set[int] = field(default_factory=set)
 
 
 class Deidentifier:
@@ -347,6 +354,7 @@ class Deidentifier:
     ) -> None:
         base = profile or ConfidentialityProfile()
         self.fsync = fsync
+        self._marker_cache: dict[tuple[int, bool, bool], bytes] = {}
         if uid_root is not None:
             base = ConfidentialityProfile(**{**base.__dict__, "uid_root": uid_root})
         self.profile = base
@@ -448,6 +456,7 @@ class Deidentifier:
             patient_pseudonym=pseudonym,
             burned_in_annotation_risk=burned_in,
             graphics_review_required=ctx.graphics_kept,
+            unchanged_sequences=ctx.unchanged_sequences,
             flags=list(getattr(dataset, "medpipe_flags", []) or []),
         )
 
@@ -505,7 +514,17 @@ class Deidentifier:
                 before(header)
             result = self.deidentify(header, patient_id)
             result.has_pixel_data = span is not None
-            self._save_streamed(header, output_path, fp, span, implicit, little, spans, atomic)
+            self._save_streamed(
+                header,
+                output_path,
+                fp,
+                span,
+                implicit,
+                little,
+                spans,
+                result.unchanged_sequences,
+                atomic,
+            )
         return result
 
     # -- the walk -----------------------------------------------------------------
@@ -652,8 +671,12 @@ class Deidentifier:
                 elem.value = DicomSequence([])
             else:
                 child = {Action.DUMMY: _Mode.DUMMY, Action.CLEAN: _Mode.CLEAN}.get(action, mode)
+                before = ctx.changes
                 for index, item in enumerate(elem.value):
                     self._walk(item, ctx, f"{path}[{index}].", depth + 1, child)
+                if depth == 0 and action == Action.KEEP and ctx.changes == before:
+                    # Nothing inside changed: the writer may copy the original bytes.
+                    ctx.unchanged_sequences.add(tag)
         elif action == Action.ZERO:
             elem.value = elem.empty_value
         elif action == Action.DUMMY:
@@ -712,6 +735,8 @@ class Deidentifier:
         ctx: _Context, path: str, tag: int, vr: str, action: Action | str, reason: str
     ) -> None:
         ctx.actions.append(ActionRecord(path, _tag_text(tag), vr, str(action), reason))
+        if action != Action.KEEP:
+            ctx.changes += 1
 
     # -- attributes the standard requires -------------------------------------------
 
@@ -751,6 +776,18 @@ class Deidentifier:
 
     # -- writing ------------------------------------------------------------------
 
+    def _marker_bytes(self, ds: Dataset, tag: int, implicit: bool, little: bool) -> bytes:
+        """The encoded de-identification markers: the same for every file of a profile."""
+        key = (tag, implicit, little)
+        cached = self._marker_cache.get(key)
+        if cached is None:
+            buffer = DicomBytesIO()
+            buffer.is_implicit_VR = implicit
+            buffer.is_little_endian = little
+            write_data_element(buffer, ds[tag])
+            cached = self._marker_cache[key] = buffer.getvalue()
+        return cached
+
     def _save_whole(
         self, dataset: Dataset, output_path: str | os.PathLike[str], atomic: bool
     ) -> None:
@@ -771,7 +808,8 @@ class Deidentifier:
         span: _PixelSpan | None,
         implicit: bool,
         little: bool,
-        spans: dict[int, tuple[RawDataElement, int, int]],
+        spans: dict[int, tuple[RawDataElement | None, int, int]],
+        unchanged: set[int],
         atomic: bool,
     ) -> None:
         """Write the header (kept elements copied as bytes), then the pixel data, then the
@@ -799,8 +837,10 @@ class Deidentifier:
                     continue
                 item: Any = header.get_item(tag)
                 known = spans.get(tag)
-                if known is not None and item is known[0]:
-                    body.write(original[known[1]:known[2]])
+                if known is not None and (item is known[0] or tag in unchanged):
+                    body.write(original[known[1] : known[2]])
+                elif tag in _MARKER_TAGS:
+                    body.write(self._marker_bytes(header, tag, out_implicit, out_little))
                 else:
                     write_data_element(body, header[tag], charset)
             with _output(output_path, atomic, self.fsync) as out:
@@ -830,28 +870,31 @@ class Deidentifier:
 # -- helpers --------------------------------------------------------------------------
 
 
-_EXPLICIT_LONG = frozenset(
-    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"}
-)
 
 
 def _raw_spans(
     ds: Dataset, implicit: bool, little: bool
-) -> dict[int, tuple[RawDataElement, int, int]]:
-    """Byte ranges of the top-level elements still raw (undecoded) in ``ds``.
+) -> dict[int, tuple[RawDataElement | None, int, int]]:
+    """Byte ranges of the top-level elements, with the raw element still in ``ds``.
 
-    Only elements encoded like the dataset, with a defined length, are listed; the writer
-    copies these bytes unchanged when the element is kept.
+    The ranges come from the parser's structure walk. An element is listed only when it
+    is encoded like the dataset; when any raw element is not (a file whose meta says
+    Explicit VR but whose data is implicit), sequences are not listed at all.
     """
-    spans: dict[int, tuple[RawDataElement, int, int]] = {}
-    for tag in list(ds.keys()):
+    ranges: dict[int, tuple[int, int]] = getattr(ds, "medpipe_spans", None) or {}
+    spans: dict[int, tuple[RawDataElement | None, int, int]] = {}
+    mixed = False
+    for tag, (first, last) in ranges.items():
         raw = ds.get_item(tag)
-        if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
-            continue
-        if raw.is_implicit_VR != implicit or raw.is_little_endian != little:
-            continue
-        header = 8 if implicit or raw.VR not in _EXPLICIT_LONG else 12
-        spans[int(tag)] = (raw, raw.value_tell - header, raw.value_tell + raw.length)
+        if isinstance(raw, RawDataElement):
+            if raw.is_implicit_VR != implicit or raw.is_little_endian != little:
+                mixed = True
+                continue
+            spans[tag] = (raw, first, last)
+        elif raw is not None:
+            spans[tag] = (None, first, last)
+    if mixed:
+        spans = {tag: item for tag, item in spans.items() if item[0] is not None}
     return spans
 
 
@@ -873,18 +916,22 @@ def _text(value: Any) -> str:
     return str(value).strip(" \x00")
 
 
+def _value(ds: Dataset, tag: int) -> str:
+    elem = peek(ds, tag)
+    return "" if elem is None or elem.VR == "SQ" else _text(elem.value)
+
+
 def _patient_key(ds: Dataset) -> str:
     """The original patient identity used to key the pseudonym and the date offset."""
-    pid = _text(ds.get("PatientID", ""))
+    pid = _value(ds, 0x00100020)
     if pid:
-        issuer = _text(ds.get("IssuerOfPatientID", ""))
+        issuer = _value(ds, 0x00100021)
         return f"id:{issuer}:{pid}" if issuer else f"id:{pid}"
-    name = _text(ds.get("PatientName", ""))
-    birth = _text(ds.get("PatientBirthDate", ""))
+    name = _value(ds, 0x00100010)
+    birth = _value(ds, 0x00100030)
     if name or birth:
         return f"name:{name}:{birth}"
-    study = _text(ds.get("StudyInstanceUID", ""))
-    return f"study:{study}"
+    return f"study:{_value(ds, 0x0020000D)}"
 
 
 class _Identifiers:
@@ -952,13 +999,12 @@ def _clean_text(text: str, identifiers: Iterable[str], vr: str) -> str:
 
 
 def _burned_in_risk(ds: Dataset) -> bool:
-    burned = _text(ds.get("BurnedInAnnotation", "")).upper()
+    burned = _value(ds, 0x00280301).upper()
     if burned == "YES":
         return True
     if burned == "NO":
         return False
-    modality = _text(ds.get("Modality", "")).upper()
-    return modality in _BURNED_IN_RISK_MODALITIES
+    return _value(ds, 0x00080060).upper() in _BURNED_IN_RISK_MODALITIES
 
 
 def _drop_orphan_creators(ds: Dataset) -> None:

@@ -17,6 +17,7 @@ import zlib
 from typing import IO
 
 import pydicom
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -51,6 +52,10 @@ def quiet_pydicom() -> None:
     pydicom_logger.propagate = False
     pydicom_logger.setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+    # Value checks on read and assignment only produce those warnings: our own values are
+    # valid by construction, and kept values are copied as they arrived.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
 
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
@@ -63,6 +68,17 @@ def is_image(dataset: Dataset) -> bool:
     sop_class = dataset.get("SOPClassUID")
     name = getattr(sop_class, "name", "") if sop_class else ""
     return isinstance(name, str) and name.endswith("Image Storage")
+
+
+def peek(dataset: Dataset, tag: int) -> DataElement | None:
+    """Return the element at ``tag`` decoded, without storing the decoded form.
+
+    A raw element left in the dataset stays raw, so a writer can still copy its bytes.
+    """
+    item = dataset.get_item(tag)
+    if isinstance(item, RawDataElement):
+        return convert_raw_data_element(item, encoding=dataset._character_set, ds=dataset)
+    return item
 
 
 def _flags(dataset: Dataset) -> list[str]:
@@ -245,8 +261,9 @@ class DICOMParser:
             warnings.simplefilter("always")
             try:
                 has_preamble = self._has_preamble(fp)
+                spans: dict[int, tuple[int, int]] = {}
                 if has_preamble:
-                    self._precheck(fp, source)
+                    spans = self._precheck(fp, source)
                     dataset: Dataset = pydicom.dcmread(
                         fp,
                         stop_before_pixels=stop_before_pixels,
@@ -270,6 +287,7 @@ class DICOMParser:
         if ts == DeflatedExplicitVRLittleEndian:
             flags.append(FLAG_DEFLATED)
         dataset.medpipe_flags = flags
+        dataset.medpipe_spans = spans
         return dataset
 
     @staticmethod
@@ -279,7 +297,7 @@ class DICOMParser:
         fp.seek(start)
         return len(head) == 132 and head[128:132] == b"DICM"
 
-    def _precheck(self, fp: IO[bytes], source: str) -> None:
+    def _precheck(self, fp: IO[bytes], source: str) -> dict[int, tuple[int, int]]:
         """Read the file meta once; bound a deflated dataset's inflation, and refuse a file
         whose elements run past its end (pydicom reads those quietly)."""
         start = fp.tell()
@@ -291,19 +309,20 @@ class DICOMParser:
             if uid == DeflatedExplicitVRLittleEndian:
                 # Bounded here; the inflated dataset is then checked by pydicom itself.
                 check_deflate_limit(fp, source, self.max_inflated_bytes)
-                return
+                return {}
         finally:
             fp.seek(start)
         implicit = uid.is_implicit_VR if uid.is_transfer_syntax else False
         little = uid.is_little_endian if uid.is_transfer_syntax else True
         buffer = _buffer_of(fp)
         try:
-            check_structure(
+            spans = check_structure(
                 buffer, source, start=start + 132, implicit=implicit, little=little, has_meta=True
             )
         finally:
             if isinstance(buffer, mmap.mmap):
                 buffer.close()
+        return spans
 
     def _read_headerless(
         self, fp: IO[bytes], source: str, stop_before_pixels: bool, flags: list[str]

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
+
+from src.ingestion.dicom_parser import peek
 
 # (section, output key, DICOM keyword)
 _FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -91,7 +94,8 @@ def convert_value(dataset: Dataset, keyword: str) -> Any:
     -------
     int, float, str, list or None
     """
-    elem = dataset.data_element(keyword) if keyword in dataset else None
+    tag = tag_for_keyword(keyword)
+    elem = peek(dataset, tag) if tag is not None else None
     if elem is None or elem.VR == "SQ" or elem.is_empty:
         return None
     value = elem.value

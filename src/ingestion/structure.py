@@ -62,8 +62,16 @@ class _Walker:
         (length,) = struct.unpack_from(self.e + "H", self.buf, pos + 6)
         return group, element, length, pos + 8
 
-    def elements(self, pos: int, depth: int, in_item: bool, stop_group: int | None = None) -> int:
+    def elements(
+        self,
+        pos: int,
+        depth: int,
+        in_item: bool,
+        stop_group: int | None = None,
+        record: list[tuple[int, int, int]] | None = None,
+    ) -> int:
         while pos < self.end:
+            element_start = pos
             group, element, length, start = self.header(pos)
             if stop_group is not None and group != stop_group:
                 return pos
@@ -82,6 +90,8 @@ class _Walker:
                         else ("mid element value")
                     )
                     raise self.fail(f"truncated: {what}")
+            if record is not None:
+                record.append(((group << 16) | element, element_start, pos))
         if in_item:
             raise self.fail("truncated: item without delimiter")
         return pos
@@ -113,7 +123,7 @@ def check_structure(
     implicit: bool,
     little: bool,
     has_meta: bool,
-) -> None:
+) -> dict[int, tuple[int, int]]:
     """Walk the whole buffer; raise ``InvalidDICOMError`` if it is cut or malformed.
 
     Parameters
@@ -128,10 +138,17 @@ def check_structure(
         The dataset's encoding (the meta is always explicit little endian).
     has_meta : bool
         Whether group 0002 begins at ``start``.
+
+    Returns
+    -------
+    dict
+        ``{tag: (start, end)}``, the byte range of every top-level dataset element.
     """
     end = len(buf)
     pos = start
     if has_meta:
         meta = _Walker(buf, end, source, implicit=False, little=True)
         pos = meta.elements(pos, 0, in_item=False, stop_group=0x0002)
-    _Walker(buf, end, source, implicit, little).elements(pos, 0, in_item=False)
+    record: list[tuple[int, int, int]] = []
+    _Walker(buf, end, source, implicit, little).elements(pos, 0, in_item=False, record=record)
+    return {tag: (first, last) for tag, first, last in record}
