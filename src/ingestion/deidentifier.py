@@ -870,8 +870,6 @@ class Deidentifier:
 # -- helpers --------------------------------------------------------------------------
 
 
-
-
 def _raw_spans(
     ds: Dataset, implicit: bool, little: bool
 ) -> dict[int, tuple[RawDataElement | None, int, int]]:

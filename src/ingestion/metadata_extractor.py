@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
@@ -81,7 +82,7 @@ def _scalar(value: Any, vr: str) -> Any:
     return value
 
 
-def convert_value(dataset: Dataset, keyword: str) -> Any:
+def convert_value(dataset: Dataset, keyword: str, memo: dict[int, Any] | None = None) -> Any:
     """Return ``dataset.<keyword>`` as a plain Python value, or ``None`` when absent or empty.
 
     Parameters
@@ -89,13 +90,27 @@ def convert_value(dataset: Dataset, keyword: str) -> Any:
     dataset : pydicom.Dataset
     keyword : str
         A DICOM keyword such as ``"PixelSpacing"``.
+    memo : dict, optional
+        Decoded elements by the identity of their raw form, shared between calls on
+        datasets that hold the same raw elements (an original and its de-identified
+        copy), so each raw element is decoded once.
 
     Returns
     -------
     int, float, str, list or None
     """
     tag = tag_for_keyword(keyword)
-    elem = peek(dataset, tag) if tag is not None else None
+    if tag is None:
+        return None
+    raw = dataset.get_item(tag)
+    # Only raw elements are memoised: they are never edited in place, decoded ones may be.
+    cacheable = memo is not None and isinstance(raw, RawDataElement)
+    if cacheable and id(raw) in memo:  # type: ignore[operator]
+        elem = memo[id(raw)][1]  # type: ignore[index]
+    else:
+        elem = peek(dataset, tag)
+        if cacheable:
+            memo[id(raw)] = (raw, elem)  # type: ignore[index]  # raw kept: its id stays unique
     if elem is None or elem.VR == "SQ" or elem.is_empty:
         return None
     value = elem.value
@@ -121,12 +136,16 @@ class MetadataExtractor:
     def __init__(self) -> None:
         self._fields = _FIELDS
 
-    def extract_metadata(self, dataset: Dataset) -> dict[str, Any]:
+    def extract_metadata(
+        self, dataset: Dataset, *, memo: dict[int, Any] | None = None
+    ) -> dict[str, Any]:
         """Extract comprehensive metadata.
 
         Parameters
         ----------
         dataset : pydicom.Dataset
+        memo : dict, optional
+            See :func:`convert_value`.
 
         Returns
         -------
@@ -142,7 +161,7 @@ class MetadataExtractor:
             "acquisition": {},
         }
         for section, key, keyword in self._fields:
-            value = convert_value(dataset, keyword)
+            value = convert_value(dataset, keyword, memo)
             if key in _LIST_KEYS and value is not None and not isinstance(value, list):
                 value = [value]
             elif key not in _LIST_KEYS and isinstance(value, list):

@@ -37,7 +37,7 @@ from typing import Any
 from tqdm import tqdm
 
 from src.atomic import TMP_PREFIX, write_bytes_atomic
-from src.errors import ConfigurationError
+from src.errors import ConfigurationError, StorageError
 from src.ingestion.pseudonyms import KeyMaterial
 from src.pipeline.config import RunConfig
 from src.pipeline.sources import (
@@ -420,7 +420,16 @@ def _finish(
             outcome.quarantine_source = outcome.staged
             outcome.index = {}
         else:
-            sink.put_file(outcome.staged, outcome.output)
+            try:
+                sink.put_file(outcome.staged, outcome.output)
+            except (OSError, StorageError) as exc:
+                # Never drop an input: a failed move or upload is a quarantine with a reason.
+                outcome.status = QUARANTINED
+                outcome.stage = "write"
+                outcome.reason = f"could not store the output ({type(exc).__name__})"
+                outcome.quarantine_source = item.path if item.kind == "file" else ""
+                outcome.index = {}
+                return _finish(outcome, item, sink, claims, summary)
             claims[outcome.output] = outcome.input_id
             summary.processed += 1
             summary.bytes_in += outcome.bytes_in

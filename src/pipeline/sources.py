@@ -67,6 +67,7 @@ class InputItem:
     bucket: str = ""
     key: str = ""
     refusal: str = ""
+    member_index: int = -1
 
 
 def input_id(key: bytes, relative: str) -> str:
@@ -165,20 +166,22 @@ def _is_zip(path: str) -> bool:
 def _zip_items(path: str, rel: str, fingerprint: str) -> Iterator[InputItem]:
     try:
         with zipfile.ZipFile(path) as archive:
-            infos = sorted(archive.infolist(), key=lambda i: i.filename)
+            infos = sorted(enumerate(archive.infolist()), key=lambda p: (p[1].filename, p[0]))
     except (zipfile.BadZipFile, OSError, ValueError):
         yield InputItem("file", rel, fingerprint, os.path.getsize(path), path=path)
         return
-    for info in infos:
+    for index, info in infos:
         if info.is_dir():
             continue
+        # The index keeps members with the same name (zip allows it) apart.
         yield InputItem(
             "zip",
-            f"{rel}::{info.filename}",
+            f"{rel}::{index}:{info.filename}",
             f"{fingerprint}:{info.CRC}",
             info.file_size,
             path=path,
             member=info.filename,
+            member_index=index,
         )
 
 
@@ -209,7 +212,7 @@ def materialise(item: InputItem, workdir: str, s3: Any, max_member_bytes: int) -
     if item.kind == "zip":
         with (
             zipfile.ZipFile(item.path) as archive,
-            archive.open(item.member) as src,
+            archive.open(archive.infolist()[item.member_index]) as src,
             open(target, "wb") as dst,
         ):
             copied = 0

@@ -148,7 +148,10 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
     if item.kind == "refused":
         outcome.reason, outcome.stage = item.refusal, "discover"
         return outcome
-    workdir = tempfile.mkdtemp(prefix=".medpipe-tmp-w", dir=state.staging)
+    # Only zip members and S3 objects need a scratch copy.
+    workdir = (
+        "" if item.kind == "file" else tempfile.mkdtemp(prefix=".medpipe-tmp-w", dir=state.staging)
+    )
     try:
         _run_chain(item, state, outcome, workdir)
     except InvalidDICOMError as exc:
@@ -181,12 +184,13 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
             if os.path.exists(leftover):
                 os.unlink(leftover)
             keep = outcome.quarantine_source
-            if keep and keep.startswith(workdir):
+            if keep and workdir and keep.startswith(workdir):
                 # Keep the downloaded/extracted copy for the quarantine move.
                 moved = os.path.join(state.staging, f"{iid}.quarantine")
                 os.replace(keep, moved)
                 outcome.quarantine_source = moved
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
         outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -204,10 +208,11 @@ def _run_chain(item: InputItem, state: _WorkerState, outcome: Outcome, workdir: 
     outcome.quarantine_source = local
     outcome.stage = "parse"
     staged = os.path.join(state.staging, f"{outcome.input_id}.dcm")
+    memo: dict[int, Any] = {}
 
     def check(original: Dataset) -> None:
         outcome.stage = "validate"
-        metadata = state.extractor.extract_metadata(original)
+        metadata = state.extractor.extract_metadata(original, memo=memo)
         try:
             DICOMMetadataModel(**metadata)
         except ValidationError as exc:
@@ -231,7 +236,7 @@ def _run_chain(item: InputItem, state: _WorkerState, outcome: Outcome, workdir: 
         )
     ds = result.dataset
     outcome.output = output_relative(ds, result.patient_pseudonym)
-    index = state.extractor.extract_metadata(ds)
+    index = state.extractor.extract_metadata(ds, memo=memo)
     index["output"] = outcome.output
     index["burned_in_annotation_risk"] = result.burned_in_annotation_risk
     outcome.index = index
