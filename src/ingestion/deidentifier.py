@@ -80,6 +80,8 @@ MAX_SEQUENCE_DEPTH = 64
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
+# Text the table keeps is still searched for the patient's own identifiers.
+_SCANNED_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
 _DATE_VRS = frozenset({"DA", "DT"})
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
@@ -575,6 +577,15 @@ class Deidentifier:
                 action = rules.by_tag[tag]
             else:
                 action, reason = self._unlisted_action(ds, tag, vr, mode, ctx)
+            if (
+                action == Action.KEEP
+                and reason == "E.1-1"
+                and vr in _SCANNED_TEXT_VRS
+                and tag not in rules.by_tag
+                and ctx.identifiers.found_in(ds.get_item(tag))
+            ):
+                # An attribute the table does not list, holding this patient's identifiers.
+                action, reason = Action.CLEAN, "safety-net"
             if action == Action.KEEP and vr != "SQ":
                 # Kept as read: no decoding, and the writer can copy its bytes as they were.
                 self._record(ctx, path, tag, vr, action, reason)
@@ -948,11 +959,31 @@ class _Identifiers:
                 continue
             self._captured.append(item if isinstance(item, RawDataElement) else item.value)
         self._strings: list[str] | None = None
+        self._needles: tuple[tuple[str, ...], tuple[bytes, ...]] | None = None
 
     def __iter__(self) -> Iterator[str]:
         if self._strings is None:
             self._strings = self._decode()
         return iter(self._strings)
+
+    def found_in(self, elem: DataElement | RawDataElement | None) -> bool:
+        """Whether a kept text element holds one of these identifiers as a whole word.
+
+        Raw values are searched as bytes, so a clean value is never decoded. Plain
+        substring search: a regex per file would cost more than the whole walk.
+        """
+        if elem is None or elem.value is None:
+            return False
+        if self._needles is None:
+            words = {w.lower() for w in self if len(w) >= 3 and not (w.isdigit() and len(w) < 6)}
+            self._needles = (
+                tuple(words),
+                tuple({w.encode(e, "ignore") for w in words for e in ("utf-8", "latin-1")}),
+            )
+        value = elem.value
+        if isinstance(value, bytes):
+            return _contains_word(value.lower(), self._needles[1])
+        return _contains_word(str(value).lower(), self._needles[0])
 
     def _decode(self) -> list[str]:
         from pydicom.dataelem import convert_raw_data_element
@@ -978,6 +1009,22 @@ class _Identifiers:
                         if len(part) >= 2:
                             found.add(part)
         return sorted(found, key=len, reverse=True)
+
+
+def _contains_word(haystack: Any, needles: tuple[Any, ...]) -> bool:
+    """Whether any needle occurs in ``haystack`` not flanked by letters or digits."""
+    for needle in needles:
+        if not needle:
+            continue
+        start = haystack.find(needle)
+        while start != -1:
+            end = start + len(needle)
+            before = haystack[start - 1 : start] if start else haystack[:0]
+            after = haystack[end : end + 1]
+            if not before.isalnum() and not after.isalnum():
+                return True
+            start = haystack.find(needle, start + 1)
+    return False
 
 
 def _clean_text(text: str, identifiers: Iterable[str], vr: str) -> str:

@@ -623,3 +623,19 @@ def test_byte_copying_writer_matches_a_full_pydicom_encode(corpus, tmp_path):
         a, b = pydicom.dcmread(streamed), pydicom.dcmread(buffer)
         assert a == b, path
         assert a.file_meta.TransferSyntaxUID == b.file_meta.TransferSyntaxUID
+
+
+def test_kept_text_holding_the_patients_identifiers_is_cleaned():
+    ds = Dataset()
+    ds.PatientName = PATIENT_NAME
+    ds.PatientID = "MRN0001"
+    ds.Manufacturer = "ACME Imaging"
+    ds.ManufacturerModelName = "Scanner bought by Whitfield"
+    ds.ContentDescription = "Report for MRN0001"
+    ds.BodyPartExamined = "CHEST"
+    result = Deidentifier(key=TEST_KEY).deidentify(ds)
+    assert ds.Manufacturer == "ACME Imaging"
+    assert "Whitfield" not in ds.ManufacturerModelName
+    assert "MRN0001" not in ds.ContentDescription
+    cleaned = {a.path for a in result.actions if a.reason == "safety-net" and a.action == "C"}
+    assert cleaned == {"ManufacturerModelName", "ContentDescription"}
