@@ -323,7 +323,7 @@ def main() -> None:
     gdcm_version = subprocess.run(["gdcmanon", "--version"], capture_output=True, text=True,
                                   check=False).stdout.strip().splitlines()[:1]
     peers = sh([str(PEERS / "bin" / "pip"), "freeze"]).stdout
-    wanted = ("dicognito", "dicom-anonymizer", "deid")
+    wanted = ("dicognito", "dicom-anonymizer", "dicom_anonymizer", "deid")
     peer_versions = ", ".join(line for line in peers.splitlines()
                               if line.lower().startswith(wanted))
     cpu = next((line.split(":", 1)[1].strip() for line in

@@ -305,3 +305,28 @@ def test_metrics_go_to_cloudwatch_when_asked(corpus, moto_reset, tmp_path):
     assert {"FilesProcessed", "FilesQuarantined", "BytesProcessed"} <= names
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["run"]["metrics"]["FilesProcessed"] == len(list(src.rglob("*.dcm")))
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
+    corpus = write_corpus(tmp_path / "in", seed=4, patients=4, series_per_study=2,
+                          instances_per_series=10, rows=96, columns=96)
+    out = tmp_path / "out"
+    journal = out / ".medpipe" / "journal.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.cli", "run", str(corpus.root), str(out), "-j", "2",
+         "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted; run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    resumed = medpipe("run", str(corpus.root), str(out), "--no-progress")
+    assert "(balanced)" in resumed.stdout
+    assert len([p for p in all_files(out) if p.suffix == ".dcm"]) == len(corpus.files)

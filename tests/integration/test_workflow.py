@@ -224,3 +224,20 @@ def test_handler_responses_have_the_documented_shapes(stack, corpus):
     finally:
         os.environ["MEDPIPE_PROCESSED_BUCKET"] = "processed"
     assert broken["statusCode"] == 400 and broken["error"] == "ConfigurationError"
+
+
+def test_lambda_metrics_are_embedded_metric_format(stack, corpus, capsys):
+    s3 = stack["s3"]
+    s3.upload_file(str(corpus.files[2]), "raw", "emf.dcm")
+    capsys.readouterr()
+    lh.deidentification_handler({"bucket": "raw", "key": "emf.dcm"}, None)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{") and '"_aws"' in line]
+    assert len(lines) == 1
+    emf = lines[0]
+    metrics = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert metrics == {"FilesProcessed", "BytesProcessed", "DeidentifyLatency"}
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "MedicalImaging/Pipeline"
+    assert emf["FilesProcessed"] == [1.0] or emf["FilesProcessed"] == 1.0
+    for value in corpus.planted:
+        assert value not in json.dumps(emf)
