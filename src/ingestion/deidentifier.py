@@ -537,7 +537,7 @@ class Deidentifier:
                 f"sequence nesting deeper than {MAX_SEQUENCE_DEPTH} at {prefix or 'top level'}"
             )
         rules = ctx.rules
-        tags = [int(t) for t in ds.keys()]  # plain ints: C-level set and dict lookups
+        tags = list(map(int, ds.keys()))  # plain ints: C-level set and dict lookups
         drop_groups = set()
         for tag in tags:
             group = tag >> 16
