@@ -32,11 +32,13 @@ SLOW_PEER_FILES = int(os.environ.get("BENCH_SLOW_PEER_FILES", "100"))
 BIG_BYTES = int(os.environ.get("BENCH_BIG_BYTES", str(1024 * 1024 * 1024 + 4096)))
 ENV = {**os.environ, "MEDPIPE_DEID_KEY": "benchmark-key-0123456789abcdef"}
 
-_RSS = ("import resource,subprocess,sys,time;t=time.perf_counter();"
-        "r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE);"
-        "e=time.perf_counter()-t;"
-        "print(e, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode);"
-        "sys.stderr.write(r.stderr.decode()[-400:] if r.returncode else '')")
+_RSS = (
+    "import resource,subprocess,sys,time;t=time.perf_counter();"
+    "r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE);"
+    "e=time.perf_counter()-t;"
+    "print(e, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode);"
+    "sys.stderr.write(r.stderr.decode()[-400:] if r.returncode else '')"
+)
 
 
 def sh(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -45,8 +47,9 @@ def sh(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 
 def measure(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of ``cmd`` and its children."""
-    out = subprocess.run([PY, "-c", _RSS, *cmd], capture_output=True, text=True, env=ENV,
-                         check=False)
+    out = subprocess.run(
+        [PY, "-c", _RSS, *cmd], capture_output=True, text=True, env=ENV, check=False
+    )
     seconds, rss_kb, code = out.stdout.split()
     if code != "0":
         raise RuntimeError(f"{cmd[0]} failed: {out.stderr[-400:]}")
@@ -61,13 +64,29 @@ def make_corpora() -> dict[str, Path]:
     small = WORK / "small"
     if not ct.exists():
         per_patient = max(1, CT_FILES // 10)
-        write_corpus(ct, seed=1, patients=10, series_per_study=1,
-                     instances_per_series=per_patient, rows=512, columns=512,
-                     include_sr=False, include_us=False)
+        write_corpus(
+            ct,
+            seed=1,
+            patients=10,
+            series_per_study=1,
+            instances_per_series=per_patient,
+            rows=512,
+            columns=512,
+            include_sr=False,
+            include_us=False,
+        )
     if not small.exists():
-        write_corpus(small, seed=2, patients=15, series_per_study=4,
-                     instances_per_series=max(1, SMALL_FILES // 60), rows=32, columns=32,
-                     include_sr=False, include_us=False)
+        write_corpus(
+            small,
+            seed=2,
+            patients=15,
+            series_per_study=4,
+            instances_per_series=max(1, SMALL_FILES // 60),
+            rows=32,
+            columns=32,
+            include_sr=False,
+            include_us=False,
+        )
     subset = WORK / "ct-subset"
     if not subset.exists():
         subset.mkdir()
@@ -86,7 +105,7 @@ def make_corpora() -> dict[str, Path]:
     small_subset = WORK / "small-subset"
     if not small_subset.exists():
         small_subset.mkdir()
-        for path in sorted(small_flat.iterdir())[:SLOW_PEER_FILES * 3]:
+        for path in sorted(small_flat.iterdir())[: SLOW_PEER_FILES * 3]:
             shutil.copy(path, small_subset / path.name)
     return {"ct": flat, "small": small_flat, "ct-subset": subset, "small-subset": small_subset}
 
@@ -124,15 +143,40 @@ def install_peers() -> None:
     if (PEERS / "bin" / "dicognito").exists():
         return
     sh([PY, "-m", "venv", str(PEERS)])
-    sh([str(PEERS / "bin" / "pip"), "install", "-q", "dicognito", "dicom-anonymizer", "deid",
-        "pydicom>=3,<4"])
+    sh(
+        [
+            str(PEERS / "bin" / "pip"),
+            "install",
+            "-q",
+            "dicognito",
+            "dicom-anonymizer",
+            "deid",
+            "pydicom>=3,<4",
+        ]
+    )
 
 
 def gdcm_cert() -> Path:
     key, cert = WORK / "gdcm.key", WORK / "gdcm.pem"
     if not cert.exists():
-        sh(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=bench",
-            "-keyout", str(key), "-out", str(cert), "-days", "2"])
+        sh(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=bench",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-days",
+                "2",
+            ]
+        )
     return cert
 
 
@@ -163,13 +207,34 @@ replace_identifiers(dicom_files=sorted(get_files(src)), save=True, output_folder
 def tools(corpus: Path, out: Path) -> dict[str, list[str]]:
     peer_py = str(PEERS / "bin" / "python")
     return {
-        "medpipe run -j 1": [str(Path(PY).with_name("medpipe")), "run", str(corpus), str(out),
-                             "-j", "1", "--no-progress"],
-        f"medpipe run -j {os.cpu_count()}": [str(Path(PY).with_name("medpipe")), "run",
-                                             str(corpus), str(out), "--no-progress"],
+        "medpipe run -j 1": [
+            str(Path(PY).with_name("medpipe")),
+            "run",
+            str(corpus),
+            str(out),
+            "-j",
+            "1",
+            "--no-progress",
+        ],
+        f"medpipe run -j {os.cpu_count()}": [
+            str(Path(PY).with_name("medpipe")),
+            "run",
+            str(corpus),
+            str(out),
+            "--no-progress",
+        ],
         "Deidentifier.deidentify_file loop": [PY, "-c", LOOP, str(corpus), str(out)],
-        "gdcmanon (PS3.15 E.1, -e)": ["gdcmanon", "-e", "--certificate", str(gdcm_cert()),
-                                      "-i", str(corpus), "-o", str(out), "--continue"],
+        "gdcmanon (PS3.15 E.1, -e)": [
+            "gdcmanon",
+            "-e",
+            "--certificate",
+            str(gdcm_cert()),
+            "-i",
+            str(corpus),
+            "-o",
+            str(out),
+            "--continue",
+        ],
         "pydicom read+write loop": [PY, "-c", PYDICOM_RW, str(corpus), str(out)],
         "dicom-anonymizer": [str(PEERS / "bin" / "dicom-anonymizer"), str(corpus), str(out)],
         "dicognito": [peer_py, "-m", "dicognito", "--output-directory", str(out), str(corpus)],
@@ -184,16 +249,21 @@ SLOW = {"deid (pydicom/deid)", "dicognito", "dicom-anonymizer"}
 def changed_name(out: Path) -> bool:
     import pydicom
 
-    files = [p for p in out.rglob("*") if p.is_file() and not p.name.endswith((".json", ".jsonl"))
-             and ".medpipe" not in p.parts]
+    files = [
+        p
+        for p in out.rglob("*")
+        if p.is_file() and not p.name.endswith((".json", ".jsonl")) and ".medpipe" not in p.parts
+    ]
     for path in files[:3]:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:  # manifests and logs are skipped
             continue
         name = str(ds.get("PatientName", ""))
-        return not any(last in name for last in ("Whitfield", "Okonkwo", "Castellano",
-                                                 "Lindqvist", "Abernathy"))
+        return not any(
+            last in name
+            for last in ("Whitfield", "Okonkwo", "Castellano", "Lindqvist", "Abernathy")
+        )
     return False
 
 
@@ -224,16 +294,26 @@ def bench_set(label: str, corpus: Path, subset: Path | None) -> list[dict]:  # t
     rows = []
     for name, runs in results.items():
         median = statistics.median(s for s, _ in runs)
-        rows.append({"tool": name, "files": counts[name], "seconds": median,
-                     "files_per_s": counts[name] / median, "mb_per_s": sizes[name] / 1e6 / median,
-                     "peak_rss_mb": max(r for _, r in runs), "changed_patient_name": honest[name]})
+        rows.append(
+            {
+                "tool": name,
+                "files": counts[name],
+                "seconds": median,
+                "files_per_s": counts[name] / median,
+                "mb_per_s": sizes[name] / 1e6 / median,
+                "peak_rss_mb": max(r for _, r in runs),
+                "changed_patient_name": honest[name],
+            }
+        )
     return rows
 
 
 def import_times() -> dict[str, float]:
     def once(code: str) -> float:
-        out = sh([PY, "-c", f"import time;t=time.perf_counter();{code};"
-                  "print(time.perf_counter()-t)"], cwd=str(ROOT))
+        out = sh(
+            [PY, "-c", f"import time;t=time.perf_counter();{code};print(time.perf_counter()-t)"],
+            cwd=str(ROOT),
+        )
         return float(out.stdout)
 
     base = statistics.median(once("import pydicom, boto3, pydantic") for _ in range(7))
@@ -245,9 +325,17 @@ def big_file_memory() -> dict[str, float]:
     big = WORK / "big.dcm"
     make_big(big)
     try:
-        seconds, rss = measure([PY, "-c", "import sys\nfrom src.ingestion.deidentifier import "
-                                "Deidentifier\nDeidentifier().deidentify_file(sys.argv[1], "
-                                "sys.argv[2])", str(big), str(WORK / "big-out.dcm")])
+        seconds, rss = measure(
+            [
+                PY,
+                "-c",
+                "import sys\nfrom src.ingestion.deidentifier import "
+                "Deidentifier\nDeidentifier().deidentify_file(sys.argv[1], "
+                "sys.argv[2])",
+                str(big),
+                str(WORK / "big-out.dcm"),
+            ]
+        )
         size = big.stat().st_size
     finally:
         big.unlink(missing_ok=True)
@@ -256,12 +344,14 @@ def big_file_memory() -> dict[str, float]:
 
 
 def profile_hot_path(corpus: Path) -> str:
-    code = ("import cProfile,pstats,io,os,sys\nfrom src.ingestion.deidentifier import "
-            "Deidentifier\nd=Deidentifier()\nsrc=sys.argv[1];dst=sys.argv[2]\n"
-            "names=sorted(os.listdir(src))[:200]\npr=cProfile.Profile();pr.enable()\n"
-            "[d.deidentify_file(os.path.join(src,n),os.path.join(dst,n)) for n in names]\n"
-            "pr.disable();s=io.StringIO();pstats.Stats(pr,stream=s).sort_stats('cumulative')"
-            ".print_stats(18);print(s.getvalue())")
+    code = (
+        "import cProfile,pstats,io,os,sys\nfrom src.ingestion.deidentifier import "
+        "Deidentifier\nd=Deidentifier()\nsrc=sys.argv[1];dst=sys.argv[2]\n"
+        "names=sorted(os.listdir(src))[:200]\npr=cProfile.Profile();pr.enable()\n"
+        "[d.deidentify_file(os.path.join(src,n),os.path.join(dst,n)) for n in names]\n"
+        "pr.disable();s=io.StringIO();pstats.Stats(pr,stream=s).sort_stats('cumulative')"
+        ".print_stats(18);print(s.getvalue())"
+    )
     out = WORK / "profile-out"
     out.mkdir(exist_ok=True)
     text = sh([PY, "-c", code, str(corpus), str(out)], cwd=str(ROOT)).stdout
@@ -271,17 +361,23 @@ def profile_hot_path(corpus: Path) -> str:
 
 
 def table(rows: list[dict], ref: dict[str, float]) -> str:  # type: ignore[type-arg]
-    head = ("| tool | files | median s | files/s | MB/s | peak RSS MB | vs gdcmanon | "
-            "vs fastest Python peer | vs cp | changed PatientName |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| tool | files | median s | files/s | MB/s | peak RSS MB | vs gdcmanon | "
+        "vs fastest Python peer | vs cp | changed PatientName |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     body = ""
     for r in sorted(rows, key=lambda r: -r["files_per_s"]):
+
         def ratio(key: str, r: dict = r) -> str:  # type: ignore[type-arg]
             return f"{r['files_per_s'] / ref[key]:.2f}" if ref.get(key) else "n/a"
-        body += (f"| {r['tool']} | {r['files']} | {r['seconds']:.2f} | {r['files_per_s']:.1f} | "
-                 f"{r['mb_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {ratio('gdcm')} | "
-                 f"{ratio('python')} | {ratio('cp')} | "
-                 f"{'yes' if r['changed_patient_name'] else 'NO'} |\n")
+
+        body += (
+            f"| {r['tool']} | {r['files']} | {r['seconds']:.2f} | {r['files_per_s']:.1f} | "
+            f"{r['mb_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {ratio('gdcm')} | "
+            f"{ratio('python')} | {ratio('cp')} | "
+            f"{'yes' if r['changed_patient_name'] else 'NO'} |\n"
+        )
     return head + body
 
 
@@ -289,8 +385,11 @@ def refs(rows: list[dict]) -> dict[str, float]:  # type: ignore[type-arg]
     by = {r["tool"]: r["files_per_s"] for r in rows}
     names = ("dicom-anonymizer", "dicognito", "deid (pydicom/deid)")
     python_peers = [by[n] for n in names if n in by]
-    return {"gdcm": by.get("gdcmanon (PS3.15 E.1, -e)", 0.0), "cp": by.get("cp -r", 0.0),
-            "python": max(python_peers) if python_peers else 0.0}
+    return {
+        "gdcm": by.get("gdcmanon (PS3.15 E.1, -e)", 0.0),
+        "cp": by.get("cp -r", 0.0),
+        "python": max(python_peers) if python_peers else 0.0,
+    }
 
 
 def main() -> None:
@@ -313,35 +412,57 @@ def main() -> None:
     targets = [
         ("per core >= 0.8 x gdcmanon (CT set, medpipe run -j 1)", one / gdcm, one / gdcm >= 0.8),
         ("all cores >= 1.5 x gdcmanon (CT set)", many / gdcm, many / gdcm >= 1.5),
-        ("peak RSS < 200 MB on the 1 GB multi-frame file", big["peak_rss_mb"],
-         big["peak_rss_mb"] < 200),
-        ("Lambda handler import <= 1.3 x pydicom+boto3+pydantic", imports["ratio"],
-         imports["ratio"] <= 1.3),
+        (
+            "peak RSS < 200 MB on the 1 GB multi-frame file",
+            big["peak_rss_mb"],
+            big["peak_rss_mb"] < 200,
+        ),
+        (
+            "Lambda handler import <= 1.3 x pydicom+boto3+pydantic",
+            imports["ratio"],
+            imports["ratio"] <= 1.3,
+        ),
     ]
-    versions = sh([PY, "-c", "import pydicom,boto3,pydantic;print(pydicom.__version__,"
-                   "boto3.__version__,pydantic.__version__)"]).stdout.split()
-    gdcm_version = subprocess.run(["gdcmanon", "--version"], capture_output=True, text=True,
-                                  check=False).stdout.strip().splitlines()[:1]
+    versions = sh(
+        [
+            PY,
+            "-c",
+            "import pydicom,boto3,pydantic;print(pydicom.__version__,"
+            "boto3.__version__,pydantic.__version__)",
+        ]
+    ).stdout.split()
+    gdcm_version = (
+        subprocess.run(["gdcmanon", "--version"], capture_output=True, text=True, check=False)
+        .stdout.strip()
+        .splitlines()[:1]
+    )
     peers = sh([str(PEERS / "bin" / "pip"), "freeze"]).stdout
     wanted = ("dicognito", "dicom-anonymizer", "dicom_anonymizer", "deid")
-    peer_versions = ", ".join(line for line in peers.splitlines()
-                              if line.lower().startswith(wanted))
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    doc = f"""# Benchmarks
+    peer_versions = ", ".join(
+        line for line in peers.splitlines() if line.lower().startswith(wanted)
+    )
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    doc = (
+        f"""# Benchmarks
 
-Generated by `make bench` (`python -m benchmarks.run`) on {time.strftime('%Y-%m-%d')}.
+Generated by `make bench` (`python -m benchmarks.run`) on {time.strftime("%Y-%m-%d")}.
 Ratios measured in one run on one shared machine; medians of {ROUNDS} interleaved rounds.
 They are not enforced by tests.
 
 **Machine:** {os.cpu_count()} cores, {cpu}, Python {platform.python_version()},
 pydicom {versions[0]}, boto3 {versions[1]}, pydantic {versions[2]};
-gdcmanon: {gdcm_version[0] if gdcm_version else 'unknown'}; peers: {peer_versions}.
+gdcmanon: {gdcm_version[0] if gdcm_version else "unknown"}; peers: {peer_versions}.
 
-**Corpora** (seeded, `src/synthetic.py`): CT set of {len(list(corpora['ct'].iterdir()))} files,
+**Corpora** (seeded, `src/synthetic.py`): CT set of {len(list(corpora["ct"].iterdir()))} files,
 512x512 16-bit (about 0.5 MB each) with PHI in the usual places, private tags and nested
-sequences; a small-file set of {sum(1 for _ in corpora['small'].rglob('*.dcm'))} files of 32x32;
+sequences; a small-file set of {sum(1 for _ in corpora["small"].rglob("*.dcm"))} files of 32x32;
 the slow Python peers (deid, dicognito, dicom-anonymizer) run on the first
 {SLOW_PEER_FILES} CT files and are reported per file. Every tool's output is checked to have
 changed PatientName (last column).
@@ -362,15 +483,17 @@ changed PatientName (last column).
 
 | target | measured | met |
 |---|---|---|
-""" + "".join(
-        f"| {name} | {value:.2f} | {'yes' if ok else 'no'} |\n" for name, value, ok in targets
-    ) + f"""
-1 GB multi-frame file: {big['size_mb']:.0f} MB de-identified in {big['seconds']:.1f} s with a
-peak RSS of {big['peak_rss_mb']:.0f} MB (pixel data streamed through).
+"""
+        + "".join(
+            f"| {name} | {value:.2f} | {'yes' if ok else 'no'} |\n" for name, value, ok in targets
+        )
+        + f"""
+1 GB multi-frame file: {big["size_mb"]:.0f} MB de-identified in {big["seconds"]:.1f} s with a
+peak RSS of {big["peak_rss_mb"]:.0f} MB (pixel data streamed through).
 
-Lambda handler import: {imports['lambda_handlers'] * 1000:.0f} ms against
-{imports['pydicom+boto3+pydantic'] * 1000:.0f} ms for pydicom, boto3 and pydantic alone
-(ratio {imports['ratio']:.2f}).
+Lambda handler import: {imports["lambda_handlers"] * 1000:.0f} ms against
+{imports["pydicom+boto3+pydantic"] * 1000:.0f} ms for pydicom, boto3 and pydantic alone
+(ratio {imports["ratio"]:.2f}).
 
 ## Where the time goes
 
@@ -382,10 +505,12 @@ cProfile of `Deidentifier.deidentify_file` over 200 CT files (cumulative):
 
 Total benchmark time: {time.perf_counter() - started:.0f} s.
 """
+    )
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "benchmarks.md").write_text(doc)
-    (WORK / "results.json").write_text(json.dumps({"ct": ct_rows, "small": small_rows,
-                                                   "imports": imports, "big": big}, indent=1))
+    (WORK / "results.json").write_text(
+        json.dumps({"ct": ct_rows, "small": small_rows, "imports": imports, "big": big}, indent=1)
+    )
     print(doc)
 
 

@@ -297,26 +297,54 @@ def test_metrics_go_to_cloudwatch_when_asked(corpus, moto_reset, tmp_path):
 
     src = tmp_path / "in"
     shutil.copytree(corpus.root / "patient000", src)
-    medpipe("run", str(src), str(tmp_path / "out"), "--metrics", "cloudwatch",
-            env={"AWS_ENDPOINT_URL": moto_reset})
+    medpipe(
+        "run",
+        str(src),
+        str(tmp_path / "out"),
+        "--metrics",
+        "cloudwatch",
+        env={"AWS_ENDPOINT_URL": moto_reset},
+    )
     cloudwatch = boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=moto_reset)
-    names = {m["MetricName"] for m in
-             cloudwatch.list_metrics(Namespace="MedicalImaging/Pipeline")["Metrics"]}
+    names = {
+        m["MetricName"]
+        for m in cloudwatch.list_metrics(Namespace="MedicalImaging/Pipeline")["Metrics"]
+    }
     assert {"FilesProcessed", "FilesQuarantined", "BytesProcessed"} <= names
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["run"]["metrics"]["FilesProcessed"] == len(list(src.rglob("*.dcm")))
 
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
-    corpus = write_corpus(tmp_path / "in", seed=4, patients=4, series_per_study=2,
-                          instances_per_series=10, rows=96, columns=96)
+    corpus = write_corpus(
+        tmp_path / "in",
+        seed=4,
+        patients=4,
+        series_per_study=2,
+        instances_per_series=10,
+        rows=96,
+        columns=96,
+    )
     out = tmp_path / "out"
     journal = out / ".medpipe" / "journal.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "src.cli", "run", str(corpus.root), str(out), "-j", "2",
-         "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        cwd=Path(__file__).resolve().parents[2])
+        [
+            sys.executable,
+            "-m",
+            "src.cli",
+            "run",
+            str(corpus.root),
+            str(out),
+            "-j",
+            "2",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if journal.exists() and len(journal.read_text().splitlines()) >= 5:

@@ -317,19 +317,40 @@ def test_s3_run_killed_and_resumed_accounts_for_every_input_once(moto_reset, tmp
 
     import boto3
 
-    corpus = write_corpus(tmp_path / "in", seed=21, patients=4, series_per_study=2,
-                          instances_per_series=10, rows=64, columns=64)
+    corpus = write_corpus(
+        tmp_path / "in",
+        seed=21,
+        patients=4,
+        series_per_study=2,
+        instances_per_series=10,
+        rows=64,
+        columns=64,
+    )
     s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_reset)
     s3.create_bucket(Bucket="raw")
     s3.create_bucket(Bucket="processed")
     for path in corpus.files:
         s3.upload_file(str(path), "raw", f"in/{path.relative_to(corpus.root).as_posix()}")
     state = tmp_path / "state"
-    args = ["run", "s3://raw/in", "s3://processed/out", "--endpoint-url", moto_reset,
-            "--state-dir", str(state), "--no-progress", "-j", "2"]
-    proc = subprocess.Popen([sys.executable, "-m", "src.cli", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    args = [
+        "run",
+        "s3://raw/in",
+        "s3://processed/out",
+        "--endpoint-url",
+        moto_reset,
+        "--state-dir",
+        str(state),
+        "--no-progress",
+        "-j",
+        "2",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     journal = state / "journal.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -341,8 +362,11 @@ def test_s3_run_killed_and_resumed_accounts_for_every_input_once(moto_reset, tmp
     assert 8 <= len(journal.read_text().splitlines()) < len(corpus.files)
     resumed = medpipe(*args)
     assert "(balanced)" in resumed.stdout
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket="processed", Prefix="out/") for o in page.get("Contents", [])]
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="processed", Prefix="out/")
+        for o in page.get("Contents", [])
+    ]
     dicoms = [k for k in keys if k.endswith(".dcm")]
     assert len(dicoms) == len(set(dicoms)) == len(corpus.files)
     manifest = json.loads(s3.get_object(Bucket="processed", Key="out/manifest.json")["Body"].read())

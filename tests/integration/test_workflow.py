@@ -231,8 +231,11 @@ def test_lambda_metrics_are_embedded_metric_format(stack, corpus, capsys):
     s3.upload_file(str(corpus.files[2]), "raw", "emf.dcm")
     capsys.readouterr()
     lh.deidentification_handler({"bucket": "raw", "key": "emf.dcm"}, None)
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
-             if line.startswith("{") and '"_aws"' in line]
+    lines = [
+        json.loads(line)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and '"_aws"' in line
+    ]
     assert len(lines) == 1
     emf = lines[0]
     metrics = {m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]}

@@ -611,9 +611,13 @@ def test_byte_copying_writer_matches_a_full_pydicom_encode(corpus, tmp_path):
     from pydicom.data import get_testdata_file
 
     deid = Deidentifier(key=TEST_KEY)
-    paths = [*corpus.files[:8], get_testdata_file("CT_small.dcm"),
-             get_testdata_file("MR_small.dcm"), get_testdata_file("rtplan.dcm"),
-             get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")]
+    paths = [
+        *corpus.files[:8],
+        get_testdata_file("CT_small.dcm"),
+        get_testdata_file("MR_small.dcm"),
+        get_testdata_file("rtplan.dcm"),
+        get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"),
+    ]
     for path in paths:
         streamed = tmp_path / "streamed.dcm"
         deid.deidentify_file(path, streamed)
