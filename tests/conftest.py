@@ -102,3 +102,30 @@ def medpipe(
     if check and proc.returncode != 0:
         raise AssertionError(f"medpipe {args} failed: {proc.returncode}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def interrupt_run(args: list[str], journal: Path, after: int, sig: int):  # type: ignore[no-untyped-def]
+    """Start ``medpipe ARGS`` in its own process group, wait until the journal holds
+    ``after`` outcomes, send ``sig`` to the whole group, and return the finished process
+    (its stdout and stderr as text)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= after:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, sig)
+    proc.stdout_text, proc.stderr_text = proc.communicate(timeout=60)
+    return proc

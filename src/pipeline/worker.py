@@ -9,8 +9,10 @@ stages, tags and fields, never values.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -92,6 +94,10 @@ _STATE: _WorkerState | None = None
 def init_worker(config: RunConfig, key: bytes, staging: str, log_level: int | None = None) -> None:
     """Process-pool initializer: build the de-identifier once per process."""
     global _STATE
+    # Ctrl-C reaches the whole process group: the coordinator handles it and stops the
+    # pool; workers ignore it rather than each printing a traceback.
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_level is not None:
         configure_logging(log_level)
     quiet_pydicom()

@@ -6,9 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 
 from src.ingestion.dicom_parser import DICOMParser
 from src.synthetic import write_corpus
-from tests.conftest import all_files, medpipe
+from tests.conftest import all_files, interrupt_run, medpipe
 
 
 def _input_tree(tmp_path: Path, corpus) -> Path:  # type: ignore[no-untyped-def]
@@ -100,30 +97,12 @@ def test_kill_9_then_resume_accounts_for_every_input_once(tmp_path):
     )
     out = tmp_path / "out"
     journal = out / ".medpipe" / "journal.jsonl"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "src.cli",
-            "run",
-            str(corpus.root),
-            str(out),
-            "-j",
-            "2",
-            "--no-progress",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=Path(__file__).resolve().parents[2],
+    interrupt_run(
+        ["run", str(corpus.root), str(out), "-j", "2", "--no-progress"],
+        journal,
+        after=20,
+        sig=signal.SIGKILL,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if journal.exists() and len(journal.read_text().splitlines()) >= 20:
-            break
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
     done_before = len(journal.read_text().splitlines())
     assert 20 <= done_before < len(corpus.files), "kill landed outside the run"
     # Whatever was written is whole: every visible .dcm parses completely.
@@ -327,31 +306,13 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
     )
     out = tmp_path / "out"
     journal = out / ".medpipe" / "journal.jsonl"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "src.cli",
-            "run",
-            str(corpus.root),
-            str(out),
-            "-j",
-            "2",
-            "--no-progress",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        cwd=Path(__file__).resolve().parents[2],
+    proc = interrupt_run(
+        ["run", str(corpus.root), str(out), "-j", "2", "--no-progress"],
+        journal,
+        after=5,
+        sig=signal.SIGINT,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if journal.exists() and len(journal.read_text().splitlines()) >= 5:
-            break
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    stderr = proc.stderr_text
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted; run the same command again to resume" in stderr
     assert "Traceback" not in stderr

@@ -18,7 +18,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from src.pipeline.audit import audit
 from src.synthetic import write_corpus
-from tests.conftest import TEST_KEY, all_files, medpipe
+from tests.conftest import TEST_KEY, all_files, interrupt_run, medpipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -313,7 +313,6 @@ def test_s3_run_survives_injected_faults(corpus, moto_reset, tmp_path):
 
 def test_s3_run_killed_and_resumed_accounts_for_every_input_once(moto_reset, tmp_path):
     import signal
-    import time
 
     import boto3
 
@@ -344,21 +343,8 @@ def test_s3_run_killed_and_resumed_accounts_for_every_input_once(moto_reset, tmp
         "-j",
         "2",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "src.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     journal = state / "journal.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if journal.exists() and len(journal.read_text().splitlines()) >= 8:
-            break
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    interrupt_run(args, journal, after=8, sig=signal.SIGKILL)
     assert 8 <= len(journal.read_text().splitlines()) < len(corpus.files)
     resumed = medpipe(*args)
     assert "(balanced)" in resumed.stdout
