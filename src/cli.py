@@ -40,6 +40,18 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _safe_message(exc: BaseException) -> str:
+    """The exception's text, unless it was raised inside a library that quotes data values
+    (pydicom does, for odd values); then only its type."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    origin = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    if "pydicom" in origin or not str(exc):
+        return f"{type(exc).__name__} while reading the data"
+    return str(exc)
+
+
 def friendly_errors(func: F) -> F:
     """Turn expected errors into one line on stderr and a non-zero exit."""
 
@@ -50,7 +62,7 @@ def friendly_errors(func: F) -> F:
         except PipelineError as exc:
             _fail(exc.message, 2 if exc.status_code in (400, 404) else 1)
         except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            _fail(str(exc) or type(exc).__name__)
+            _fail(_safe_message(exc))
         except KeyboardInterrupt:
             _fail("interrupted; run the same command again to resume", 130)
         return None

@@ -450,6 +450,13 @@ class Deidentifier:
             self._walk(dataset, ctx, "", 0, _Mode.NORMAL)
         except RecursionError as exc:
             raise DeidentificationError("sequence nesting too deep to de-identify") from exc
+        except DeidentificationError:
+            raise
+        except Exception as exc:
+            # pydicom's messages quote the offending value; report only the error's type.
+            raise DeidentificationError(
+                f"an element could not be decoded or replaced ({type(exc).__name__})"
+            ) from exc
         self._file_meta(dataset)
         self._mark(dataset)
         return DeidentificationResult(

@@ -74,3 +74,16 @@ def test_error_response_shapes():
     assert generic["statusCode"] == 500
     assert "12345" not in generic["message"]
     assert error_response(ValueError("x"), status_code=400, details={"k": 1})["details"] == {"k": 1}
+
+
+def test_cli_error_line_hides_values_quoted_by_pydicom():
+    from pydicom.valuerep import IS
+
+    from src.cli import _safe_message
+
+    try:
+        IS("Whitfield")
+    except ValueError as exc:
+        message = _safe_message(exc)
+    assert "Whitfield" not in message and "ValueError" in message
+    assert _safe_message(ValueError("expected s3://bucket/key")) == "expected s3://bucket/key"
