@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import subprocess
 import tracemalloc
@@ -643,3 +644,32 @@ def test_kept_text_holding_the_patients_identifiers_is_cleaned():
     assert "MRN0001" not in ds.ContentDescription
     cleaned = {a.path for a in result.actions if a.reason == "safety-net" and a.action == "C"}
     assert cleaned == {"ManufacturerModelName", "ContentDescription"}
+
+
+@pytest.mark.peer
+def test_dciodvfy_finds_no_new_errors_after_deidentification(corpus, tmp_path):
+    """dicom3tools' IOD checker: de-identified outputs carry no error the input lacked."""
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is None:
+        if os.environ.get("CI"):
+            pytest.fail("dciodvfy must be installed in CI (make test installs dicom3tools)")
+        pytest.skip("dicom3tools not installed")
+
+    def errors(path: Path) -> set[str]:
+        proc = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, check=False)
+        lines = (proc.stdout + proc.stderr).splitlines()
+        return {
+            re.sub(r"[0-9][0-9.]{7,}", "<uid>", line.split(" - (0x")[0])
+            for line in lines
+            if line.startswith("Error")
+        }
+
+    kinds = {}
+    for path in corpus.files:
+        kinds.setdefault(path.parent.name[:6], path)
+    assert len(kinds) >= 3  # CT/MR series, US and SR
+    deid = Deidentifier(key=TEST_KEY)
+    for path in kinds.values():
+        out = tmp_path / f"{path.parent.name}.dcm"
+        deid.deidentify_file(path, out)
+        assert errors(out) <= errors(path), (path.parent.name, errors(out) - errors(path))
