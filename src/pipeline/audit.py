@@ -11,6 +11,7 @@ Latin-1. Hits are reported by the source tag path and the output file, never by 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -28,7 +29,7 @@ from src.ingestion.profile import ConfidentialityProfile
 MIN_TEXT = 4
 MIN_UID = 10
 _SKIP_DIRS = {"quarantine", ".medpipe"}
-_DUMMIES = {"ANONYMIZED", "ANONYMOUS", "19000101", "000000"}
+_DUMMIES = {"ANON", "ANONYMIZED", "ANONYMOUS", "19000101", "000000"}
 
 
 @dataclass
@@ -67,27 +68,57 @@ def _values(value: object) -> list[str]:
     return out
 
 
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "CS", "UR"})
+_BINARY_VRS = frozenset({"OB", "OW", "UN"})
+
+
 def _keep(text: str, vr: str) -> bool:
-    if text.upper() in _DUMMIES or vr == "TM":
-        # A time of day alone identifies no one; the profile keeps it under Modified Dates.
+    """Whether a removed value is worth searching for (identifying, not too generic)."""
+    if text.upper() in _DUMMIES or sum(ch.isalnum() for ch in text) < 2:
         return False
     if vr == "UI":
         return len(text) >= MIN_UID
     if vr in ("DA", "DT"):
         return len(text) >= 8 and text[:8].isdigit()
-    if text.replace(".", "").replace("-", "").isdigit():
+    if vr in _BINARY_VRS:
+        # Private text stored as bytes: only printable, word-like values.
+        printable = sum(ch.isprintable() for ch in text)
+        return (
+            len(text) >= MIN_TEXT + 2
+            and printable == len(text)
+            and any(ch.isalpha() for ch in text)
+        )
+    if vr not in _TEXT_VRS:
+        return False  # numbers, times: not identifying on their own
+    if text.replace(".", "").replace("-", "").replace(" ", "").isdigit():
         return len(text) >= 6
     return len(text) >= MIN_TEXT
 
 
-def collect_identifiers(path: str, deidentifier: Deidentifier) -> dict[str, str]:
-    """Return ``{value: tag path}`` of the identifying values in one input file."""
+def collect_identifiers(
+    path: str, deidentifier: Deidentifier
+) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """Return the identifying values of one input file and the values the profile keeps.
+
+    Returns
+    -------
+    (dict, list)
+        ``{value: (tag path, VR)}`` for every element the profile removes or replaces,
+        and the text of every element it keeps. A removed value that also stands inside
+        a kept one (a manufacturer name repeated in a private tag, a word of a code
+        meaning) is not evidence of a leak; :func:`audit` drops those.
+    """
     dataset = DICOMParser().parse_file(path)
     originals: dict[str, tuple[str, str]] = {}
     for path_text, value, vr in _walk(dataset, ""):
         originals.setdefault(path_text, (value, vr))
     result = deidentifier.deidentify(dataset)
-    found: dict[str, str] = {}
+    kept = [
+        originals[a.path][0].strip()
+        for a in result.actions
+        if a.action == "K" and a.path in originals
+    ]
+    found: dict[str, tuple[str, str]] = {}
     for action in result.actions:
         if action.action == "K":
             continue
@@ -103,8 +134,8 @@ def collect_identifiers(path: str, deidentifier: Deidentifier) -> dict[str, str]
         for text in candidates:
             text = text.strip()
             if _keep(text, vr):
-                found.setdefault(text, action.path)
-    return found
+                found.setdefault(text, (action.path, vr))
+    return found, kept
 
 
 def _walk(ds: Dataset, prefix: str) -> Iterable[tuple[str, str, str]]:
@@ -124,6 +155,36 @@ def _walk(ds: Dataset, prefix: str) -> Iterable[tuple[str, str, str]]:
             values = [] if elem.VR in ("OB", "OW") else _values(elem.value)
         for text in values:
             yield path, text, str(elem.VR)
+
+
+def _searchable(path: Path) -> bytes:
+    """A file's bytes; for JSON and JSON Lines, only its string values (keys are ours)."""
+    data = path.read_bytes()
+    if path.suffix not in (".json", ".jsonl"):
+        return data
+    values: list[str] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+        elif isinstance(node, str):
+            values.append(node)
+
+    try:
+        lines = (
+            [json.loads(data)]
+            if path.suffix == ".json"
+            else [json.loads(line) for line in data.splitlines() if line.strip()]
+        )
+    except ValueError:
+        return data
+    for document in lines:
+        collect(document)
+    return "\n".join(values).encode("utf-8")
 
 
 def _files(root: Path) -> Iterable[Path]:
@@ -159,37 +220,50 @@ def audit(
     """
     report = AuditReport()
     deid = Deidentifier(profile=profile, key=key)
-    needles: dict[str, str] = {}
+    needles: dict[str, tuple[str, str]] = {}
+    kept: set[str] = set()
     for path in _files(Path(against)):
         try:
-            found = collect_identifiers(str(path), deid)
+            found, kept_here = collect_identifiers(str(path), deid)
         except (InvalidDICOMError, ValueError, OSError):
             continue
         report.inputs += 1
-        for value, source in found.items():
-            needles.setdefault(value, source)
+        kept.update(kept_here)
+        for value, origin in found.items():
+            needles.setdefault(value, origin)
+    kept_text = "\n".join(kept)
+    needles = {v: o for v, o in needles.items() if v not in kept_text}
     report.values = len(needles)
     if not needles:
         return report
     encoded: dict[bytes, str] = {}
-    for value, source in needles.items():
+    alternatives = []
+    for value, (source, vr) in sorted(needles.items(), key=lambda kv: -len(kv[0])):
         for encoding in ("utf-8", "latin-1"):
             try:
-                encoded.setdefault(value.encode(encoding), source)
+                data = value.encode(encoding)
             except UnicodeEncodeError:
                 continue
-    pattern = re.compile(b"|".join(re.escape(n) for n in sorted(encoded, key=len, reverse=True)))
+            if data in encoded:
+                continue
+            encoded[data] = source
+            if vr in ("UI", "DA", "DT") or data.replace(b".", b"").isdigit():
+                # A UID or number counts only as a whole token, not inside a longer one.
+                alternatives.append(rb"(?<![0-9.])" + re.escape(data) + rb"(?![.]?[0-9])")
+            else:
+                alternatives.append(re.escape(data))
+    pattern = re.compile(b"|".join(alternatives))
     output_root = Path(output)
     targets = [(p, p.relative_to(output_root).as_posix()) for p in _files(output_root)]
     targets += [(Path(log), str(log)) for log in logs]
     for path, label in targets:
-        data = path.read_bytes()
+        data = _searchable(path)
         report.files_scanned += 1
         report.bytes_scanned += len(data)
         seen: set[str] = set()
         for match in pattern.finditer(data):
-            source = encoded[match.group(0)]
-            if source not in seen:
-                seen.add(source)
-                report.hits.append(AuditHit(source=source, found_in=label))
+            tag_path = encoded[match.group(0)]
+            if tag_path not in seen:
+                seen.add(tag_path)
+                report.hits.append(AuditHit(source=tag_path, found_in=label))
     return report
