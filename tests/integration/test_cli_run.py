@@ -149,7 +149,16 @@ def test_zip_archives_are_opened(corpus, tmp_path):
 
 def test_every_command_has_help():
     top = medpipe("--help")
-    for command in ("run", "deidentify", "inspect", "validate", "url", "config", "samples"):
+    for command in (
+        "run",
+        "deidentify",
+        "inspect",
+        "validate",
+        "url",
+        "config",
+        "samples",
+        "audit",
+    ):
         assert command in top.stdout
         assert medpipe(command, "--help").stdout.startswith("Usage:")
     assert medpipe("config", "show", "--help").stdout.startswith("Usage:")
