@@ -50,7 +50,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run
 
 fuzz: $(VENV)/.installed-dev
-	MEDPIPE_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/unit/test_fuzz.py -p no:cacheprovider
+	MEDPIPE_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/unit/test_deidentifier_properties.py -p no:cacheprovider
 
 # `sam build` calls build-<LogicalId> for each function (Metadata: BuildMethod: makefile).
 LAMBDA_DEPS := "pydicom>=3.0,<4" "pydantic>=2.6,<3" "python-json-logger>=3.1,<5" \

@@ -28,3 +28,12 @@ def test_makefile_has_the_documented_targets():
     makefile = (ROOT / "Makefile").read_text()
     for target in ("run", "test", "lint", "typecheck", "unit", "bench", "fuzz"):
         assert re.search(rf"^{target}:", makefile, re.M), target
+
+
+def test_make_targets_point_at_files_that_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    paths = re.findall(r"(tests/\S+\.py|scripts/\S+\.sh)", makefile)
+    paths += [m.replace(".", "/") + ".py" for m in re.findall(r"-m (benchmarks\.\w+)", makefile)]
+    assert paths
+    for path in paths:
+        assert (ROOT / path).exists(), path
