@@ -593,6 +593,10 @@ class Deidentifier:
             ):
                 # An attribute the table does not list, holding this patient's identifiers.
                 action, reason = Action.CLEAN, "safety-net"
+            if action == Action.CLEAN and _foreign_vr(tag, vr):
+                # Cleaning follows the attribute's VR (a date is shifted, a text scrubbed);
+                # a value that arrived under another VR cannot be trusted: a dummy instead.
+                action, reason = Action.DUMMY, "vr-mismatch"
             if action == Action.KEEP and vr != "SQ":
                 # Kept as read: no decoding, and the writer can copy its bytes as they were.
                 self._record(ctx, path, tag, vr, action, reason)
@@ -603,7 +607,10 @@ class Deidentifier:
                 continue
             elem = ds[tag]
             if tag in (_PATIENT_ID, _PATIENT_NAME) and depth == 0:
-                elem.value = ctx.pseudonym[: _MAX_LEN["PN"]]
+                if vr in ("PN", "LO", "SH", "LT", "ST", "UT", "UC"):
+                    elem.value = ctx.pseudonym[: _MAX_LEN["PN"]]
+                else:  # the element arrived with a foreign VR: that VR's dummy instead
+                    elem.value = self._dummy(elem, vr, path, ctx)
                 self._record(ctx, path, tag, vr, Action.DUMMY, "pseudonym")
                 continue
             if action == Action.CLEAN and reason in ("curve", "overlay"):
@@ -912,6 +919,19 @@ def _raw_spans(
     if mixed:
         spans = {tag: item for tag, item in spans.items() if item[0] is not None}
     return spans
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary_vrs(tag: int) -> frozenset[str]:
+    if not dictionary_has_tag(tag):
+        return frozenset()
+    return frozenset(str(dictionary_VR(tag)).split(" or "))
+
+
+def _foreign_vr(tag: int, vr: str) -> bool:
+    """Whether a known attribute arrived with a VR its dictionary entry does not allow."""
+    allowed = _dictionary_vrs(tag)
+    return bool(allowed) and vr not in allowed and vr != "UN"
 
 
 def _vr_of(elem: DataElement | RawDataElement, tag: int) -> str:

@@ -673,3 +673,25 @@ def test_dciodvfy_finds_no_new_errors_after_deidentification(corpus, tmp_path):
         out = tmp_path / f"{path.parent.name}.dcm"
         deid.deidentify_file(path, out)
         assert errors(out) <= errors(path), (path.parent.name, errors(out) - errors(path))
+
+
+def test_fuzz_regressions_foreign_vrs():
+    """Found by `make fuzz`: attributes arriving with a VR their entry does not allow."""
+    ds = Dataset()
+    ds.PatientID = "p"
+    ds.add_new(0x00100010, "OW", b"Zyxwvut!")  # Patient's Name as OW
+    ds.add_new(0x00440010, "LT", "Zyxwvut")  # Substance Administration DateTime as LT
+    result = Deidentifier(key=TEST_KEY).deidentify(ds)
+    back = _roundtrip_bytes(ds)
+    assert b"Zyxwvut" not in back
+    reasons = {a.path: a.reason for a in result.actions}
+    assert reasons["SubstanceAdministrationDateTime"] == "vr-mismatch"
+
+
+def _roundtrip_bytes(ds: Dataset) -> bytes:
+    import io
+
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3"
+    _write(ds, buffer := io.BytesIO())  # type: ignore[arg-type]
+    return buffer.getvalue()
