@@ -149,6 +149,7 @@ _CODE_STRUCTURE = frozenset(
 # Patient Identity Removed, De-identification Method (+ Code Sequence), Longitudinal
 # Temporal Information Modified: constant for a profile, so encoded once.
 _MARKER_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
+_TRAILING_PADDING = 0xFFFCFFFC
 _PATIENT_ID = 0x00100020
 _PATIENT_NAME = 0x00100010
 _SOP_INSTANCE_UID = 0x00080018
@@ -571,6 +572,11 @@ class Deidentifier:
                 del ds[tag]
                 self._record(ctx, path, tag, vr, Action.REMOVE, "group-length")
                 continue
+            if tag == _TRAILING_PADDING:
+                # Padding is defined as meaningless bytes, so it can carry anything.
+                del ds[tag]
+                self._record(ctx, path, tag, vr, Action.REMOVE, "padding")
+                continue
             if group & 1:
                 action, reason = self._private_action(ds, tag, ctx, creators_kept)
             elif group in drop_groups:
@@ -816,6 +822,7 @@ class Deidentifier:
     def _save_whole(
         self, dataset: Dataset, output_path: str | os.PathLike[str], atomic: bool
     ) -> None:
+        dataset.preamble = b"\x00" * 128  # never copied: it may hold anything
         try:
             _ensure_file_meta(dataset, self._parser.get_transfer_syntax(dataset))
             with _output(output_path, atomic, self.fsync) as out:
@@ -869,7 +876,8 @@ class Deidentifier:
                 else:
                     write_data_element(body, header[tag], charset)
             with _output(output_path, atomic, self.fsync) as out:
-                out.write(getattr(header, "preamble", None) or b"\x00" * 128)
+                # The preamble may hold anything (a TIFF header, text): never copied.
+                out.write(b"\x00" * 128)
                 out.write(b"DICM")
                 meta_io = DicomBytesIO()
                 meta_io.is_little_endian = True

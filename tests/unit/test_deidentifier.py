@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tracemalloc
 from datetime import timedelta
@@ -695,3 +696,27 @@ def _roundtrip_bytes(ds: Dataset) -> bytes:
     ds.SOPInstanceUID = "1.2.3"
     _write(ds, buffer := io.BytesIO())  # type: ignore[arg-type]
     return buffer.getvalue()
+
+
+def test_preamble_and_trailing_padding_are_not_copied(corpus, tmp_path):
+    """PHI planted where no attribute lives: the 128-byte preamble and trailing padding."""
+    data = bytearray(corpus.files[0].read_bytes())
+    data[:40] = b"Whitfield Jonathan MRN0001 preamble text"
+    data += b"\xfc\xff\xfc\xffOB\x00\x00" + struct.pack("<L", 18) + b"Whitfield padding!"
+    planted = tmp_path / "planted.dcm"
+    planted.write_bytes(bytes(data))
+    out = tmp_path / "out.dcm"
+    result = Deidentifier(key=TEST_KEY).deidentify_file_with_report(planted, out)
+    written = out.read_bytes()
+    assert written[:128] == b"\x00" * 128
+    assert b"Whitfield" not in written
+    assert any(a.reason == "padding" for a in result.actions)
+    whole = tmp_path / "whole.dcm"
+    Deidentifier(key=TEST_KEY).deidentify_file(get_testdata_file_no_meta(), whole)
+    assert whole.read_bytes()[:128] == b"\x00" * 128
+
+
+def get_testdata_file_no_meta() -> str:
+    from pydicom.data import get_testdata_file
+
+    return str(get_testdata_file("no_meta.dcm"))
