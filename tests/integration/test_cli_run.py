@@ -328,3 +328,13 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
     resumed = medpipe("run", str(corpus.root), str(out), "--no-progress")
     assert "(balanced)" in resumed.stdout
     assert len([p for p in all_files(out) if p.suffix == ".dcm"]) == len(corpus.files)
+
+
+def test_output_inside_input_is_not_read_as_input(corpus, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(corpus.root / "patient000", src)
+    n = len(list(src.rglob("*.dcm")))
+    first = medpipe("run", str(src), str(src / "deid"), "--no-progress")
+    assert f"{n} = {n} + 0 + 0 (balanced)" in first.stdout
+    again = medpipe("run", str(src), str(src / "deid"), "--no-progress")
+    assert f"{n} = 0 + 0 + {n} (balanced)" in again.stdout
