@@ -7,9 +7,12 @@ check finds problems, 130 when interrupted). No traceback is shown for bad input
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -255,14 +258,69 @@ def deidentify(
         if not summary.balanced:
             _fail("the run does not balance", 1)
         return
-    deid = Deidentifier(profile=config.profile, key=key.key)
-    result = deid.deidentify_file_with_report(input_path, output_path, patient_id)
+    from src.ingestion.instance import InstancePipeline, InstanceRefusedError
+
+    pipeline = InstancePipeline(Deidentifier(profile=config.profile, key=key.key))
+    into_folder = Path(output_path).is_dir() or output_path.endswith(("/", os.sep))
+    target = output_path
+    if into_folder:
+        os.makedirs(output_path, exist_ok=True)
+        fd, target = tempfile.mkstemp(prefix=".medpipe-tmp-", dir=output_path)
+        os.close(fd)
+    try:
+        result = pipeline.process(input_path, target, patient_id=patient_id)
+    except InstanceRefusedError as exc:
+        if into_folder:
+            _quarantine_one(output_path, input_path, exc, key.key)
+        _fail(f"{input_path}: refused: {exc.message}", 1)
+        return
+    written = output_path
+    if into_folder:
+        written = _commit_one(output_path, input_path, result, key.key, target)
     if report_path:
-        write_bytes_atomic(report_path, json.dumps(result.report(), indent=1).encode("utf-8"))
+        write_bytes_atomic(
+            report_path, json.dumps(result.report.report(), indent=1).encode("utf-8")
+        )
     click.echo(
-        f"wrote {output_path}: {len(result.removed_tags)} elements removed or replaced"
+        f"wrote {written}: {result.removed} elements removed or replaced"
         + ("; pixels may carry burned-in text" if result.burned_in_annotation_risk else "")
     )
+
+
+def _input_id(key: bytes, input_path: str) -> str:
+    from src.pipeline.sources import input_id
+
+    return input_id(key, os.path.basename(input_path))
+
+
+def _quarantine_one(folder: str, input_path: str, exc: Any, key: bytes) -> None:
+    from src.storage.store import QuarantineRecord, open_store
+
+    iid = _input_id(key, input_path)
+    record = QuarantineRecord(iid, exc.reason.value, exc.detail, exc.stage, input_path)
+    open_store(folder).quarantine(record, input_path)
+
+
+def _commit_one(folder: str, input_path: str, result: Any, key: bytes, staged: str) -> str:
+    """Put one de-identified file into OUT's layout; a taken SOP Instance UID is refused."""
+    from src.storage.store import DuplicateInstanceError, commit_instance, open_store
+
+    store = open_store(folder)
+    iid = _input_id(key, input_path)
+    try:
+        commit_instance(store, result.output_key, staged, iid, claimed=False)
+    except DuplicateInstanceError:
+        from src.ingestion.instance import InstanceRefusedError, Reason
+
+        refused = InstanceRefusedError(
+            Reason.DUPLICATE_SOP_INSTANCE, "OUT already holds this SOP Instance UID", "write"
+        )
+        _quarantine_one(folder, input_path, refused, key)
+        _fail(f"{input_path}: refused: {refused.message}", 1)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+    return os.path.join(folder, result.output_key)
 
 
 @main.command()
@@ -284,11 +342,11 @@ def inspect(
     **flags: Any,
 ) -> None:
     """Print FILE's metadata as JSON (de-identified unless --show-phi)."""
-    from src.ingestion.dicom_parser import DICOMParser, dataset_flags
+    from src.ingestion.dicom_parser import DICOMParser
     from src.ingestion.metadata_extractor import MetadataExtractor
 
-    dataset = DICOMParser().parse_file(file)
-    parse_flags = dataset_flags(dataset)
+    parsed = DICOMParser().read_file(file)
+    dataset, parse_flags = parsed.dataset, parsed.flags
     if not show_phi:
         from src.ingestion.deidentifier import Deidentifier
 
@@ -308,8 +366,8 @@ def validate(file: str) -> None:
     from pydantic import ValidationError
 
     from src.ingestion.dicom_parser import DICOMParser
+    from src.ingestion.instance import validation_reason
     from src.ingestion.metadata_extractor import MetadataExtractor
-    from src.pipeline.worker import validation_reason
     from src.validation.schemas import DICOMMetadataModel
 
     dataset = DICOMParser().parse_file(file)

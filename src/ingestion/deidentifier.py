@@ -56,8 +56,6 @@ from src import __version__
 from src.atomic import atomic_write
 from src.errors import DeidentificationError, InvalidDICOMError
 from src.ingestion.dicom_parser import (
-    FLAG_DEFLATED,
-    FLAG_NO_PREAMBLE,
     DICOMParser,
     peek,
 )
@@ -429,8 +427,18 @@ class Deidentifier:
 
     # -- richer API ---------------------------------------------------------------
 
-    def deidentify(self, dataset: Dataset, patient_id: str | None = None) -> DeidentificationResult:
-        """De-identify ``dataset`` in place and return it with the action report."""
+    def deidentify(
+        self,
+        dataset: Dataset,
+        patient_id: str | None = None,
+        *,
+        flags: Iterable[str] = (),
+    ) -> DeidentificationResult:
+        """De-identify ``dataset`` in place and return it with the action report.
+
+        ``flags`` are the parser's (:class:`~src.ingestion.dicom_parser.ParsedDataset`),
+        carried into the result.
+        """
         original_key = _patient_key(dataset)
         pseudonym = patient_id if patient_id is not None else self._pseudo.patient_id(original_key)
         offset = None
@@ -467,7 +475,7 @@ class Deidentifier:
             burned_in_annotation_risk=burned_in,
             graphics_review_required=ctx.graphics_kept,
             unchanged_sequences=ctx.unchanged_sequences,
-            flags=list(getattr(dataset, "medpipe_flags", []) or []),
+            flags=list(flags),
         )
 
     def deidentify_file_with_report(
@@ -497,44 +505,67 @@ class Deidentifier:
         except OSError as exc:
             raise InvalidDICOMError(source, f"cannot open file ({type(exc).__name__})") from exc
         with fp:
-            size = os.fstat(fp.fileno()).st_size
-            header = self._parser.parse_header(fp, source, decode=False)
-            flags = set(getattr(header, "medpipe_flags", []) or [])
-            if flags & {FLAG_NO_PREAMBLE, FLAG_DEFLATED}:
-                # Headerless and deflated data are read whole (the parser bounds inflation).
-                dataset = self._parser.parse_file(source)
-                if before is not None:
-                    before(dataset)
-                has_pixels = bool(set(dataset.keys()) & _PIXEL_TAGS)
-                result = self.deidentify(dataset, patient_id)
-                result.has_pixel_data = has_pixels
-                self._save_whole(dataset, output_path, atomic)
-                return result
-            pixel_start = fp.tell()
-            implicit, little = _encoding(header)
-            spans = _raw_spans(header, implicit, little)
-            span = None
-            if pixel_start < size:
-                span = _pixel_span(fp, pixel_start, size, little, source)
-                if span.value_end < size:
-                    tail = _read_tail(fp, span.value_end, size, implicit, little, source)
-                    for elem in tail:
-                        header.add(elem)
-            if before is not None:
-                before(header)
-            result = self.deidentify(header, patient_id)
-            result.has_pixel_data = span is not None
-            self._save_streamed(
-                header,
-                output_path,
-                fp,
-                span,
-                implicit,
-                little,
-                spans,
-                result.unchanged_sequences,
-                atomic,
+            return self.deidentify_stream(
+                fp, output_path, patient_id, source=source, before=before, atomic=atomic
             )
+
+    def deidentify_stream(
+        self,
+        fp: IO[bytes],
+        output_path: str | os.PathLike[str],
+        patient_id: str | None = None,
+        *,
+        source: str = "<stream>",
+        before: Callable[[Dataset], None] | None = None,
+        atomic: bool = True,
+    ) -> DeidentificationResult:
+        """As :meth:`deidentify_file_with_report`, reading from a seekable binary file.
+
+        ``source`` labels error messages (a keyed id or a path the caller chose, never a
+        PHI value).
+        """
+        fp.seek(0, os.SEEK_END)
+        size = fp.tell()
+        fp.seek(0)
+        parsed = self._parser.read_header(fp, source, decode=False)
+        if parsed.read_whole:
+            # Headerless and deflated data are read whole (the parser bounds inflation).
+            fp.seek(0)
+            whole = self._parser.read_stream(fp, source)
+            dataset = whole.dataset
+            if before is not None:
+                before(dataset)
+            has_pixels = bool(set(dataset.keys()) & _PIXEL_TAGS)
+            result = self.deidentify(dataset, patient_id, flags=whole.flags)
+            result.has_pixel_data = has_pixels
+            self._save_whole(dataset, output_path, atomic)
+            return result
+        header = parsed.dataset
+        pixel_start = fp.tell()
+        implicit, little = _encoding(header)
+        spans = _raw_spans(header, parsed.spans, implicit, little)
+        span = None
+        if pixel_start < size:
+            span = _pixel_span(fp, pixel_start, size, little, source)
+            if span.value_end < size:
+                tail = _read_tail(fp, span.value_end, size, implicit, little, source)
+                for elem in tail:
+                    header.add(elem)
+        if before is not None:
+            before(header)
+        result = self.deidentify(header, patient_id, flags=parsed.flags)
+        result.has_pixel_data = span is not None
+        self._save_streamed(
+            header,
+            output_path,
+            fp,
+            span,
+            implicit,
+            little,
+            spans,
+            result.unchanged_sequences,
+            atomic,
+        )
         return result
 
     # -- the walk -----------------------------------------------------------------
@@ -904,7 +935,7 @@ class Deidentifier:
 
 
 def _raw_spans(
-    ds: Dataset, implicit: bool, little: bool
+    ds: Dataset, ranges: dict[int, tuple[int, int]], implicit: bool, little: bool
 ) -> dict[int, tuple[RawDataElement | None, int, int]]:
     """Byte ranges of the top-level elements, with the raw element still in ``ds``.
 
@@ -912,7 +943,6 @@ def _raw_spans(
     is encoded like the dataset; when any raw element is not (a file whose meta says
     Explicit VR but whose data is implicit), sequences are not listed at all.
     """
-    ranges: dict[int, tuple[int, int]] = getattr(ds, "medpipe_spans", None) or {}
     spans: dict[int, tuple[RawDataElement | None, int, int]] = {}
     mixed = False
     for tag, (first, last) in ranges.items():

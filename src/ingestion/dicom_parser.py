@@ -3,7 +3,9 @@
 Every failure is an :class:`~src.errors.InvalidDICOMError` that names the source and the
 reason and chains pydicom's own exception. Files without a preamble or file meta
 information (pydicom's ``no_meta.dcm``) are read the way pydicom allows (``force=True``)
-and flagged in ``dataset.medpipe_flags``.
+and flagged. :meth:`DICOMParser.read_header` and :meth:`DICOMParser.read_file` return a
+typed :class:`ParsedDataset` (dataset, flags, byte spans, encoding); nothing is attached
+to the pydicom ``Dataset``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import mmap
 import os
 import warnings
 import zlib
+from dataclasses import dataclass, field
 from typing import IO
 
 import pydicom
@@ -81,14 +84,33 @@ def peek(dataset: Dataset, tag: int) -> DataElement | None:
     return item
 
 
-def _flags(dataset: Dataset) -> list[str]:
-    flags = getattr(dataset, "medpipe_flags", None)
-    return list(flags) if flags else []
+@dataclass
+class ParsedDataset:
+    """What the parser read: the dataset and the facts the writer needs about its bytes.
 
+    Attributes
+    ----------
+    dataset : pydicom.Dataset
+        The dataset (for :meth:`DICOMParser.read_header`: everything before Pixel Data).
+    flags : list of str
+        What was unusual: ``no_preamble``, ``no_file_meta``, ``deflated``,
+        ``leading_bytes_skipped``.
+    spans : dict of int to (int, int)
+        Byte range ``[first, last)`` of each top-level element, from the structure walk
+        (empty for headerless and deflated input).
+    transfer_syntax : str
+        The Transfer Syntax UID the dataset is encoded in.
+    """
 
-def dataset_flags(dataset: Dataset) -> list[str]:
-    """Return the parser's flags for ``dataset`` (for example ``["no_file_meta"]``)."""
-    return _flags(dataset)
+    dataset: Dataset
+    flags: list[str] = field(default_factory=list)
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+    transfer_syntax: str = ""
+
+    @property
+    def read_whole(self) -> bool:
+        """Headerless and deflated input is read whole rather than streamed."""
+        return bool({FLAG_NO_PREAMBLE, FLAG_DEFLATED} & set(self.flags))
 
 
 def _touch_all(dataset: Dataset) -> None:
@@ -176,14 +198,18 @@ class DICOMParser:
         Returns
         -------
         pydicom.Dataset
-            The whole dataset, every element decoded once. ``medpipe_flags`` lists what
-            was unusual (``no_preamble``, ``no_file_meta``, ``deflated``).
+            The whole dataset, every element decoded once (:meth:`read_file` also
+            returns the parser's flags).
 
         Raises
         ------
         InvalidDICOMError
             If the file is missing, empty, not DICOM, truncated or malformed.
         """
+        return self.read_file(file_path).dataset
+
+    def read_file(self, file_path: str | os.PathLike[str]) -> ParsedDataset:
+        """As :meth:`parse_file`, returning the typed :class:`ParsedDataset`."""
         source = os.fspath(file_path)
         try:
             with open(source, "rb") as fp:
@@ -210,10 +236,18 @@ class DICOMParser:
         InvalidDICOMError
             As :meth:`parse_file`.
         """
-        return self._parse(io.BytesIO(dicom_bytes), source, stop_before_pixels=False)
+        return self._parse(io.BytesIO(dicom_bytes), source, stop_before_pixels=False).dataset
+
+    def read_stream(self, fp: IO[bytes], source: str = "<stream>") -> ParsedDataset:
+        """Read a whole dataset from a seekable binary file, as :meth:`read_file`."""
+        return self._parse(fp, source, stop_before_pixels=False)
 
     def parse_header(self, fp: IO[bytes], source: str, *, decode: bool = True) -> Dataset:
-        """Parse everything before the pixel data, leaving ``fp`` at the Pixel Data tag.
+        """Parse everything before the pixel data, leaving ``fp`` at the Pixel Data tag."""
+        return self.read_header(fp, source, decode=decode).dataset
+
+    def read_header(self, fp: IO[bytes], source: str, *, decode: bool = True) -> ParsedDataset:
+        """Read everything before the pixel data, leaving ``fp`` at the Pixel Data tag.
 
         With ``decode=False`` the elements stay raw (undecoded) until used; the structure
         has still been checked byte by byte, so truncation is still refused.
@@ -249,7 +283,7 @@ class DICOMParser:
 
     def _parse(
         self, fp: IO[bytes], source: str, *, stop_before_pixels: bool, decode: bool = True
-    ) -> Dataset:
+    ) -> ParsedDataset:
         start = fp.tell()
         fp.seek(0, os.SEEK_END)
         size = fp.tell() - start
@@ -286,9 +320,7 @@ class DICOMParser:
         ts = self.get_transfer_syntax(dataset)
         if ts == DeflatedExplicitVRLittleEndian:
             flags.append(FLAG_DEFLATED)
-        dataset.medpipe_flags = flags
-        dataset.medpipe_spans = spans
-        return dataset
+        return ParsedDataset(dataset, flags, spans, ts)
 
     @staticmethod
     def _has_preamble(fp: IO[bytes]) -> bool:
@@ -389,7 +421,7 @@ def _reason(exc: BaseException) -> str:
 __all__ = [
     "DEFAULT_MAX_INFLATED_BYTES",
     "DICOMParser",
+    "ParsedDataset",
     "check_deflate_limit",
-    "dataset_flags",
     "read_file_meta_info_from",
 ]

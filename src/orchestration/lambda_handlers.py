@@ -1,34 +1,23 @@
 """Lambda handlers of the serverless pipeline: thin adapters around the core.
 
-Each handler unpacks its event, calls the ingestion, validation or de-identification core,
-and shapes the documented response. Errors become the documented error shape
-(``statusCode``, ``error``, ``message``, ``details``): 400 for invalid DICOM or failed
-validation, 404 for a missing object, 500 for anything else. Throttling and service
-unavailability (503) are *raised* as :class:`TransientError`, so the state machine's
-``Retry`` can back off and try again.
+The state machines call one function, :data:`instance_handler`: one pass per object
+(download once, parse once, validate, de-identify, upload once) through
+:func:`~src.orchestration.one_pass.process_object`, the same per-instance core that
+``medpipe run`` uses. It takes one object or a batch (an EventBridge Pipe's SQS
+messages, a Distributed Map's ``ItemBatcher`` batch) and returns one PHI-free result per
+object. Throttling and service faults are raised as :class:`TransientError` (a single
+object, a Distributed Map batch) or reported as ``batchItemFailures`` (SQS messages), so
+they are retried and never quarantined.
 
-Step Functions keeps every state's input and output in its execution history, so no
-response here carries PHI: the ``metadata`` that ingestion returns is the de-identified
-projection of the file (pseudonymous IDs and UIDs, shifted dates); the original is
-validated inside the function and never leaves it.
-
-Entry points (``Handler`` in the template): ``ingestion_handler``,
-``validation_handler``, ``deidentification_handler`` and ``quarantine_handler``.
-
-Environment
------------
-MEDPIPE_PROCESSED_BUCKET, MEDPIPE_QUARANTINE_BUCKET
-    Where de-identified files and quarantined inputs go.
-MEDPIPE_KEY_SECRET_ID or MEDPIPE_KEY_PARAMETER
-    The de-identification key in Secrets Manager or SSM (cached for the warm container).
-MEDPIPE_PROFILE
-    Optional JSON object of PS3.15 options, as in the ``[profile]`` TOML table.
+The documented ``IngestionHandler``, ``ValidationHandler`` and
+``DeidentificationHandler`` keep their API document shapes; they run the same core.
+Errors become the documented error shape (``statusCode``, ``error``, ``message``,
+``details``). Environment: see :mod:`src.orchestration.lambda_runtime`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import tempfile
@@ -37,66 +26,30 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from src.errors import (
-    ConfigurationError,
     InvalidDICOMError,
+    KeyConfigurationError,
     MetadataValidationError,
+    ObjectNotFoundError,
     PipelineError,
+    StorageError,
     ThrottlingError,
     error_response,
 )
-from src.ingestion.dicom_parser import DICOMParser, quiet_pydicom
-from src.ingestion.metadata_extractor import MetadataExtractor
+from src.ingestion.dicom_parser import quiet_pydicom
 from src.monitoring.logs import configure_logging
+from src.orchestration import lambda_runtime as rt
+from src.orchestration.events import object_from_event, objects_from_event
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-METRIC_NAMESPACE = "MedicalImaging/Pipeline"
-SERVICE = "medpipe"
+METRIC_NAMESPACE = rt.METRIC_NAMESPACE
+SERVICE = rt.SERVICE
+_STATE = rt.STATE
 
 
 class TransientError(Exception):
-    """Raised to the Lambda runtime so that Step Functions retries with backoff."""
-
-
-# -- event parsing --------------------------------------------------------------------
-
-
-def object_from_event(event: dict[str, Any]) -> tuple[str, str]:
-    """Return ``(bucket, key)`` from an S3 notification, an EventBridge event or a flat event.
-
-    Keys arrive URL-encoded in S3 and EventBridge notifications (spaces as ``+``);
-    Powertools' data classes decode them. A flat ``{"bucket", "key"}`` event (the backfill
-    map's items) is taken as it is.
-
-    Raises
-    ------
-    ConfigurationError
-        If the event names no object, or more than one.
-    """
-    from aws_lambda_powertools.utilities.data_classes import S3Event
-    from aws_lambda_powertools.utilities.data_classes.s3_event import (
-        S3EventBridgeNotificationEvent,
-    )
-
-    if "input" in event and isinstance(event["input"], dict):
-        event = event["input"]
-    if "Records" in event:
-        records = event["Records"] or []
-        if len(records) != 1:
-            raise ConfigurationError(f"expected one S3 record per event, got {len(records)}")
-        s3_event = S3Event(event)
-        return s3_event.bucket_name, s3_event.object_key
-    if "detail" in event:
-        eb = S3EventBridgeNotificationEvent(event)
-        return eb.detail.bucket.name, eb.detail.object.key
-    bucket, key = event.get("bucket"), event.get("key")
-    if isinstance(bucket, str) and isinstance(key, str) and bucket and key:
-        return bucket, key
-    raise ConfigurationError("the event names no S3 object (bucket and key)")
-
-
-# -- the decorator --------------------------------------------------------------------
+    """Raised to the Lambda runtime so that Step Functions (or SQS) retries with backoff."""
 
 
 def lambda_handler_wrapper(handler_class: type[T]) -> type[T]:
@@ -126,16 +79,13 @@ def lambda_handler_wrapper(handler_class: type[T]) -> type[T]:
         status = "completed"
         try:
             response = original(self, event, context)
+        except TransientError:
+            status = "retry"
+            _log_retry(operation, "TransientError")
+            raise
         except ThrottlingError as exc:
             status = "retry"
-            logger.warning(
-                "Transient failure; raising for retry",
-                extra={
-                    "operation": operation,
-                    "status": status,
-                    "details": {"aws_error_code": exc.aws_error_code},
-                },
-            )
+            _log_retry(operation, exc.aws_error_code or "throttled")
             raise TransientError(f"{operation}: {exc.aws_error_code or 'throttled'}") from None
         except PipelineError as exc:
             status = "rejected"
@@ -168,112 +118,73 @@ def lambda_handler_wrapper(handler_class: type[T]) -> type[T]:
     return handler_class
 
 
-# -- shared per-container state -------------------------------------------------------
+def _log_retry(operation: str, code: str) -> None:
+    logger.warning(
+        "Transient failure; raising for retry",
+        extra={"operation": operation, "status": "retry", "details": {"aws_error_code": code}},
+    )
 
 
-@functools.cache
-def _parser() -> DICOMParser:
-    return DICOMParser()
+def _transient(exc: BaseException) -> bool:
+    """Faults that are not the object's: retried, never quarantined."""
+    if isinstance(exc, ObjectNotFoundError):
+        return False
+    return isinstance(exc, StorageError | KeyConfigurationError)
 
 
-def _profile() -> Any:
-    from src.ingestion.profile import ConfidentialityProfile
+@lambda_handler_wrapper
+class InstanceHandler:
+    """The one pass, for one object or a batch; returns a PHI-free result per object."""
 
-    raw = os.environ.get("MEDPIPE_PROFILE")
-    if not raw:
-        return ConfidentialityProfile()
-    try:
-        return ConfidentialityProfile.from_mapping(json.loads(raw))
-    except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"MEDPIPE_PROFILE is invalid: {exc}") from exc
+    def handle(self, event: Any, context: Any) -> dict[str, Any]:
+        from src.orchestration.one_pass import object_id, process_object
 
+        refs = objects_from_event(event)
+        results: list[dict[str, Any]] = []
+        failures: list[dict[str, str]] = []
+        rows: list[dict[str, Any]] = []
+        for ref in refs:
+            try:
+                result = process_object(ref)
+            except ObjectNotFoundError:
+                results.append({"object_id": object_id(rt.key(), ref), "status": "missing"})
+                continue
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                if not ref.message_id:
+                    # A single object or a map batch: the caller's Retry redoes it whole
+                    # (what was already written is recognised by its owner and skipped).
+                    code = getattr(exc, "aws_error_code", None) or type(exc).__name__
+                    raise TransientError(f"InstanceHandler: {code}") from None
+                failures.append({"itemIdentifier": ref.message_id})
+                continue
+            results.append(result.as_state())
+            if result.index:
+                rows.append(result.index)
+        if rows and os.environ.get("MEDPIPE_OPERATIONS_BUCKET"):
+            from src.storage.index_table import put_index_rows
 
-def _deidentifier() -> Any:
-    """The de-identifier, rebuilt only when the (cached) key changes."""
-    from src.ingestion.deidentifier import Deidentifier
-    from src.orchestration.secrets import get_deidentification_key
-
-    key = get_deidentification_key()
-    cached = _STATE.get("deidentifier")
-    if cached is None or _STATE.get("key") != key:
-        _STATE["deidentifier"] = Deidentifier(profile=_profile(), key=key, parser=_parser())
-        _STATE["key"] = key
-    return _STATE["deidentifier"]
-
-
-_STATE: dict[str, Any] = {}
-
-
-def _s3(bucket: str) -> Any:
-    from src.storage.s3_handler import S3Handler
-
-    handlers: dict[str, Any] = _STATE.setdefault("s3", {})
-    if bucket not in handlers:
-        handlers[bucket] = S3Handler(bucket, os.environ.get("AWS_REGION", "us-east-1"))
-    return handlers[bucket]
-
-
-def _download(bucket: str, key: str, workdir: str) -> str:
-    path = os.path.join(workdir, "object.dcm")
-    _s3(bucket).download_file(key, path)
-    return path
-
-
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ConfigurationError(f"environment variable {name} is not set")
-    return value
-
-
-def _metrics() -> Any:
-    from aws_lambda_powertools import Metrics
-
-    if "metrics" not in _STATE:
-        _STATE["metrics"] = Metrics(namespace=METRIC_NAMESPACE, service=SERVICE)
-    return _STATE["metrics"]
-
-
-def _metric(name: str, value: float, unit: str) -> None:
-    """Record a metric in Embedded Metric Format (printed with the invocation's logs)."""
-    _metrics().add_metric(name=name, unit=unit, value=value)
-
-
-# -- handlers ---------------------------------------------------------------------------
+            put_index_rows(rt.store(os.environ["MEDPIPE_OPERATIONS_BUCKET"]), rows, results)
+        counts = {s: sum(r["status"] == s for r in results) for s in ("processed", "quarantined")}
+        return {
+            "statusCode": 200,
+            "body": {"results": results, **counts},
+            "batchItemFailures": failures,
+        }
 
 
 @lambda_handler_wrapper
 class IngestionHandler:
-    """Fetch the uploaded object, parse it, validate its original metadata in-process,
-    and return the de-identified metadata projection (no PHI leaves the function)."""
+    """Fetch the uploaded object, parse and validate it in-process, and return the
+    de-identified metadata projection (no PHI leaves the function)."""
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        from pydantic import ValidationError
-
-        from src.pipeline.worker import validation_reason
-        from src.validation.schemas import DICOMMetadataModel
-
         bucket, key = object_from_event(event)
-        with tempfile.TemporaryDirectory(prefix="medpipe-") as workdir:
-            path = _download(bucket, key, workdir)
-            size = os.path.getsize(path)
-            with open(path, "rb") as fh:
-                header = _parser().parse_header(fh, f"s3://{bucket}/{key}")
-            extractor = MetadataExtractor()
-            try:
-                DICOMMetadataModel(**extractor.extract_metadata(header))
-            except ValidationError as exc:
-                raise MetadataValidationError(
-                    validation_reason(exc),
-                    details={
-                        "fields": sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
-                    },
-                ) from None
-            _deidentifier().deidentify(header)
-            metadata = extractor.extract_metadata(header)
+        result, size = _run_core(bucket, key)
         return {
             "statusCode": 200,
-            "body": {"bucket": bucket, "key": key, "size": size, "metadata": metadata},
+            "body": {"bucket": bucket, "key": key, "size": size, "metadata": result.index},
         }
 
 
@@ -284,7 +195,7 @@ class ValidationHandler:
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         from pydantic import ValidationError
 
-        from src.pipeline.worker import validation_reason
+        from src.ingestion.instance import validation_reason
         from src.validation.schemas import DICOMMetadataModel
 
         metadata = event.get("metadata")
@@ -307,94 +218,63 @@ class ValidationHandler:
 
 @lambda_handler_wrapper
 class DeidentificationHandler:
-    """De-identify the object and write it to the processed bucket."""
+    """De-identify the object and write it to the processed bucket (the API document's
+    response; the state machines use :class:`InstanceHandler`, which returns no keys)."""
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        from src.pipeline.worker import output_relative
+        from src.storage.store import commit_instance
 
         bucket, key = object_from_event(event)
-        processed = _env("MEDPIPE_PROCESSED_BUCKET")
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="medpipe-") as workdir:
-            path = _download(bucket, key, workdir)
-            out = os.path.join(workdir, "deidentified.dcm")
-            result = _deidentifier().deidentify_file_with_report(path, out)
-            output_key = output_relative(result.dataset, result.patient_pseudonym)
-            _s3(processed).upload_file(
-                out,
-                output_key,
-                metadata={
-                    "burned-in-annotation-risk": str(result.burned_in_annotation_risk).lower()
-                },
+        processed = rt.env("MEDPIPE_PROCESSED_BUCKET")
+        with tempfile.TemporaryDirectory(prefix="medpipe-") as work:
+            result, _ = _run_core(bucket, key, work)
+            from src.orchestration.events import ObjectRef
+            from src.orchestration.one_pass import object_id
+
+            owner = object_id(rt.key(), ObjectRef(bucket, key))
+            commit_instance(
+                rt.store(processed), result.output_key, result.output_path, owner, claimed=False
             )
-            size = os.path.getsize(path)
-        _metric("DeidentifyLatency", (time.perf_counter() - started) * 1000, "Milliseconds")
-        _metric("FilesProcessed", 1, "Count")
-        _metric("BytesProcessed", size, "Bytes")
         return {
             "statusCode": 200,
             "body": {
                 "input_key": key,
-                "output_key": output_key,
+                "output_key": result.output_key,
                 "output_bucket": processed,
-                "removed_tags": result.removed_tags,
+                "removed_tags": result.report.removed_tags,
                 "burned_in_annotation_risk": result.burned_in_annotation_risk,
             },
         }
 
 
-@lambda_handler_wrapper
-class QuarantineHandler:
-    """Copy a refused object to the quarantine bucket with a reason object beside it."""
+def _run_core(bucket: str, key: str, work: str | None = None) -> tuple[Any, int]:
+    """Download once and run the core; a refusal is an :class:`InvalidDICOMError` (400)."""
+    from src.ingestion.instance import InstanceRefusedError, Reason
 
-    def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        bucket, key = object_from_event(event.get("input") or event)
-        quarantine = _env("MEDPIPE_QUARANTINE_BUCKET")
-        reason = {
-            "source_bucket": bucket,
-            "source_key": key,
-            "stage": str(event.get("stage") or "unknown"),
-            "error": str(event.get("error") or "unknown"),
-            "reason": str(event.get("reason") or ""),
-        }
-        target = _s3(quarantine)
+    with tempfile.TemporaryDirectory(prefix="medpipe-") as scratch:
+        folder = work or scratch
+        original = os.path.join(folder, "object.bin")
+        with rt.store(bucket).open(key) as body, open(original, "wb") as out:
+            while chunk := body.read(1 << 20):
+                out.write(chunk)
         try:
-            target.s3_client.copy_object(
-                Bucket=quarantine,
-                Key=f"objects/{key}",
-                CopySource={"Bucket": bucket, "Key": key},
-                ServerSideEncryption="AES256",
+            result = rt.pipeline().process(
+                original, os.path.join(folder, "deidentified.dcm"), label="object"
             )
-            copied = True
-        except Exception as exc:
-            from botocore.exceptions import ClientError
-
-            if not isinstance(exc, ClientError):
-                raise
-            copied = False
-        reason["copied"] = copied  # type: ignore[assignment]
-        target.upload_bytes(
-            json.dumps(reason, indent=1).encode("utf-8"),
-            f"reasons/{key}.json",
-            content_type="application/json",
-        )
-        _metric("FilesQuarantined", 1, "Count")
-        return {
-            "statusCode": 200,
-            "body": {"quarantined": True, "key": key, "copied": copied, "stage": reason["stage"]},
-        }
+        except InstanceRefusedError as exc:
+            if exc.reason is Reason.FAILED_VALIDATION:
+                raise MetadataValidationError(exc.message, details=exc.details) from None
+            raise InvalidDICOMError("object", exc.message) from None
+        return result, os.path.getsize(original)
 
 
-# -- module-level entry points ----------------------------------------------------------
-
-
-def _entry(handler: Any) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    def entry(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def _entry(handler: Any) -> Callable[[Any, Any], dict[str, Any]]:
+    def entry(event: Any, context: Any) -> dict[str, Any]:
         if not _STATE.get("configured"):
             configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
             quiet_pydicom()
             _STATE["configured"] = True
-        metrics = _metrics()
+        metrics = rt.metrics()
         try:
             response: dict[str, Any] = handler.handle(event, context)
         finally:
@@ -405,22 +285,21 @@ def _entry(handler: Any) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     return entry
 
 
+instance_handler = _entry(InstanceHandler())
 ingestion_handler = _entry(IngestionHandler())
 validation_handler = _entry(ValidationHandler())
 deidentification_handler = _entry(DeidentificationHandler())
-quarantine_handler = _entry(QuarantineHandler())
 
 __all__ = [
     "DeidentificationHandler",
     "IngestionHandler",
-    "InvalidDICOMError",
-    "QuarantineHandler",
+    "InstanceHandler",
     "TransientError",
     "ValidationHandler",
     "deidentification_handler",
     "ingestion_handler",
+    "instance_handler",
     "lambda_handler_wrapper",
     "object_from_event",
-    "quarantine_handler",
     "validation_handler",
 ]

@@ -36,20 +36,27 @@ from typing import Any
 
 from tqdm import tqdm
 
-from src.atomic import TMP_PREFIX, write_bytes_atomic
+from src.atomic import TMP_PREFIX
 from src.errors import ConfigurationError, StorageError
+from src.ingestion.instance import Reason
 from src.ingestion.pseudonyms import KeyMaterial
 from src.pipeline.config import RunConfig
 from src.pipeline.sources import (
     InputItem,
     Location,
-    copy_to_quarantine,
     input_id,
     iter_local,
-    iter_s3,
+    iter_store,
     parse_location,
 )
 from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome, init_worker, process
+from src.storage.store import (
+    DuplicateInstanceError,
+    QuarantineRecord,
+    Store,
+    commit_instance,
+    open_store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -163,44 +170,6 @@ class Journal:
         self._fh.close()
 
 
-class _Sink:
-    """Puts finished files into OUTPUT: a local folder or an S3 prefix."""
-
-    def __init__(self, location: Location, config: RunConfig) -> None:
-        self.location = location
-        self.s3: Any = None
-        if location.is_s3:
-            from src.storage.s3_handler import S3Handler
-
-            self.s3 = S3Handler(
-                location.bucket, config.region_name, endpoint_url=config.endpoint_url
-            )
-
-    def exists(self, relative: str) -> bool:
-        if self.s3 is None:
-            return os.path.isfile(os.path.join(self.location.path, relative))
-        return True  # trusted from the journal; no HEAD per object on resume
-
-    def put_file(self, staged: str, relative: str, move: bool = True) -> None:
-        if self.s3 is None:
-            target = os.path.join(self.location.path, relative)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if move:
-                os.replace(staged, target)
-            else:
-                copy_to_quarantine(staged, Path(target))
-            return
-        self.s3.upload_file(staged, self.location.key(relative))
-        if move:
-            os.unlink(staged)
-
-    def put_bytes(self, data: bytes, relative: str, content_type: str) -> None:
-        if self.s3 is None:
-            write_bytes_atomic(os.path.join(self.location.path, relative), data)
-            return
-        self.s3.upload_bytes(data, self.location.key(relative), content_type=content_type)
-
-
 def _state_dir(output: Location, config: RunConfig) -> Path:
     if not output.is_s3:
         return Path(output.path) / STATE_DIR
@@ -231,16 +200,21 @@ def _sweep(output: Location, staging: Path) -> int:
     return removed
 
 
+def _open(location: Location, config: RunConfig) -> Store:
+    return open_store(
+        location.raw if location.is_s3 else location.path,
+        region_name=config.region_name,
+        endpoint_url=config.endpoint_url,
+    )
+
+
 def discover(input_loc: Location, output_loc: Location, config: RunConfig) -> Iterator[InputItem]:
     """Every input under INPUT, sorted, excluding OUTPUT when it lies inside INPUT."""
     if input_loc.is_s3:
-        from src.storage.s3_handler import S3Handler
-
-        handler = S3Handler(input_loc.bucket, config.region_name, endpoint_url=config.endpoint_url)
         exclude = None
         if output_loc.is_s3 and output_loc.bucket == input_loc.bucket:
             exclude = output_loc.prefix or None
-        yield from iter_s3(handler, input_loc.bucket, input_loc.prefix, exclude)
+        yield from iter_store(_open(input_loc, config), input_loc.bucket, exclude)
         return
     if not os.path.exists(input_loc.path):
         raise ConfigurationError(f"INPUT {input_loc.raw} does not exist")
@@ -299,10 +273,12 @@ def run(
     staging.mkdir(parents=True, exist_ok=True)
     journal = Journal(state / "journal.jsonl")
     previous = journal.load()
-    sink = _Sink(output_loc, config)
+    sink = _open(output_loc, config)
     items = list(discover(input_loc, output_loc, config))
     summary = RunSummary(inputs=len(items), workers=config.worker_count())
     claims = {e["output"]: iid for iid, e in previous.items() if e["status"] == PROCESSED}
+    # One listing rather than a HEAD per object: which journalled outputs still exist.
+    present = {o.key for o in sink.list()} if claims else set()
     todo: list[tuple[InputItem, str]] = []
     for item in items:
         iid = input_id(key.key, item.relative)
@@ -310,7 +286,7 @@ def run(
         if (
             before is not None
             and before["fingerprint"] == item.fingerprint
-            and (before["status"] == QUARANTINED or sink.exists(before["output"]))
+            and (before["status"] == QUARANTINED or before["output"] in present)
         ):
             summary.skipped += 1
             continue
@@ -342,7 +318,7 @@ def run(
     last_note = time.monotonic()
     try:
         for outcome in _outcomes(todo, config, key.key, str(staging)):
-            _finish(outcome, by_id[outcome.input_id], sink, claims, summary)
+            _finish(outcome, by_id[outcome.input_id], sink, claims, summary, str(staging))
             journal.append(outcome.journal_entry())
             quarantined = outcome.status == QUARANTINED
             logger.log(
@@ -355,6 +331,7 @@ def run(
                         "input_id": outcome.input_id,
                         "stage": outcome.stage,
                         "reason": outcome.reason,
+                        "detail": outcome.detail,
                         "output": outcome.output,
                         "removed": outcome.removed,
                         "seconds": round(outcome.seconds, 4),
@@ -406,78 +383,78 @@ def _outcomes(
 
 
 def _finish(
-    outcome: Outcome, item: InputItem, sink: _Sink, claims: dict[str, str], summary: RunSummary
+    outcome: Outcome,
+    item: InputItem,
+    sink: Store,
+    claims: dict[str, str],
+    summary: RunSummary,
+    staging: str,
 ) -> None:
-    """Move a processed file into place, or quarantine the input, and count it."""
-    if outcome.status == PROCESSED:
-        owner = claims.get(outcome.output)
-        if owner is not None and owner != outcome.input_id:
-            outcome.status = QUARANTINED
-            outcome.stage = "write"
-            outcome.reason = (
-                "duplicate SOP Instance UID: another input already produced this output"
-            )
-            outcome.quarantine_source = outcome.staged
-            outcome.index = {}
-        else:
+    """Commit a processed file to OUTPUT, or quarantine the input, and count it."""
+    try:
+        if outcome.status == PROCESSED:
             try:
-                sink.put_file(outcome.staged, outcome.output)
+                commit_instance(
+                    sink,
+                    outcome.output,
+                    outcome.staged,
+                    outcome.input_id,
+                    claimed=claims.get(outcome.output) == outcome.input_id,
+                )
+            except DuplicateInstanceError:
+                outcome.refuse(
+                    Reason.DUPLICATE_SOP_INSTANCE,
+                    "another input already wrote this SOP Instance UID",
+                    "write",
+                )
             except (OSError, StorageError) as exc:
-                # Never drop an input: a failed move or upload is a quarantine with a reason.
-                outcome.status = QUARANTINED
-                outcome.stage = "write"
-                outcome.reason = f"could not store the output ({type(exc).__name__})"
-                outcome.quarantine_source = item.path if item.kind == "file" else ""
-                outcome.index = {}
-                return _finish(outcome, item, sink, claims, summary)
-            claims[outcome.output] = outcome.input_id
-            summary.processed += 1
-            summary.bytes_in += outcome.bytes_in
-            summary.bytes_out += outcome.bytes_out
-            summary.burned_in_annotation_risk += int(outcome.burned_in_annotation_risk)
-            return
-    summary.quarantined += 1
-    summary.bytes_in += outcome.bytes_in
-    summary.reasons[outcome.reason] = summary.reasons.get(outcome.reason, 0) + 1
-    source = outcome.quarantine_source or None
-    temp = source is not None and source != item.path
-    if source is not None:
-        sink.put_file(source, f"{QUARANTINE_DIR}/{outcome.input_id}.bin", move=temp)
-    reason = {
-        "input_id": outcome.input_id,
-        "source": item.relative,
-        "reason": outcome.reason,
-        "stage": outcome.stage,
-        "copied": source is not None,
-    }
-    sink.put_bytes(
-        json.dumps(reason, indent=1, ensure_ascii=False).encode("utf-8"),
-        f"{QUARANTINE_DIR}/{outcome.input_id}.reason.json",
-        "application/json",
-    )
-    if temp and source is not None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(source)
+                # Never drop an input: a failed write is a quarantine with a reason.
+                outcome.refuse(Reason.STORAGE_ERROR, type(exc).__name__, "write")
+            else:
+                claims[outcome.output] = outcome.input_id
+                summary.processed += 1
+                summary.bytes_in += outcome.bytes_in
+                summary.bytes_out += outcome.bytes_out
+                summary.burned_in_annotation_risk += int(outcome.burned_in_annotation_risk)
+                return
+        summary.quarantined += 1
+        summary.bytes_in += outcome.bytes_in
+        summary.reasons[outcome.reason] = summary.reasons.get(outcome.reason, 0) + 1
+        original = outcome.original or (item.path if item.kind == "file" else "")
+        record = QuarantineRecord(
+            input_id=outcome.input_id,
+            reason=outcome.reason,
+            detail=outcome.detail,
+            stage=outcome.stage,
+            source=item.relative,
+        )
+        sink.quarantine(record, original or None)
+    finally:
+        for leftover in (outcome.staged, outcome.original):
+            if leftover and leftover.startswith(staging):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
 
 
 def _write_reports(
-    sink: _Sink, entries: dict[str, dict[str, Any]], summary: RunSummary, config: RunConfig
+    sink: Store, entries: dict[str, dict[str, Any]], summary: RunSummary, config: RunConfig
 ) -> None:
     rows = sorted(
         (e for e in entries.values() if e["status"] == PROCESSED), key=lambda e: e["output"]
     )
     index = "".join(json.dumps(e["index"], sort_keys=True) + "\n" for e in rows)
-    sink.put_bytes(index.encode("utf-8"), "index.jsonl", "application/x-ndjson")
+    sink.put("index.jsonl", index.encode("utf-8"), content_type="application/x-ndjson")
     manifest = {
         "run": summary.as_dict(),
         "profile": config.profile.as_dict(),
         "inputs": [
             {
-                k: e[k]
+                k: e.get(k, "")
                 for k in (
                     "input_id",
                     "status",
                     "reason",
+                    "detail",
                     "stage",
                     "output",
                     "bytes_in",
@@ -489,10 +466,10 @@ def _write_reports(
             for e in sorted(entries.values(), key=lambda e: e["input_id"])
         ],
     }
-    sink.put_bytes(
-        json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"),
+    sink.put(
         "manifest.json",
-        "application/json",
+        json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"),
+        content_type="application/json",
     )
     if config.metrics == "cloudwatch":
         from src.monitoring.cloudwatch_handler import CloudWatchHandler

@@ -2,7 +2,8 @@
 
 Inputs are found recursively and by content, not by extension: every regular file is an
 input, and the worker decides whether it is DICOM. Symbolic links are never followed
-out of the input tree. Zip archives are opened and each member becomes an input.
+out of the input tree. Local zip archives are opened and each member becomes an input;
+S3 inputs are listed through the S3 store, object by object.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ import shutil
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-
-from src.atomic import atomic_write
 
 
 @dataclass(frozen=True)
@@ -185,30 +183,25 @@ def _zip_items(path: str, rel: str, fingerprint: str) -> Iterator[InputItem]:
         )
 
 
-def iter_s3(
-    handler: Any, bucket: str, prefix: str, exclude_prefix: str | None = None
-) -> Iterator[InputItem]:
-    """List every object under ``prefix`` (all pages), in key order."""
-    for obj in handler.list_objects(prefix=prefix, max_keys=10**12):
-        key = obj["Key"]
-        if key.endswith("/") or (exclude_prefix and key.startswith(exclude_prefix)):
+def iter_store(store: Any, bucket: str, exclude_prefix: str | None = None) -> Iterator[InputItem]:
+    """Every object of an S3 store (all pages), in key order, as inputs."""
+    for obj in store.list():
+        if exclude_prefix and store.object_key(obj.key).startswith(exclude_prefix):
             continue
-        rel = key[len(prefix) :].lstrip("/") if prefix else key
         yield InputItem(
             "s3",
-            rel or key,
-            f"{obj['Size']}:{obj['ETag']}",
-            int(obj["Size"]),
+            obj.key,
+            obj.fingerprint,
+            obj.size,
             bucket=bucket,
-            key=key,
+            key=store.object_key(obj.key),
         )
 
 
-def materialise(item: InputItem, workdir: str, s3: Any, max_member_bytes: int) -> str:
-    """Return a local path holding the item's bytes (a temp copy for zip and S3 items)."""
+def materialise(item: InputItem, target: str, store: Any, max_member_bytes: int) -> str:
+    """Return a local path holding the item's bytes (``target`` for zip and S3 items)."""
     if item.kind == "file":
         return item.path
-    target = os.path.join(workdir, "input.bin")
     if item.kind == "zip":
         with (
             zipfile.ZipFile(item.path) as archive,
@@ -223,19 +216,7 @@ def materialise(item: InputItem, workdir: str, s3: Any, max_member_bytes: int) -
                 dst.write(chunk)
         return target
     if item.kind == "s3":
-        s3.download_file(item.key, target)
+        with store.open(item.key) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
         return target
     raise ValueError(f"cannot read an input of kind {item.kind}")
-
-
-def copy_to_quarantine(src: str | None, dest: Path) -> None:
-    """Copy the raw input into quarantine atomically (nothing when there is no source)."""
-    if src is None or not os.path.isfile(src):
-        return
-    with open(src, "rb") as fin, atomic_write(dest, fsync=False) as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-
-
-def safe_relative(path: Path) -> str:
-    """Render a relative output path with forward slashes."""
-    return path.as_posix()

@@ -70,9 +70,9 @@ def build_bad_corpus(root: Path, good: Path) -> dict[str, str]:
         (root / name).write_bytes(content)
         expected[name] = reason
 
-    put("zero.dcm", b"", "empty file")
-    put("random.bin", rng.randbytes(3000), "not DICOM")
-    put("notes.dcm", b"Patient: Whitfield\n" * 40, "not DICOM")
+    put("zero.dcm", b"", "empty")
+    put("random.bin", rng.randbytes(3000), "not-dicom")
+    put("notes.dcm", b"Patient: Whitfield\n" * 40, "not-dicom")
     pixel = _offset(data, 0x7FE00010)
     cuts = {
         "cut-preamble.dcm": 64,
@@ -87,7 +87,9 @@ def build_bad_corpus(root: Path, good: Path) -> dict[str, str]:
         "cut-mid-pixels.dcm": len(data) - 100,
     }
     for name, at in cuts.items():
-        reason = "not DICOM" if at < 132 else "truncated"
+        reason = "not-dicom" if at < 132 else "truncated"
+        if at == pixel:  # every element is whole: what is missing is the image itself
+            reason = "image-without-pixel-data"
         put(name, data[:at], reason)
     wrong = bytearray(data)
     name_at = _offset(data, 0x00100010)
@@ -99,14 +101,14 @@ def build_bad_corpus(root: Path, good: Path) -> dict[str, str]:
     undelimited = _file_with_raw(root, "undelimited.dcm", _raw_nested(3)[: -8 * 6])
     expected[undelimited.name] = "truncated"
     deep = _file_with_raw(root, "nested-10000.dcm", _raw_nested(10_000))
-    expected[deep.name] = "not DICOM or unreadable: sequence nesting"
+    expected[deep.name] = "not-dicom: sequence nesting"
     bomb = Dataset()
     bomb.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     bomb.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.777"
     bomb.add_new(0x00091010, "OB", b"\x00" * (24 * 1024 * 1024))
     _meta(bomb, DeflatedExplicitVRLittleEndian)
     bomb.save_as(root / "bomb.dcm", enforce_file_format=True)
-    expected["bomb.dcm"] = "not DICOM or unreadable: deflated dataset inflates beyond"
+    expected["bomb.dcm"] = "not-dicom: deflated dataset inflates beyond"
     return expected
 
 
@@ -156,11 +158,11 @@ def hostile(tmp_path_factory):  # type: ignore[no-untyped-def]
     # A link inside the tree is read; top-level files come first, so the linked original
     # deeper down is the second producer of the same SOP instance: a duplicate.
     (base / "in" / "zz-link.dcm").symlink_to(corpus.files[0])
-    expected[corpus.files[0].name] = "duplicate SOP Instance UID"
+    expected[corpus.files[0].name] = "duplicate-sop-instance"
     outside = base / "secret.dcm"
     outside.write_bytes(corpus.files[0].read_bytes())
     (base / "in" / "link-out.dcm").symlink_to(outside)
-    expected["link-out.dcm"] = "symbolic link points outside"
+    expected["link-out.dcm"] = "not-a-regular-file: symbolic link points outside"
     config = base / "medpipe.toml"
     config.write_text("[run]\nmax_inflated_bytes = 8388608\n")  # 8 MiB: the bomb is 24 MiB
     before = sorted(p.relative_to(base).as_posix() for p in base.rglob("*"))
@@ -208,7 +210,7 @@ def test_every_bad_input_is_quarantined_with_its_reason(hostile):
     reasons = {}
     for reason_file in (out / "quarantine").glob("*.reason.json"):
         entry = json.loads(reason_file.read_text())
-        reasons[Path(entry["source"]).name] = entry["reason"]
+        reasons[Path(entry["source"]).name] = f"{entry['reason']}: {entry['detail']}"
     expected = hostile["expected"]
     assert set(reasons) == set(expected), set(reasons) ^ set(expected)
     for name, prefix in expected.items():

@@ -11,16 +11,19 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, generate_uid
 
 from src.errors import InvalidDICOMError
-from src.ingestion.dicom_parser import DICOMParser, dataset_flags
+from src.ingestion.dicom_parser import DICOMParser
 
 CT = get_testdata_file("CT_small.dcm")
 
 
 def test_parse_file_reads_the_dataset():
-    ds = DICOMParser().parse_file(CT)
+    parsed = DICOMParser().read_file(CT)
+    ds = parsed.dataset
     assert ds.Modality == "CT"
     assert ds.StudyInstanceUID == "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
-    assert dataset_flags(ds) == []
+    assert parsed.flags == []
+    assert parsed.transfer_syntax == "1.2.840.10008.1.2.1"
+    assert not hasattr(ds, "medpipe_flags") and not hasattr(ds, "medpipe_spans")
 
 
 def test_parse_bytes_matches_parse_file():
@@ -73,11 +76,12 @@ def test_missing_file_is_invalid_dicom_error(tmp_path):
 
 
 def test_no_meta_file_is_read_and_flagged():
-    ds = DICOMParser().parse_file(get_testdata_file("no_meta.dcm"))
-    assert ds.Modality == "CT"
-    assert "no_file_meta" in dataset_flags(ds)
-    assert "no_preamble" in dataset_flags(ds)
-    assert len(ds.PixelData) == 128 * 128 * 2
+    parsed = DICOMParser().read_file(get_testdata_file("no_meta.dcm"))
+    assert parsed.dataset.Modality == "CT"
+    assert "no_file_meta" in parsed.flags
+    assert "no_preamble" in parsed.flags
+    assert parsed.read_whole
+    assert len(parsed.dataset.PixelData) == 128 * 128 * 2
 
 
 def test_transfer_syntax_from_meta_and_from_encoding():
@@ -111,9 +115,9 @@ def test_deflate_bomb_is_refused_without_inflating(tmp_path):
 
 
 def test_small_deflated_file_is_read():
-    ds = DICOMParser().parse_file(get_testdata_file("image_dfl.dcm"))
-    assert "deflated" in dataset_flags(ds)
-    assert ds.Rows > 0
+    parsed = DICOMParser().read_file(get_testdata_file("image_dfl.dcm"))
+    assert "deflated" in parsed.flags
+    assert parsed.dataset.Rows > 0
 
 
 def test_every_pydicom_file_parses_or_raises_the_project_error():

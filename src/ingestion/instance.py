@@ -1,0 +1,327 @@
+"""One DICOM instance through the core: parse once, refuse or de-identify, describe.
+
+This is the single per-instance function that every shell calls: ``medpipe run`` (its
+workers), ``medpipe deidentify``, the Lambda one-pass handler and the DICOM receiver.
+It reads the input once, refuses what must be refused with a named :class:`Reason`,
+validates the original metadata through an optional hook, de-identifies, and returns
+the output key, the index row and the action report. It does no I/O other than reading
+its input and writing the one output file it is given; where that file goes next (a
+folder, a bucket, quarantine) is the shells' business, through :mod:`src.storage.store`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import IO, Any
+
+from pydantic import ValidationError
+from pydicom.dataset import Dataset
+
+from src.errors import (
+    DeidentificationError,
+    InvalidDICOMError,
+    MetadataValidationError,
+    PipelineError,
+)
+from src.ingestion.deidentifier import DeidentificationResult, Deidentifier
+from src.ingestion.dicom_parser import is_image
+from src.ingestion.metadata_extractor import MetadataExtractor
+
+logger = logging.getLogger(__name__)
+
+
+class Reason(StrEnum):
+    """Why an input was quarantined. The same names in every shell and in every report."""
+
+    EMPTY = "empty"
+    NOT_DICOM = "not-dicom"
+    TRUNCATED = "truncated"
+    IMAGE_WITHOUT_PIXEL_DATA = "image-without-pixel-data"
+    FAILED_VALIDATION = "failed-validation"
+    DEIDENTIFICATION_REFUSED = "deidentification-refused"
+    DUPLICATE_SOP_INSTANCE = "duplicate-sop-instance"
+    UNREADABLE = "unreadable"
+    NOT_A_REGULAR_FILE = "not-a-regular-file"
+    STORAGE_ERROR = "storage-error"
+    INTERNAL_ERROR = "internal-error"
+
+
+class InstanceRefusedError(PipelineError):
+    """The instance cannot be shipped; it belongs in quarantine.
+
+    Parameters
+    ----------
+    reason : Reason
+        The named reason.
+    detail : str
+        A short, PHI-free explanation (a tag, a field or an error type; never a value).
+    stage : str
+        ``"read"``, ``"parse"``, ``"validate"``, ``"deidentify"`` or ``"write"``.
+    """
+
+    def __init__(self, reason: Reason, detail: str = "", stage: str = "") -> None:
+        self.reason = Reason(reason)
+        self.detail = detail
+        self.stage = stage
+        super().__init__(
+            f"{self.reason.value}: {detail}" if detail else self.reason.value,
+            details={"reason": self.reason.value, "stage": stage},
+        )
+
+
+#: A validation hook: called with the original metadata (as extracted); raises to veto.
+ValidationHook = Callable[[dict[str, Any]], None]
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """Name the failing fields of a pydantic error, without the offending values."""
+    fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+    return "fields " + ", ".join(fields[:8])
+
+
+def schema_validation(metadata: dict[str, Any]) -> None:
+    """The default hook: the metadata must pass :class:`DICOMMetadataModel`.
+
+    Raises
+    ------
+    MetadataValidationError
+        Naming the failing fields.
+    """
+    from src.validation.schemas import DICOMMetadataModel
+
+    try:
+        DICOMMetadataModel(**metadata)
+    except ValidationError as exc:
+        fields = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
+        raise MetadataValidationError(validation_reason(exc), details={"fields": fields}) from None
+
+
+def output_key(ds: Dataset, pseudonym: str) -> str:
+    """``<patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm`` of a de-identified dataset.
+
+    Raises
+    ------
+    DeidentificationError
+        If a part is missing or could escape the layout (``/``, ``..``, NUL).
+    """
+    parts = [
+        pseudonym,
+        str(ds.get("StudyInstanceUID", "") or ""),
+        str(ds.get("SeriesInstanceUID", "") or ""),
+        str(ds.get("SOPInstanceUID", "") or ""),
+    ]
+    for part in parts:
+        if not part or "/" in part or part in (".", "..") or "\x00" in part:
+            raise DeidentificationError("de-identified dataset lacks a usable UID for its path")
+    return "/".join(parts[:3]) + f"/{parts[3]}.dcm"
+
+
+@dataclass
+class InstanceResult:
+    """A de-identified instance, written to the caller's output path (no PHI here).
+
+    Attributes
+    ----------
+    output_key : str
+        Where it belongs in OUTPUT: ``<pseudonym>/<study>/<series>/<sop>.dcm``.
+    output_path : str
+        The local file holding the de-identified bytes.
+    index : dict
+        Its index row: de-identified metadata plus ``output`` and the burned-in risk.
+    report : DeidentificationResult
+        The action report.
+    bytes_out : int
+        Size of the output file.
+    """
+
+    output_key: str
+    output_path: str
+    index: dict[str, Any]
+    report: DeidentificationResult
+    bytes_out: int = 0
+    removed: int = field(default=0)
+
+    @property
+    def burned_in_annotation_risk(self) -> bool:
+        return self.report.burned_in_annotation_risk
+
+
+def _parse_refusal(exc: InvalidDICOMError) -> InstanceRefusedError:
+    text = exc.reason
+    if text.startswith("empty"):
+        return InstanceRefusedError(Reason.EMPTY, text, "parse")
+    if text.startswith("truncated"):
+        return InstanceRefusedError(Reason.TRUNCATED, text, "parse")
+    if text.startswith("cannot open"):
+        return InstanceRefusedError(Reason.UNREADABLE, text, "read")
+    return InstanceRefusedError(Reason.NOT_DICOM, text, "parse")
+
+
+class InstancePipeline:
+    """Parse, check, de-identify and describe one instance.
+
+    Parameters
+    ----------
+    deidentifier : Deidentifier
+        Holds the profile and the key.
+    validate : callable, optional
+        Called with the original metadata before anything is changed; raising
+        :class:`~src.errors.MetadataValidationError` (or any
+        :class:`~src.errors.PipelineError`) refuses the instance. Defaults to
+        :func:`schema_validation`; pass ``None`` to skip validation.
+    extractor : MetadataExtractor, optional
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> import tempfile, os
+    >>> pipe = InstancePipeline(Deidentifier(key=b"an example key 1234"))
+    >>> out = os.path.join(tempfile.mkdtemp(), "out.dcm")
+    >>> result = pipe.process(get_testdata_file("CT_small.dcm"), out)
+    >>> result.index["modality"], result.output_key.count("/")
+    ('CT', 3)
+    """
+
+    def __init__(
+        self,
+        deidentifier: Deidentifier,
+        validate: ValidationHook | None = schema_validation,
+        extractor: MetadataExtractor | None = None,
+    ) -> None:
+        self.deidentifier = deidentifier
+        self.validate = validate
+        self.extractor = extractor or MetadataExtractor()
+
+    def process(
+        self,
+        source: str | os.PathLike[str] | bytes | IO[bytes],
+        output_path: str | os.PathLike[str],
+        *,
+        label: str = "<input>",
+        patient_id: str | None = None,
+    ) -> InstanceResult:
+        """De-identify one instance into ``output_path``.
+
+        Parameters
+        ----------
+        source : path, bytes or seekable binary file
+            The input, read once.
+        output_path : path
+            Where the de-identified file is written (atomically; nothing on refusal).
+        label : str
+            Names the input in error details: a keyed id, never a PHI value.
+        patient_id : str, optional
+            Overrides the keyed patient pseudonym.
+
+        Returns
+        -------
+        InstanceResult
+
+        Raises
+        ------
+        InstanceRefusedError
+            With its :class:`Reason`: the instance belongs in quarantine.
+        """
+        stage = ["parse"]
+        memo: dict[int, Any] = {}
+        image = [False]
+
+        def before(original: Dataset) -> None:
+            stage[0] = "validate"
+            image[0] = is_image(original)
+            if self.validate is not None:
+                self.validate(self.extractor.extract_metadata(original, memo=memo))
+            stage[0] = "deidentify"
+
+        try:
+            report = self._run(source, output_path, label, patient_id, before)
+            if image[0] and not report.has_pixel_data:
+                raise InstanceRefusedError(
+                    Reason.IMAGE_WITHOUT_PIXEL_DATA, "an image without pixel data", "parse"
+                )
+            ds = report.dataset
+            key = output_key(ds, report.patient_pseudonym)
+            index = self.extractor.extract_metadata(ds, memo=memo)
+        except InstanceRefusedError:
+            _remove(output_path)
+            raise
+        except InvalidDICOMError as exc:
+            _remove(output_path)
+            raise _parse_refusal(exc) from exc
+        except MetadataValidationError as exc:
+            _remove(output_path)
+            raise InstanceRefusedError(Reason.FAILED_VALIDATION, exc.message, "validate") from exc
+        except DeidentificationError as exc:
+            _remove(output_path)
+            raise InstanceRefusedError(
+                Reason.DEIDENTIFICATION_REFUSED, exc.message, "deidentify"
+            ) from exc
+        except PipelineError as exc:
+            _remove(output_path)
+            raise InstanceRefusedError(
+                Reason.FAILED_VALIDATION, type(exc).__name__, stage[0]
+            ) from exc
+        except (OSError, ValueError) as exc:
+            _remove(output_path)
+            raise InstanceRefusedError(Reason.UNREADABLE, type(exc).__name__, stage[0]) from exc
+        except Exception as exc:
+            _remove(output_path)
+            logger.error(
+                "Unexpected error; instance refused",
+                extra={
+                    "operation": "process_instance",
+                    "status": "failed",
+                    "details": {"input_id": label, "error": type(exc).__name__},
+                },
+            )
+            raise InstanceRefusedError(Reason.INTERNAL_ERROR, type(exc).__name__, stage[0]) from exc
+        index["output"] = key
+        index["burned_in_annotation_risk"] = report.burned_in_annotation_risk
+        return InstanceResult(
+            output_key=key,
+            output_path=os.fspath(output_path),
+            index=index,
+            report=report,
+            bytes_out=os.path.getsize(output_path),
+            removed=len(report.removed_tags),
+        )
+
+    def _run(
+        self,
+        source: str | os.PathLike[str] | bytes | IO[bytes],
+        output_path: str | os.PathLike[str],
+        label: str,
+        patient_id: str | None,
+        before: Callable[[Dataset], None],
+    ) -> DeidentificationResult:
+        deid = self.deidentifier
+        if isinstance(source, bytes | bytearray | memoryview):
+            return deid.deidentify_stream(
+                io.BytesIO(bytes(source)), output_path, patient_id, source=label, before=before
+            )
+        if isinstance(source, str | os.PathLike):
+            return deid.deidentify_file_with_report(source, output_path, patient_id, before=before)
+        return deid.deidentify_stream(source, output_path, patient_id, source=label, before=before)
+
+
+def _remove(path: str | os.PathLike[str]) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+__all__ = [
+    "InstancePipeline",
+    "InstanceRefusedError",
+    "InstanceResult",
+    "Reason",
+    "ValidationHook",
+    "output_key",
+    "schema_validation",
+    "validation_reason",
+]

@@ -1,0 +1,107 @@
+"""The Lambda pass over one S3 object: download once, run the core, commit or quarantine.
+
+The same per-instance function as ``medpipe run`` (:class:`InstancePipeline`), with the
+same output layout, the same duplicate rule and the same quarantine writer
+(:mod:`src.storage.store`). The result holds keyed ids only: never the object's key,
+which can name the patient.
+
+Refused content (not DICOM, truncated, invalid, an image without pixel data, a
+duplicate SOP Instance UID) is quarantined. Anything else (throttling, a service error,
+a missing key) is raised, so that the caller retries and the object is never quarantined
+for a fault that was not its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from src.ingestion.instance import InstanceRefusedError, Reason
+from src.orchestration import lambda_runtime as rt
+from src.orchestration.events import ObjectRef
+from src.storage.store import DuplicateInstanceError, QuarantineRecord, commit_instance
+
+PROCESSED = "processed"
+QUARANTINED = "quarantined"
+
+
+def object_id(key: bytes, ref: ObjectRef) -> str:
+    """The keyed id of an object (stable, no PHI): what workflow data carries."""
+    text = f"s3://{ref.bucket}/{ref.key}".encode("utf-8", "surrogateescape")
+    return hmac.new(key, b"object\x00" + text, hashlib.sha256).hexdigest()[:24]
+
+
+@dataclass
+class PassResult:
+    """The outcome for one object, as workflow data (no PHI)."""
+
+    object_id: str
+    status: str
+    reason: str = ""
+    stage: str = ""
+    index: dict[str, Any] = field(default_factory=dict)
+    bytes_in: int = 0
+    message_id: str = ""
+
+    def as_state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"object_id": self.object_id, "status": self.status}
+        if self.reason:
+            out["reason"], out["stage"] = self.reason, self.stage
+        return out
+
+
+def process_object(ref: ObjectRef) -> PassResult:
+    """Process one object end to end.
+
+    Raises
+    ------
+    StorageError, KeyConfigurationError
+        For faults that are not the object's (retried by the caller).
+    """
+    pipeline = rt.pipeline()
+    oid = object_id(rt.key(), ref)
+    processed = rt.store(rt.env("MEDPIPE_PROCESSED_BUCKET"))
+    quarantine = rt.store(rt.env("MEDPIPE_QUARANTINE_BUCKET"))
+    source = rt.store(ref.bucket)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="medpipe-") as work:
+        original = os.path.join(work, "object.bin")
+        with source.open(ref.key) as body, open(original, "wb") as out:
+            while chunk := body.read(1 << 20):
+                out.write(chunk)
+        size = os.path.getsize(original)
+        staged = os.path.join(work, "deidentified.dcm")
+        result = PassResult(oid, PROCESSED, bytes_in=size, message_id=ref.message_id)
+        try:
+            done = pipeline.process(original, staged, label=oid)
+            try:
+                commit_instance(processed, done.output_key, staged, oid, claimed=False)
+            except DuplicateInstanceError:
+                raise InstanceRefusedError(
+                    Reason.DUPLICATE_SOP_INSTANCE,
+                    "another object already wrote this SOP Instance UID",
+                    "write",
+                ) from None
+            result.index = done.index
+        except InstanceRefusedError as exc:
+            result.status = QUARANTINED
+            result.reason, result.stage = exc.reason.value, exc.stage
+            record = QuarantineRecord(oid, exc.reason.value, exc.detail, exc.stage, ref.key)
+            # The quarantine write is not caught: if it fails, the object is retried.
+            quarantine.quarantine(record, original)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+    rt.metric("Files" + ("Processed" if result.status == PROCESSED else "Quarantined"), 1, "Count")
+    rt.metric("BytesProcessed", size, "Bytes")
+    rt.metric("InstanceLatency", (time.perf_counter() - started) * 1000, "Milliseconds")
+    return result
+
+
+__all__ = ["PROCESSED", "QUARANTINED", "PassResult", "object_id", "process_object"]

@@ -1,0 +1,164 @@
+"""The folder store: a local directory with the :class:`~src.storage.store.Store` shape.
+
+Writes go to a temporary file beside the target and are renamed into place, so a
+reader never sees half a file. ``if_absent`` puts use ``link(2)``, which fails when the
+target exists, so two writers of one key cannot both win. The writer's input id is kept
+in a ``user.medpipe.owner`` extended attribute where the filesystem allows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+from src.atomic import TMP_PREFIX
+from src.storage.store import ObjectExistsError, QuarantineRecord, StoredObject, write_quarantine
+
+_OWNER_XATTR = "user.medpipe.owner"
+
+
+class FolderStore:
+    """A folder as a store.
+
+    Parameters
+    ----------
+    root : str
+        The folder (created on first write).
+    fsync : bool
+        Flush each file to disk before its rename (needed where a caller acknowledges
+        receipt, as a DICOM receiver does).
+    """
+
+    def __init__(self, root: str, *, fsync: bool = False) -> None:
+        self.root = os.path.abspath(root)
+        self.uri = self.root
+        self.fsync = fsync
+
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> FolderStore:
+        fsync = bool(options.get("fsync", False))
+        return cls(uri, fsync=fsync)
+
+    def path(self, key: str) -> str:
+        """The local path of ``key`` (refusing keys that would leave the root)."""
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
+            raise ValueError("a store key must be a relative path without . or .. parts")
+        return os.path.join(self.root, *parts)
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        base = self.root
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.startswith(TMP_PREFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                key = os.path.relpath(full, base).replace(os.sep, "/")
+                if not key.startswith(prefix):
+                    continue
+                st = os.stat(full)
+                yield StoredObject(key, st.st_size, f"{st.st_size}:{st.st_mtime_ns}")
+
+    def open(self, key: str) -> IO[bytes]:
+        return open(self.path(key), "rb")
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self.path(key))
+
+    def owner(self, key: str) -> str | None:
+        """The input id recorded with ``key``, if the filesystem kept it."""
+        try:
+            return os.getxattr(self.path(key), _OWNER_XATTR).decode()
+        except OSError:
+            return None
+
+    def put(
+        self,
+        key: str,
+        source: str | bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        if_absent: bool = False,
+        owner: str = "",
+    ) -> None:
+        target = self.path(key)
+        folder = os.path.dirname(target)
+        os.makedirs(folder, exist_ok=True)
+        tmp = self._stage(folder, source)
+        try:
+            if owner:
+                with contextlib.suppress(OSError):
+                    os.setxattr(tmp, _OWNER_XATTR, owner.encode())
+            if if_absent:
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    raise ObjectExistsError(key, self.owner(key)) from None
+            else:
+                os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if self.fsync:
+            _fsync_dir(folder)
+
+    def quarantine(self, record: QuarantineRecord, original: str | bytes | None) -> None:
+        write_quarantine(self, record, original)
+
+    def _stage(self, folder: str, source: str | bytes) -> str:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if isinstance(source, bytes | bytearray | memoryview):
+                    out.write(source)
+                else:
+                    with open(source, "rb") as src:
+                        _copy(src, out)
+                out.flush()
+                if self.fsync:
+                    os.fsync(out.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return tmp
+
+
+def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
+    """Copy in the kernel where it can (same filesystem), else in 1 MiB blocks."""
+    try:
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        while offset < size:
+            sent = os.copy_file_range(src.fileno(), dst.fileno(), size - offset)
+            if sent == 0:
+                break
+            offset += sent
+        if offset == size:
+            return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    except AttributeError:
+        pass
+    src.seek(0)
+    dst.seek(0)
+    dst.truncate()
+    shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["FolderStore"]
