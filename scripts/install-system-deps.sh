@@ -17,6 +17,21 @@ if [ ! -x tools/node_modules/.bin/asl-validator ] && command -v npm >/dev/null 2
   npm install --silent --no-audit --no-fund --no-save --no-package-lock \
     --prefix tools asl-validator@4.0.0 >/dev/null
 fi
+# The template's own checkers, each in a venv of its own under tools/ (their pins clash
+# with the project's): aws-sam-cli for `sam validate` (offline) and checkov.
+py="${PYTHON:-python3}"
+install_tool() {  # name, requirement, binary
+  if [ ! -x "tools/$1/bin/$3" ]; then
+    echo "installing $2 into tools/$1" >&2
+    rm -rf "tools/$1"
+    "$py" -m venv "tools/$1"
+    "tools/$1/bin/pip" install -q --disable-pip-version-check "$2" >/dev/null
+  fi
+}
+if [ "${1:-}" != "bench" ]; then
+  install_tool sam "aws-sam-cli==1.170.0" sam
+  install_tool checkov "checkov==3.3.30" checkov
+fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

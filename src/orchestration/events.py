@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 from src.errors import ConfigurationError
 
@@ -77,17 +78,16 @@ def objects_from_event(event: Any) -> list[ObjectRef]:
 
 def _records(event: dict[str, Any]) -> list[ObjectRef]:
     records = event["Records"] or []
-    if records and records[0].get("eventSource") == "aws:sqs":
+    if isinstance(records, dict):  # one event wrapped by the state machine
+        return objects_from_event(records)
+    if records and all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records):
         return [ref for record in records for ref in _sqs_message(record)]
     from aws_lambda_powertools.utilities.data_classes import S3Event
 
     out = []
     for record in S3Event(event).records:
-        out.append(
-            ObjectRef(
-                record.s3.bucket.name, record.s3.get_object.key, record.s3.get_object.size or -1
-            )
-        )
+        obj = record.s3.get_object
+        out.append(ObjectRef(record.s3.bucket.name, unquote_plus(obj.key), obj.size or -1))
     return out
 
 

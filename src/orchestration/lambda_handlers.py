@@ -137,7 +137,7 @@ class InstanceHandler:
     """The one pass, for one object or a batch; returns a PHI-free result per object."""
 
     def handle(self, event: Any, context: Any) -> dict[str, Any]:
-        from src.orchestration.one_pass import object_id, process_object
+        from src.orchestration.one_pass import SourceMissingError, object_id, process_object
 
         refs = objects_from_event(event)
         results: list[dict[str, Any]] = []
@@ -146,8 +146,18 @@ class InstanceHandler:
         for ref in refs:
             try:
                 result = process_object(ref)
-            except ObjectNotFoundError:
-                results.append({"object_id": object_id(rt.key(), ref), "status": "missing"})
+            except SourceMissingError:
+                # Deleted before it was read: nothing to process or quarantine.
+                oid = object_id(rt.key(), ref)
+                logger.warning(
+                    "Object missing",
+                    extra={
+                        "operation": "instance",
+                        "status": "missing",
+                        "details": {"object_id": oid},
+                    },
+                )
+                results.append({"object_id": oid, "status": "missing"})
                 continue
             except Exception as exc:
                 if not _transient(exc):

@@ -22,10 +22,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from src.errors import ObjectNotFoundError, PipelineError
 from src.ingestion.instance import InstanceRefusedError, Reason
 from src.orchestration import lambda_runtime as rt
 from src.orchestration.events import ObjectRef
 from src.storage.store import DuplicateInstanceError, QuarantineRecord, commit_instance
+
+
+class SourceMissingError(PipelineError):
+    """The object named by the event no longer exists (deleted before it was read)."""
+
 
 PROCESSED = "processed"
 QUARANTINED = "quarantined"
@@ -72,7 +78,11 @@ def process_object(ref: ObjectRef) -> PassResult:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="medpipe-") as work:
         original = os.path.join(work, "object.bin")
-        with source.open(ref.key) as body, open(original, "wb") as out:
+        try:
+            body = source.open(ref.key)
+        except ObjectNotFoundError:
+            raise SourceMissingError("the object no longer exists") from None
+        with body, open(original, "wb") as out:
             while chunk := body.read(1 << 20):
                 out.write(chunk)
         size = os.path.getsize(original)
@@ -104,4 +114,11 @@ def process_object(ref: ObjectRef) -> PassResult:
     return result
 
 
-__all__ = ["PROCESSED", "QUARANTINED", "PassResult", "object_id", "process_object"]
+__all__ = [
+    "PROCESSED",
+    "QUARANTINED",
+    "PassResult",
+    "SourceMissingError",
+    "object_id",
+    "process_object",
+]

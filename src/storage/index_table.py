@@ -1,7 +1,8 @@
 """The index as a table: de-identified metadata rows written as Parquet for Athena.
 
 Rows are the same as the local ``index.jsonl`` rows, flattened (``study.study_date`` →
-``study_study_date``). The Lambda pass writes one file per invocation under
+``study_date``, ``image.rows`` → ``image_rows``) and typed by :data:`COLUMNS`, which the
+Glue table's columns in ``infra/template.yaml`` follow (a test holds them equal). The Lambda pass writes one file per invocation under
 ``index/date=YYYY-MM-DD/`` in the operations bucket, named after the keyed ids of the
 objects it holds, so a retried invocation overwrites its own file instead of adding a
 second one. The Glue table in ``infra/template.yaml`` reads that layout with partition
@@ -18,12 +19,39 @@ from typing import Any
 
 INDEX_PREFIX = "index"
 
+_INT = frozenset(
+    "series_number image_instance_number image_rows image_columns image_bits_allocated "
+    "image_number_of_frames acquisition_number".split()
+)
+_FLOAT = frozenset(
+    "acquisition_slice_thickness acquisition_kvp acquisition_exposure_time "
+    "acquisition_repetition_time acquisition_echo_time "
+    "acquisition_magnetic_field_strength".split()
+)
+_TEXT = (
+    "patient_id patient_name patient_birth_date patient_sex patient_age study_instance_uid "
+    "study_date study_time study_description study_accession_number series_instance_uid "
+    "series_modality series_description series_body_part_examined image_sop_instance_uid "
+    "image_sop_class_uid "
+    "image_pixel_spacing image_photometric_interpretation image_transfer_syntax_uid "
+    "acquisition_date acquisition_time acquisition_manufacturer "
+    "acquisition_manufacturer_model_name output"
+).split()
+
+#: Column name -> Athena/Glue type of the index table.
+COLUMNS: dict[str, str] = {
+    **{name: "string" for name in _TEXT},
+    **{name: "bigint" for name in _INT},
+    **{name: "double" for name in _FLOAT},
+    "burned_in_annotation_risk": "boolean",
+}
+
 
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """One level of columns: nested dicts joined with ``_``; lists kept as JSON text."""
     out: dict[str, Any] = {}
     for key, value in row.items():
-        name = f"{prefix}{key}"
+        name = key if key.startswith(prefix) or not prefix else f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten(value, f"{name}_"))
         elif isinstance(value, list | tuple):
@@ -40,19 +68,32 @@ def to_parquet(rows: list[dict[str, Any]]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    types = {"string": pa.string(), "bigint": pa.int64(), "double": pa.float64()}
+    types["boolean"] = pa.bool_()
     flat = [flatten(r) for r in rows]
-    columns = sorted({c for r in flat for c in r})
     arrays = {}
-    for column in columns:
-        values = [r.get(column) for r in flat]
-        kinds = {type(v) for v in values if v is not None}
-        if len(kinds) > 1:  # mixed types: text is the one type that holds them all
-            values = [None if v is None else str(v) for v in values]
-        arrays[column] = pa.array(values)
+    for column, kind in COLUMNS.items():
+        values = [_coerce(r.get(column), kind) for r in flat]
+        arrays[column] = pa.array(values, type=types[kind])
     table = pa.table(arrays)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        if kind == "bigint":
+            return int(value)
+        if kind == "double":
+            return float(value)
+    except (TypeError, ValueError):
+        return None
+    if kind == "boolean":
+        return bool(value)
+    return str(value)
 
 
 def index_key(object_ids: list[str], today: dt.date | None = None) -> str:
@@ -69,4 +110,4 @@ def put_index_rows(store: Any, rows: list[dict[str, Any]], results: list[dict[st
     return key
 
 
-__all__ = ["flatten", "index_key", "put_index_rows", "to_parquet"]
+__all__ = ["COLUMNS", "flatten", "index_key", "put_index_rows", "to_parquet"]
