@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from src.errors import KeyConfigurationError
+from src.errors import KeyConfigurationError, ThrottlingError
 from src.ingestion.pseudonyms import MIN_KEY_LENGTH
 
 CACHE_SECONDS = 300
@@ -23,19 +23,27 @@ def get_deidentification_key() -> bytes:
     ------
     KeyConfigurationError
         If no source is configured or the key is too short.
+    ThrottlingError
+        If the service could not be reached or refused (retried by the caller).
     """
     secret_id = os.environ.get("MEDPIPE_KEY_SECRET_ID")
     parameter = os.environ.get("MEDPIPE_KEY_PARAMETER")
-    if secret_id:
+    if secret_id or parameter:
         from aws_lambda_powertools.utilities import parameters
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
-        value = parameters.get_secret(secret_id, max_age=CACHE_SECONDS)
-        source = "Secrets Manager"
-    elif parameter:
-        from aws_lambda_powertools.utilities import parameters
-
-        value = parameters.get_parameter(parameter, decrypt=True, max_age=CACHE_SECONDS)
-        source = "SSM Parameter Store"
+        source = "Secrets Manager" if secret_id else "SSM Parameter Store"
+        try:
+            if secret_id:
+                value = parameters.get_secret(secret_id, max_age=CACHE_SECONDS)
+            else:
+                value = parameters.get_parameter(parameter, decrypt=True, max_age=CACHE_SECONDS)
+        except GetParameterError as exc:
+            # A fault of the service or the role, never of the file: retried, not quarantined.
+            raise ThrottlingError(
+                f"the de-identification key could not be read from {source}",
+                aws_error_code="KeyUnavailable",
+            ) from exc
     elif os.environ.get("MEDPIPE_DEID_KEY"):
         value = os.environ["MEDPIPE_DEID_KEY"]
         source = "environment"

@@ -2,7 +2,8 @@
 
 Rows are the same as the local ``index.jsonl`` rows, flattened (``study.study_date`` →
 ``study_date``, ``image.rows`` → ``image_rows``) and typed by :data:`COLUMNS`, which the
-Glue table's columns in ``infra/template.yaml`` follow (a test holds them equal). The Lambda pass writes one file per invocation under
+Glue table's columns in ``infra/template.yaml`` follow (a test holds them equal). The Lambda
+pass writes one file per invocation under
 ``index/date=YYYY-MM-DD/`` in the operations bucket, named after the keyed ids of the
 objects it holds, so a retried invocation overwrites its own file instead of adding a
 second one. The Glue table in ``infra/template.yaml`` reads that layout with partition
