@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 SAMPLES ?= samples
 OUTPUT  ?= output
 
-.PHONY: run test lint typecheck unit system-deps bench fuzz clean help
+.PHONY: run test lint typecheck unit system-deps bench cost fuzz clean help
 
 help:
 	@echo "make run    - set up, generate sample studies with fake PHI, de-identify them into ./$(OUTPUT)"
 	@echo "make test   - set up and run the whole test suite (ruff, mypy strict, pytest)"
 	@echo "make bench  - benchmarks side by side with peer tools (writes docs/benchmarks.md)"
+	@echo "make cost   - AWS cost per million files, counted from a moto run (writes docs/cost.md)"
 	@echo "make fuzz   - longer fuzzing of parse and de-identify"
 
 $(BIN)/python:
@@ -49,12 +50,15 @@ bench: $(VENV)/.installed-dev
 	@scripts/install-system-deps.sh bench
 	$(BIN)/python -m benchmarks.run
 
+cost: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.cost
+
 fuzz: $(VENV)/.installed-dev
 	MEDPIPE_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/unit/test_deidentifier_properties.py -p no:cacheprovider
 
 # `sam build` calls build-<LogicalId> for each function (Metadata: BuildMethod: makefile).
 LAMBDA_DEPS := "pydicom>=3.0,<4" "pydantic>=2.6,<3" "python-json-logger>=3.1,<5" \
-	"aws-lambda-powertools>=3.0,<4"
+	"aws-lambda-powertools>=3.0,<4" "pyarrow>=16"
 build-%Function:
 	$(PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)" --platform manylinux2014_aarch64 \
 		--implementation cp --python-version 3.12 --only-binary=:all: $(LAMBDA_DEPS)

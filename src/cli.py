@@ -290,7 +290,7 @@ def deidentify(
 def _input_id(key: bytes, input_path: str) -> str:
     from src.pipeline.sources import input_id
 
-    return input_id(key, os.path.basename(input_path))
+    return input_id(key, os.path.abspath(input_path))
 
 
 def _quarantine_one(folder: str, input_path: str, exc: Any, key: bytes) -> None:

@@ -95,10 +95,15 @@ class S3Store:
             raise translate_client_error(exc, "list", self.uri) from exc
 
     def open(self, key: str) -> IO[bytes]:
-        """Download into a spooled temporary file (memory up to 64 MiB, then disk)."""
+        """Download into a spooled temporary file (memory up to 64 MiB, then disk).
+
+        One GET, streamed (no HEAD first, unlike the transfer manager).
+        """
         spool = tempfile.SpooledTemporaryFile(max_size=MULTIPART_THRESHOLD)  # noqa: SIM115
         try:
-            self.client.download_fileobj(self.bucket, self.object_key(key), spool)
+            body = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))["Body"]
+            for chunk in body.iter_chunks(1 << 20):
+                spool.write(chunk)
         except (ClientError, BotoCoreError) as exc:
             spool.close()
             raise translate_client_error(exc, "open", self.uri) from exc
