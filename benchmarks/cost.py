@@ -40,9 +40,16 @@ PRICES = {
     "pipes_request": 0.40 / 1e6,
     "logs_gb": 0.50,
 }
-S3_CLASS = {"ListObjectsV2": "s3_put", "PutObject": "s3_put", "CopyObject": "s3_put",
-            "CreateMultipartUpload": "s3_put", "UploadPart": "s3_put",
-            "CompleteMultipartUpload": "s3_put", "GetObject": "s3_get", "HeadObject": "s3_get"}
+S3_CLASS = {
+    "ListObjectsV2": "s3_put",
+    "PutObject": "s3_put",
+    "CopyObject": "s3_put",
+    "CreateMultipartUpload": "s3_put",
+    "UploadPart": "s3_put",
+    "CompleteMultipartUpload": "s3_put",
+    "GetObject": "s3_get",
+    "HeadObject": "s3_get",
+}
 
 
 class Counter:
@@ -83,7 +90,6 @@ def _template() -> dict[str, Any]:
 
 def _measure(files: int) -> dict[str, Any]:
     import pytest  # noqa: F401 - the stack helpers use monkeypatch-style setters
-
     from moto import mock_aws
 
     from src.orchestration import lambda_handlers as lh
@@ -93,17 +99,29 @@ def _measure(files: int) -> dict[str, Any]:
 
     resources = _template()["Resources"]
     memory_gb = resources["InstanceFunction"]["Properties"]["MemorySize"] / 1024
-    pipe_batch = resources["IngestPipe"]["Properties"]["SourceParameters"]["SqsQueueParameters"]["BatchSize"]
+    pipe_batch = resources["IngestPipe"]["Properties"]["SourceParameters"]["SqsQueueParameters"][
+        "BatchSize"
+    ]
     backfill_def = json.loads((ws.DEFINITIONS / "backfill.asl.json").read_text())
     map_batch = backfill_def["States"]["Backfill"]["ItemBatcher"]["MaxItemsPerBatch"]
 
-    os.environ.update(AWS_ACCESS_KEY_ID="cost", AWS_SECRET_ACCESS_KEY="cost", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="cost", AWS_SECRET_ACCESS_KEY="cost", AWS_DEFAULT_REGION="us-east-1"
+    )
     os.environ["LOG_LEVEL"] = "WARNING"  # as in the template
     work = Path(tempfile.mkdtemp(prefix="medpipe-cost-"))
     per_patient = max(1, files // 10)
-    corpus = write_corpus(work, seed=7, patients=10, series_per_study=1,
-                          instances_per_series=per_patient, rows=512, columns=512,
-                          include_sr=False, include_us=False)
+    corpus = write_corpus(
+        work,
+        seed=7,
+        patients=10,
+        series_per_study=1,
+        instances_per_series=per_patient,
+        rows=512,
+        columns=512,
+        include_sr=False,
+        include_us=False,
+    )
     paths = corpus.files[:files]
     sizes = [p.stat().st_size for p in paths]
 
@@ -114,8 +132,13 @@ def _measure(files: int) -> dict[str, Any]:
         def delenv(self, k: str, raising: bool = True) -> None:
             os.environ.pop(k, None)
 
-    out: dict[str, Any] = {"files": len(paths), "mean_mb": sum(sizes) / len(sizes) / 1e6,
-                           "memory_gb": memory_gb, "pipe_batch": pipe_batch, "map_batch": map_batch}
+    out: dict[str, Any] = {
+        "files": len(paths),
+        "mean_mb": sum(sizes) / len(sizes) / 1e6,
+        "memory_gb": memory_gb,
+        "pipe_batch": pipe_batch,
+        "map_batch": map_batch,
+    }
     sequential = json.loads(json.dumps(backfill_def))
     # Children one at a time, so that each call's duration is its own (in-process threads
     # would share the GIL and inflate every duration).
@@ -129,7 +152,13 @@ def _measure(files: int) -> dict[str, Any]:
             durations: list[float] = []
             log_bytes = [0]
 
-            def timed(event: Any, context: Any) -> Any:
+            def timed(
+                event: Any,
+                context: Any,
+                counter: Counter = counter,
+                durations: list[float] = durations,
+                log_bytes: list[int] = log_bytes,
+            ) -> Any:
                 buf = io.StringIO()
                 counter.recording = True
                 started = time.perf_counter()
@@ -147,7 +176,10 @@ def _measure(files: int) -> dict[str, Any]:
             with route_lambdas({ws.FUNCTION: timed}) as calls, counter.active():
                 if path_kind == "live":
                     for start in range(0, len(paths), pipe_batch):
-                        keys = [f"in/{i:05d}.dcm" for i in range(start, min(start + pipe_batch, len(paths)))]
+                        keys = [
+                            f"in/{i:05d}.dcm"
+                            for i in range(start, min(start + pipe_batch, len(paths)))
+                        ]
                         batch = ws.pipe_batch("raw", keys)
                         if start == 0:
                             details = ws.run(stack, "pipeline", batch, "b0")
@@ -160,9 +192,13 @@ def _measure(files: int) -> dict[str, Any]:
                             calls[ws.FUNCTION] += 1
                         executions += 1
                 else:
-                    details = ws.run(stack, "backfill", {"bucket": "raw", "prefix": "in/"}, "bf", timeout=600)
+                    details = ws.run(
+                        stack, "backfill", {"bucket": "raw", "prefix": "in/"}, "bf", timeout=600
+                    )
                     assert details["status"] == "SUCCEEDED", details
-                    transitions = sum(1 for e in details["history"] if e["type"].endswith("StateEntered"))
+                    transitions = sum(
+                        1 for e in details["history"] if e["type"].endswith("StateEntered")
+                    )
             s3_calls = {op: n for (svc, op), n in counter.calls.items() if svc == "s3"}
             # Only the function's own S3 calls count (not the harness's uploads/listing).
             out[path_kind] = {
@@ -194,28 +230,53 @@ def _lines(m: dict[str, Any]) -> dict[str, list[tuple[str, float, float]]]:
         s3_get = sum(v for k, v in r["s3"].items() if S3_CLASS.get(k) == "s3_get")
         rows = [
             ("Lambda compute (GB-s, measured here)", gb_s, gb_s * PRICES["lambda_gb_second"] * 1e6),
-            ("Lambda requests (one per batch)", 1 / batch, lambda_calls / n * PRICES["lambda_request"] * 1e6),
+            (
+                "Lambda requests (one per batch)",
+                1 / batch,
+                lambda_calls / n * PRICES["lambda_request"] * 1e6,
+            ),
             ("S3 PUT/LIST by the function", s3_put / n, s3_put / n * PRICES["s3_put"] * 1e6),
             ("S3 GET/HEAD by the function", s3_get / n, s3_get / n * PRICES["s3_get"] * 1e6),
-            ("Express requests (one per batch)", 1 / batch, PRICES["express_request"] / batch * 1e6),
-            ("Express duration (64 MB x function time)", 0.0625 * r["lambda_seconds"] / n,
-             0.0625 * r["lambda_seconds"] / n * PRICES["express_gb_second"] * 1e6),
-            ("Function log bytes (WARNING level + EMF, per call)", log_per_file,
-             log_per_file / 1e9 * PRICES["logs_gb"] * 1e6),
+            (
+                "Express requests (one per batch)",
+                1 / batch,
+                PRICES["express_request"] / batch * 1e6,
+            ),
+            (
+                "Express duration (64 MB x function time)",
+                0.0625 * r["lambda_seconds"] / n,
+                0.0625 * r["lambda_seconds"] / n * PRICES["express_gb_second"] * 1e6,
+            ),
+            (
+                "Function log bytes (WARNING level + EMF, per call)",
+                log_per_file,
+                log_per_file / 1e9 * PRICES["logs_gb"] * 1e6,
+            ),
         ]
         if kind == "live":
             sqs = 1 + 2 / batch  # EventBridge SendMessage; Pipe Receive + DeleteBatch per batch
-            rows += [("SQS requests (1 send + 2 per batch)", sqs, sqs * PRICES["sqs_request"] * 1e6),
-                     ("EventBridge Pipe events", 1.0, PRICES["pipes_request"] * 1e6),
-                     ("EventBridge S3 events and rule", 0.0, 0.0)]
+            rows += [
+                ("SQS requests (1 send + 2 per batch)", sqs, sqs * PRICES["sqs_request"] * 1e6),
+                ("EventBridge Pipe events", 1.0, PRICES["pipes_request"] * 1e6),
+                ("EventBridge S3 events and rule", 0.0, 0.0),
+            ]
         else:
             # The parent's own states are a handful per run, whatever its size: per million
             # files that is the parent's count once plus one transition per child started.
             transitions = (r["parent_transitions"] + 1e6 / batch) / 1e6
-            rows += [("Standard transitions (one per child, parent once)", transitions,
-                      transitions * PRICES["standard_transition"] * 1e6),
-                     ("S3 LIST by ItemReader (1 per 1,000 keys)", 1 / 1000, PRICES["s3_put"] / 1000 * 1e6),
-                     ("ResultWriter PUTs (a few per run)", 0.0, 0.0)]
+            rows += [
+                (
+                    "Standard transitions (one per child, parent once)",
+                    transitions,
+                    transitions * PRICES["standard_transition"] * 1e6,
+                ),
+                (
+                    "S3 LIST by ItemReader (1 per 1,000 keys)",
+                    1 / 1000,
+                    PRICES["s3_put"] / 1000 * 1e6,
+                ),
+                ("ResultWriter PUTs (a few per run)", 0.0, 0.0),
+            ]
         per[kind] = rows
     return per
 
@@ -224,9 +285,9 @@ def render(m: dict[str, Any]) -> str:
     per = _lines(m)
     out = [
         "<!-- produced by `make cost` (benchmarks/cost.py); do not edit by hand -->",
-        f"Measured on {m['files']} generated CT objects of {m['mean_mb']:.2f} MB in moto, with the "
-        f"function at {m['memory_gb']:.0f} GB; Pipe batches of {m['pipe_batch']}, backfill batches of "
-        f"{m['map_batch']}. us-east-1 list prices: Lambda arm64 $0.0000133334/GB-s and $0.20 per "
+        f"Measured on {m['files']} generated CT objects of {m['mean_mb']:.2f} MB in moto, with "
+        f"the function at {m['memory_gb']:.0f} GB; Pipe batches of {m['pipe_batch']}, backfill "
+        f"batches of {m['map_batch']}. us-east-1 list prices: Lambda arm64 $0.0000133334/GB-s and $0.20 per "
         "million requests; Express $1.00 per million requests and $0.00001667/GB-s; Standard "
         "$0.025 per 1,000 transitions; S3 $0.005 per 1,000 PUT/LIST and $0.0004 per 1,000 "
         "GET/HEAD; SQS and Pipes $0.40 per million; logs $0.50/GB. KMS (Bucket Keys, queue "
@@ -234,8 +295,10 @@ def render(m: dict[str, Any]) -> str:
         "Storage, transfer and the uploader's own PUT are excluded.",
         "",
     ]
-    for kind, title in (("live", "Live path (S3 → EventBridge → SQS → Pipe → Express)"),
-                        ("backfill", "Backfill (Distributed Map, ItemBatcher, Express children)")):
+    for kind, title in (
+        ("live", "Live path (S3 → EventBridge → SQS → Pipe → Express)"),
+        ("backfill", "Backfill (Distributed Map, ItemBatcher, Express children)"),
+    ):
         out += [f"**{title}**", "", "| item | per file | $ per million files |", "|---|---|---|"]
         total = 0.0
         for item, qty, dollars in per[kind]:

@@ -104,6 +104,24 @@ def medpipe(
     return proc
 
 
+def slow_s3_input(endpoint: str, files: list[Path], root: Path, bucket: str = "slow"):  # type: ignore[no-untyped-def]
+    """Upload ``files`` to moto's server and return a proxy whose object GETs take 0.3 s.
+
+    Interrupt tests read their input through it: the rest of the run then takes at least
+    0.3 s per remaining file, so a signal sent after N outcomes always lands mid-run,
+    however loaded the machine is (nothing is timed; the run is only slowed).
+    """
+    import boto3
+
+    from tests.integration.fault_proxy import FaultProxy
+
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint)
+    s3.create_bucket(Bucket=bucket)
+    for path in files:
+        s3.upload_file(str(path), bucket, f"in/{path.relative_to(root).as_posix()}")
+    return FaultProxy(endpoint, every=0, get_delay=0.3)
+
+
 def interrupt_run(args: list[str], journal: Path, after: int, sig: int):  # type: ignore[no-untyped-def]
     """Start ``medpipe ARGS`` in its own process group, wait until the journal holds
     ``after`` outcomes, send ``sig`` to the whole group, and return the finished process

@@ -37,7 +37,9 @@ def get_deidentification_key() -> bytes:
             if secret_id:
                 value = parameters.get_secret(secret_id, max_age=CACHE_SECONDS)
             else:
-                value = parameters.get_parameter(parameter, decrypt=True, max_age=CACHE_SECONDS)
+                value = parameters.get_parameter(
+                    str(parameter), decrypt=True, max_age=CACHE_SECONDS
+                )
         except GetParameterError as exc:
             # A fault of the service or the role, never of the file: retried, not quarantined.
             raise ThrottlingError(

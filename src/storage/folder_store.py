@@ -52,17 +52,27 @@ class FolderStore:
         return os.path.join(self.root, *parts)
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
-        base = self.root
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if name.startswith(TMP_PREFIX):
-                    continue
-                full = os.path.join(dirpath, name)
-                key = os.path.relpath(full, base).replace(os.sep, "/")
-                if not key.startswith(prefix):
-                    continue
-                st = os.stat(full)
+        """Every file under the root whose key starts with ``prefix``, in key order."""
+        yield from self._walk(self.root, "", prefix)
+
+    def _walk(self, folder: str, base: str, prefix: str) -> Iterator[StoredObject]:
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return
+        # A folder sorts as "name/", so keys come out in the order S3 lists them.
+        entries.sort(key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
+        for entry in entries:
+            key = f"{base}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                if prefix.startswith(key + "/") or key.startswith(prefix) or not prefix:
+                    yield from self._walk(entry.path, key + "/", prefix)
+            elif (
+                entry.is_file(follow_symlinks=False)
+                and not entry.name.startswith(TMP_PREFIX)
+                and key.startswith(prefix)
+            ):
+                st = entry.stat(follow_symlinks=False)
                 yield StoredObject(key, st.st_size, f"{st.st_size}:{st.st_mtime_ns}")
 
     def open(self, key: str) -> IO[bytes]:

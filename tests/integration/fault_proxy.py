@@ -3,6 +3,8 @@
 Every ``every``-th request gets a fault instead of being forwarded, cycling through a
 503 SlowDown, a 500 InternalError and a connection reset (the socket is closed with no
 response). Everything else is forwarded unchanged. Counts are kept per fault kind.
+``every=0`` injects no faults; ``get_delay`` holds every object GET for that many seconds,
+a slow input source that lets interrupt tests stop a run mid-way without racing it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import http.client
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -18,9 +21,10 @@ FAULTS = ("slowdown", "internal", "reset")
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, every: int = 4) -> None:
+    def __init__(self, upstream: str, every: int = 4, get_delay: float = 0.0) -> None:
         self.upstream = urlparse(upstream)
         self.every = every
+        self.get_delay = get_delay
         self.requests = 0
         self.injected = {kind: 0 for kind in FAULTS}
         self._lock = threading.Lock()
@@ -49,6 +53,8 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self._body()
+                if proxy.get_delay and self.command == "GET" and "list-type" not in self.path:
+                    time.sleep(proxy.get_delay)
                 fault = proxy._next_fault()
                 if fault == "reset":
                     self.connection.setsockopt(
@@ -112,7 +118,7 @@ class FaultProxy:
     def _next_fault(self) -> str | None:
         with self._lock:
             self.requests += 1
-            if self.requests % self.every:
+            if not self.every or self.requests % self.every:
                 return None
             kind = FAULTS[(self.requests // self.every) % len(FAULTS)]
             self.injected[kind] += 1

@@ -14,7 +14,7 @@ import pytest
 
 from src.ingestion.dicom_parser import DICOMParser
 from src.synthetic import write_corpus
-from tests.conftest import all_files, interrupt_run, medpipe
+from tests.conftest import all_files, interrupt_run, medpipe, slow_s3_input
 
 
 def _input_tree(tmp_path: Path, corpus) -> Path:  # type: ignore[no-untyped-def]
@@ -83,31 +83,30 @@ def test_second_run_does_nothing_and_changes_nothing(corpus, tmp_path):
     assert before == {p: p.stat().st_mtime_ns for p in all_files(out) if p.suffix == ".dcm"}
 
 
-def test_kill_9_then_resume_accounts_for_every_input_once(tmp_path):
+def test_kill_9_then_resume_accounts_for_every_input_once(tmp_path, moto_reset):
     corpus = write_corpus(
         tmp_path / "in",
         seed=3,
         patients=6,
         series_per_study=3,
-        instances_per_series=12,
+        instances_per_series=4,
         rows=96,
         columns=96,
     )
     out = tmp_path / "out"
     journal = out / ".medpipe" / "journal.jsonl"
-    interrupt_run(
-        ["run", str(corpus.root), str(out), "-j", "2", "--no-progress"],
-        journal,
-        after=20,
-        sig=signal.SIGKILL,
-    )
+    with slow_s3_input(moto_reset, corpus.files, corpus.root) as proxy:
+        args = ["run", "s3://slow/in", str(out), "--endpoint-url", proxy.url, "-j", "2"]
+        interrupt_run([*args, "--no-progress"], journal, after=20, sig=signal.SIGKILL)
     done_before = len(journal.read_text().splitlines())
     assert 20 <= done_before < len(corpus.files), "kill landed outside the run"
     # Whatever was written is whole: every visible .dcm parses completely.
     for path in all_files(out):
         if path.suffix == ".dcm" and ".medpipe" not in path.parts:
             DICOMParser().parse_file(path)
-    resumed = medpipe("run", str(corpus.root), str(out), "-j", "2", "--no-progress")
+    resumed = medpipe(
+        "run", "s3://slow/in", str(out), "--endpoint-url", moto_reset, "-j", "2", "--no-progress"
+    )
     assert "(balanced)" in resumed.stdout
     manifest = _manifest(out)
     ids = [e["input_id"] for e in manifest["inputs"]]
@@ -217,7 +216,6 @@ def test_config_file_and_config_show(tmp_path):
     assert shown["profile"]["retain_safe_private"] is True
     assert shown["profile"]["uid_root"] == "1.2.826.0.1.3680043.10.99"
     assert shown["workers"] == 3
-    assert "113111" not in json.dumps(shown) or True
     assert "Retain Safe Private Option" in shown["method"]
     flagged = json.loads(
         medpipe("config", "show", "--config", str(cfg), "--no-retain-safe-private").stdout
@@ -301,29 +299,42 @@ def test_metrics_go_to_cloudwatch_when_asked(corpus, moto_reset, tmp_path):
     assert manifest["run"]["metrics"]["FilesProcessed"] == len(list(src.rglob("*.dcm")))
 
 
-def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path, moto_reset):
     corpus = write_corpus(
         tmp_path / "in",
         seed=4,
         patients=4,
         series_per_study=2,
-        instances_per_series=10,
+        instances_per_series=5,
         rows=96,
         columns=96,
     )
     out = tmp_path / "out"
     journal = out / ".medpipe" / "journal.jsonl"
-    proc = interrupt_run(
-        ["run", str(corpus.root), str(out), "-j", "2", "--no-progress"],
-        journal,
-        after=5,
-        sig=signal.SIGINT,
-    )
+    with slow_s3_input(moto_reset, corpus.files, corpus.root) as proxy:
+        proc = interrupt_run(
+            [
+                "run",
+                "s3://slow/in",
+                str(out),
+                "--endpoint-url",
+                proxy.url,
+                "-j",
+                "2",
+                "--no-progress",
+            ],
+            journal,
+            after=5,
+            sig=signal.SIGINT,
+        )
     stderr = proc.stderr_text
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted; run the same command again to resume" in stderr
     assert "Traceback" not in stderr
-    resumed = medpipe("run", str(corpus.root), str(out), "--no-progress")
+    assert 5 <= len(journal.read_text().splitlines()) < len(corpus.files)
+    resumed = medpipe(
+        "run", "s3://slow/in", str(out), "--endpoint-url", moto_reset, "--no-progress"
+    )
     assert "(balanced)" in resumed.stdout
     assert len([p for p in all_files(out) if p.suffix == ".dcm"]) == len(corpus.files)
 

@@ -19,6 +19,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from src.pipeline.audit import audit
 from src.synthetic import write_corpus
 from tests.conftest import TEST_KEY, all_files, interrupt_run, medpipe
+from tests.integration.fault_proxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -346,7 +347,10 @@ def test_s3_run_killed_and_resumed_accounts_for_every_input_once(moto_reset, tmp
         "2",
     ]
     journal = state / "journal.jsonl"
-    interrupt_run(args, journal, after=8, sig=signal.SIGKILL)
+    # Input GETs slowed through the proxy: the kill always lands mid-run.
+    with FaultProxy(moto_reset, every=0, get_delay=0.3) as proxy:
+        slow = [a if a != moto_reset else proxy.url for a in args]
+        interrupt_run(slow, journal, after=8, sig=signal.SIGKILL)
     assert 8 <= len(journal.read_text().splitlines()) < len(corpus.files)
     resumed = medpipe(*args)
     assert "(balanced)" in resumed.stdout

@@ -121,4 +121,3 @@ def test_run_deidentify_and_lambda_agree_on_every_input(inputs, tmp_path, monkey
     assert differ == {}
     assert run_outputs == cli_outputs == aws_outputs
     assert len(run_outputs) == sum(s == "processed" for s, _ in run_outcomes.values())
-
