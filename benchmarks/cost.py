@@ -40,6 +40,14 @@ PRICES = {
     "pipes_request": 0.40 / 1e6,
     "logs_gb": 0.50,
 }
+PRICE_NOTE = (
+    "us-east-1 list prices: Lambda arm64 $0.0000133334/GB-s and $0.20 per million "
+    "requests; Express $1.00 per million requests and $0.00001667/GB-s; Standard $0.025 "
+    "per 1,000 transitions; S3 $0.005 per 1,000 PUT/LIST and $0.0004 per 1,000 GET/HEAD; "
+    "SQS and Pipes $0.40 per million; logs $0.50/GB. KMS (Bucket Keys, queue data-key "
+    "reuse) and Secrets Manager (cached 5 min) add well under $0.01 per million. Storage, "
+    "transfer and the uploader's own PUT are excluded."
+)
 S3_CLASS = {
     "ListObjectsV2": "s3_put",
     "PutObject": "s3_put",
@@ -287,12 +295,7 @@ def render(m: dict[str, Any]) -> str:
         "<!-- produced by `make cost` (benchmarks/cost.py); do not edit by hand -->",
         f"Measured on {m['files']} generated CT objects of {m['mean_mb']:.2f} MB in moto, with "
         f"the function at {m['memory_gb']:.0f} GB; Pipe batches of {m['pipe_batch']}, backfill "
-        f"batches of {m['map_batch']}. us-east-1 list prices: Lambda arm64 $0.0000133334/GB-s "
-        "and $0.20 per million requests; Express $1.00 per million requests and $0.00001667/GB-s; Standard "
-        "$0.025 per 1,000 transitions; S3 $0.005 per 1,000 PUT/LIST and $0.0004 per 1,000 "
-        "GET/HEAD; SQS and Pipes $0.40 per million; logs $0.50/GB. KMS (Bucket Keys, queue "
-        "data-key reuse) and Secrets Manager (cached 5 min) add well under $0.01 per million. "
-        "Storage, transfer and the uploader's own PUT are excluded.",
+        f"batches of {m['map_batch']}. " + PRICE_NOTE,
         "",
     ]
     for kind, title in (
