@@ -1,0 +1,187 @@
+"""The safety net: this patient's own identifiers, found in text the table keeps.
+
+PS3.15 Table E.1-1 cannot foresee every place a site writes a name or an MRN. The
+identifying values of the dataset (names, IDs, accession number, institution, birth
+date) are captured before the walk edits anything; kept text is searched for them as
+whole words, and cleaned text has them, dates and long numbers removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence as DicomSequence
+
+from src.ingestion.dicom_parser import peek
+
+_MAX_LEN = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "ST": 1024, "PN": 64, "UC": 0, "LT": 10240}
+_BURNED_IN_RISK_MODALITIES = frozenset({"US", "SC", "OT", "XA", "ES"})
+_IDENTIFIER_KEYWORDS: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "AccessionNumber",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "NameOfPhysiciansReadingStudy",
+    "RequestingPhysician",
+    "StudyID",
+    "InstitutionName",
+    "InstitutionAddress",
+    "StationName",
+    "MedicalRecordLocator",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+)
+_IDENTIFIER_TAGS = tuple(t for t in map(tag_for_keyword, _IDENTIFIER_KEYWORDS) if t is not None)
+_DATE_PATTERN = re.compile(
+    r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(19|20)\d{6})\b"
+)
+_LONG_NUMBER = re.compile(r"\d[\d\s-]{4,}\d")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("latin-1", "replace").strip(" \x00")
+    return str(value).strip(" \x00")
+
+
+def _value(ds: Dataset, tag: int) -> str:
+    elem = peek(ds, tag)
+    return "" if elem is None or elem.VR == "SQ" else _text(elem.value)
+
+
+def _patient_key(ds: Dataset) -> str:
+    """The original patient identity used to key the pseudonym and the date offset."""
+    pid = _value(ds, 0x00100020)
+    if pid:
+        issuer = _value(ds, 0x00100021)
+        return f"id:{issuer}:{pid}" if issuer else f"id:{pid}"
+    name = _value(ds, 0x00100010)
+    birth = _value(ds, 0x00100030)
+    if name or birth:
+        return f"name:{name}:{birth}"
+    return f"study:{_value(ds, 0x0020000D)}"
+
+
+class _Identifiers:
+    """This dataset's identifying strings, decoded only if some text is to be cleaned.
+
+    The raw elements (or the values of decoded ones) are captured before the walk edits
+    anything, so the strings are the originals whenever they are finally needed.
+    """
+
+    def __init__(self, ds: Dataset) -> None:
+        self._ds = ds
+        self._captured: list[Any] = []
+        for tag in _IDENTIFIER_TAGS:
+            item = ds.get_item(tag)
+            if item is None:
+                continue
+            self._captured.append(item if isinstance(item, RawDataElement) else item.value)
+        self._strings: list[str] | None = None
+        self._needles: tuple[tuple[str, ...], tuple[bytes, ...]] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._strings is None:
+            self._strings = self._decode()
+        return iter(self._strings)
+
+    def found_in(self, elem: DataElement | RawDataElement | None) -> bool:
+        """Whether a kept text element holds one of these identifiers as a whole word.
+
+        Raw values are searched as bytes, so a clean value is never decoded. Plain
+        substring search: a regex per file would cost more than the whole walk.
+        """
+        if elem is None or elem.value is None:
+            return False
+        if self._needles is None:
+            words = {w.lower() for w in self if len(w) >= 3 and not (w.isdigit() and len(w) < 6)}
+            self._needles = (
+                tuple(words),
+                tuple({w.encode(e, "ignore") for w in words for e in ("utf-8", "latin-1")}),
+            )
+        value = elem.value
+        if isinstance(value, bytes):
+            return _contains_word(value.lower(), self._needles[1])
+        return _contains_word(str(value).lower(), self._needles[0])
+
+    def _decode(self) -> list[str]:
+        from pydicom.dataelem import convert_raw_data_element
+
+        found: set[str] = set()
+        for item in self._captured:
+            value = item
+            if isinstance(item, RawDataElement):
+                try:
+                    value = convert_raw_data_element(
+                        item, encoding=self._ds._character_set, ds=self._ds
+                    ).value
+                except Exception:  # noqa: S112 - an undecodable value cleans nothing
+                    continue
+            if isinstance(value, DicomSequence):
+                continue
+            values = value if isinstance(value, MultiValue | list) else [value]
+            for v in values:
+                text = _text(v)
+                if len(text) >= 2:
+                    found.add(text)
+                    for part in re.split(r"[\^=\s,]+", text):
+                        if len(part) >= 2:
+                            found.add(part)
+        return sorted(found, key=len, reverse=True)
+
+
+def _contains_word(haystack: Any, needles: tuple[Any, ...]) -> bool:
+    """Whether any needle occurs in ``haystack`` not flanked by letters or digits."""
+    for needle in needles:
+        if not needle:
+            continue
+        start = haystack.find(needle)
+        while start != -1:
+            end = start + len(needle)
+            before = haystack[start - 1 : start] if start else haystack[:0]
+            after = haystack[end : end + 1]
+            if not before.isalnum() and not after.isalnum():
+                return True
+            start = haystack.find(needle, start + 1)
+    return False
+
+
+def _clean_text(text: str, identifiers: Iterable[str], vr: str) -> str:
+    """Remove identifiers of this dataset, dates and long numbers from free text."""
+    out = text
+    for ident in identifiers:
+        out = re.sub(re.escape(ident), "", out, flags=re.IGNORECASE)
+    out = _DATE_PATTERN.sub("", out)
+    out = _LONG_NUMBER.sub("", out)
+    out = re.sub(r"\s{2,}", " ", out).strip(" ,;:-^")
+    limit = _MAX_LEN.get(vr)
+    if limit:
+        out = out[:limit]
+    if vr == "CS":
+        out = re.sub(r"[^A-Z0-9 _]", "", out.upper())
+    return out
+
+
+def _burned_in_risk(ds: Dataset) -> bool:
+    burned = _value(ds, 0x00280301).upper()
+    if burned == "YES":
+        return True
+    if burned == "NO":
+        return False
+    return _value(ds, 0x00080060).upper() in _BURNED_IN_RISK_MODALITIES

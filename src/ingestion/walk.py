@@ -1,0 +1,407 @@
+"""The walk: one decision per element, at every depth, from the compiled rules.
+
+What happens to an element, in order: ``preserve_tags`` keep it; group lengths and
+trailing padding go; private elements follow Retain Safe Private (Table E.3.10-1, under
+their creator); curves and overlays follow their mask rows; listed attributes follow
+their Table E.1-1 code after the options; unlisted ones get the safety net. A sequence
+whose action is ``D`` is walked with every text, name, date and UID inside it dummied;
+one whose action is ``C`` with its text cleaned of this dataset's identifiers.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pydicom._uid_dict import UID_dictionary
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import BaseTag
+
+from src.errors import DeidentificationError
+from src.ingestion.action_report import ActionRecord
+from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
+from src.ingestion.pseudonyms import Pseudonymizer
+from src.ingestion.safety_net import _MAX_LEN, _clean_text, _Identifiers, _text
+
+#: Deepest sequence nesting accepted; deeper input is refused rather than half-cleaned.
+MAX_SEQUENCE_DEPTH = 64
+_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
+_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
+# Text the table keeps is still searched for the patient's own identifiers.
+_SCANNED_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
+_DATE_VRS = frozenset({"DA", "DT"})
+_DUMMY_TEXT = "ANONYMIZED"
+_DUMMY: dict[str, Any] = {
+    "AE": "ANONYMIZED",
+    "AS": "000Y",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DS": "0",
+    "DT": "19000101000000",
+    "IS": "0",
+    "LO": _DUMMY_TEXT,
+    "LT": _DUMMY_TEXT,
+    "PN": "ANONYMIZED",
+    "SH": _DUMMY_TEXT,
+    "ST": _DUMMY_TEXT,
+    "TM": "000000",
+    "UC": _DUMMY_TEXT,
+    "UR": "urn:anonymized",
+    "UT": _DUMMY_TEXT,
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "SV": 0,
+    "UL": 0,
+    "US": 0,
+    "UV": 0,
+    "AT": BaseTag(0),
+    "OB": b"\x00\x00",
+    "OD": b"\x00" * 8,
+    "OF": b"\x00" * 4,
+    "OL": b"\x00" * 4,
+    "OV": b"\x00" * 8,
+    "OW": b"\x00\x00",
+    "UN": b"\x00\x00",
+}
+# Inside a dummied or cleaned sequence (SR content), these carry the coded structure.
+_CODE_STRUCTURE = frozenset(
+    tag_for_keyword(k) or 0
+    for k in (
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "CodeMeaning",
+        "LongCodeValue",
+        "URNCodeValue",
+        "ValueType",
+        "RelationshipType",
+        "ContinuityOfContent",
+        "TemplateIdentifier",
+        "MappingResource",
+        "MappingResourceName",
+        "ContextIdentifier",
+        "ContextUID",
+        "MeasurementUnitsCodeSequence",
+        "GraphicType",
+        "TemporalRangeType",
+        "ReferencedFrameNumber",
+    )
+)
+_TRAILING_PADDING = 0xFFFCFFFC
+_PATIENT_ID = 0x00100020
+_PATIENT_NAME = 0x00100010
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@functools.lru_cache(maxsize=65536)
+def _name(tag: int) -> str:
+    return keyword_for_tag(tag) or _tag_text(tag)
+
+
+class _Mode:
+    NORMAL = 0
+    DUMMY = 1  # inside a sequence whose action is D
+    CLEAN = 2  # inside a sequence whose action is C
+
+
+@dataclass
+class _Context:
+    rules: CompiledRules
+    profile: ConfidentialityProfile
+    pseudo: Pseudonymizer
+    preserve: frozenset[int]
+    offset: timedelta | None
+    pseudonym: str
+    identifiers: _Identifiers
+    actions: list[ActionRecord] = field(default_factory=list)
+    graphics_kept: bool = False
+    changes: int = 0
+    unchanged_sequences: set[int] = field(default_factory=set)
+
+
+class DatasetWalker:
+    """Applies compiled rules to datasets; holds no per-file state (that is the context).
+
+    Parameters
+    ----------
+    pseudo : Pseudonymizer
+        The keyed pseudonyms (UIDs, date shifts).
+    """
+
+    def __init__(self, pseudo: Pseudonymizer) -> None:
+        self.pseudo = pseudo
+
+    def walk(self, ds: Dataset, ctx: _Context, prefix: str, depth: int, mode: int) -> None:
+        """Apply the rules to every element of ``ds`` (and, through sequences, below it)."""
+        if depth > MAX_SEQUENCE_DEPTH:
+            raise DeidentificationError(
+                f"sequence nesting deeper than {MAX_SEQUENCE_DEPTH} at {prefix or 'top level'}"
+            )
+        rules = ctx.rules
+        tags = list(map(int, ds.keys()))  # plain ints: C-level set and dict lookups
+        drop_groups = set()
+        for tag in tags:
+            group = tag >> 16
+            is_overlay_data = (
+                0x6000 <= group <= 0x601E and not group & 1 and (tag & 0xFFFF) == 0x3000
+            )
+            if is_overlay_data and rules.overlay_data == Action.REMOVE:
+                drop_groups.add(group)
+        creators_kept: dict[int, str] = {}
+        for tag in tags:
+            raw = ds.get_item(tag)
+            if raw is None:
+                continue
+            vr = _vr_of(raw, tag)
+            group = tag >> 16
+            element = tag & 0xFFFF
+            path = prefix + _name(tag)
+            action: Action
+            reason = "E.1-1"
+            if tag in ctx.preserve:
+                self._record(ctx, path, tag, vr, Action.KEEP, "preserve_tags")
+                continue
+            if element == 0 and group != 0x0002:
+                del ds[tag]
+                self._record(ctx, path, tag, vr, Action.REMOVE, "group-length")
+                continue
+            if tag == _TRAILING_PADDING:
+                # Padding is defined as meaningless bytes, so it can carry anything.
+                del ds[tag]
+                self._record(ctx, path, tag, vr, Action.REMOVE, "padding")
+                continue
+            if group & 1:
+                action, reason = self._private_action(ds, tag, ctx, creators_kept)
+            elif group in drop_groups:
+                action, reason = Action.REMOVE, "overlay"
+            elif 0x5000 <= group <= 0x50FF:
+                action, reason = rules.curves, "curve"
+            elif 0x6000 <= group <= 0x60FF and element in (0x3000, 0x4000):
+                action = rules.overlay_data if element == 0x3000 else rules.overlay_comments
+                reason = "overlay"
+            elif tag in rules.by_tag:
+                action = rules.by_tag[tag]
+            else:
+                action, reason = self._unlisted_action(ds, tag, vr, mode, ctx)
+            if (
+                action == Action.KEEP
+                and reason == "E.1-1"
+                and vr in _SCANNED_TEXT_VRS
+                and tag not in rules.by_tag
+                and ctx.identifiers.found_in(ds.get_item(tag))
+            ):
+                # An attribute the table does not list, holding this patient's identifiers.
+                action, reason = Action.CLEAN, "safety-net"
+            if action == Action.CLEAN and _foreign_vr(tag, vr):
+                # Cleaning follows the attribute's VR (a date is shifted, a text scrubbed);
+                # a value that arrived under another VR cannot be trusted: a dummy instead.
+                action, reason = Action.DUMMY, "vr-mismatch"
+            if action == Action.KEEP and vr != "SQ":
+                # Kept as read: no decoding, and the writer can copy its bytes as they were.
+                self._record(ctx, path, tag, vr, action, reason)
+                continue
+            if action == Action.REMOVE:
+                del ds[tag]
+                self._record(ctx, path, tag, vr, action, reason)
+                continue
+            elem = ds[tag]
+            if tag in (_PATIENT_ID, _PATIENT_NAME) and depth == 0:
+                if vr in ("PN", "LO", "SH", "LT", "ST", "UT", "UC"):
+                    elem.value = ctx.pseudonym[: _MAX_LEN["PN"]]
+                else:  # the element arrived with a foreign VR: that VR's dummy instead
+                    elem.value = self._dummy(elem, vr, path, ctx)
+                self._record(ctx, path, tag, vr, Action.DUMMY, "pseudonym")
+                continue
+            if action == Action.CLEAN and reason in ("curve", "overlay"):
+                ctx.graphics_kept = True
+            self._apply(ds, elem, tag, vr, action, reason, path, ctx, depth, mode)
+        if creators_kept or any(t >> 16 & 1 for t in tags):
+            _drop_orphan_creators(ds)
+
+    def _private_action(
+        self, ds: Dataset, tag: int, ctx: _Context, creators_kept: dict[int, str]
+    ) -> tuple[Action, str]:
+        rules = ctx.rules
+        if rules.private != Action.CLEAN:
+            return Action.REMOVE, "private"
+        group, element = tag >> 16, tag & 0xFFFF
+        if 0x0010 <= element <= 0x00FF:
+            creator = _text(ds[tag].value)
+            if any(c == creator and g == group for c, g, _ in rules.safe_private):
+                creators_kept[tag] = creator
+                return Action.KEEP, "private"
+            return Action.REMOVE, "private"
+        if element < 0x1000:
+            return Action.REMOVE, "private"
+        creator_tag = (group << 16) | (element >> 8)
+        if creator_tag not in ds:
+            return Action.REMOVE, "private"
+        creator = _text(ds[creator_tag].value)
+        if (creator, group, element & 0xFF) in rules.safe_private:
+            return Action.KEEP, "private"
+        return Action.REMOVE, "private"
+
+    def _unlisted_action(
+        self, ds: Dataset, tag: int, vr: str, mode: int, ctx: _Context
+    ) -> tuple[Action, str]:
+        if vr == "SQ":
+            return (Action.DUMMY if mode == _Mode.DUMMY else Action.KEEP), "E.1-1"
+        if mode != _Mode.NORMAL and tag in _CODE_STRUCTURE:
+            return Action.KEEP, "E.1-1"
+        if not dictionary_has_tag(tag) and (tag >> 16) != 0x0002:
+            return Action.REMOVE, "safety-net"
+        if vr == "PN":
+            return Action.DUMMY, "safety-net"
+        if vr in _DATE_VRS:
+            if ctx.profile.retain_longitudinal_full_dates:
+                return Action.KEEP, "safety-net"
+            if ctx.offset is not None:
+                return Action.CLEAN, "safety-net"
+            return Action.ZERO, "safety-net"
+        if vr == "UI":
+            keyword = keyword_for_tag(tag)
+            if ctx.profile.retain_uids or keyword.endswith(("ClassUID", "SyntaxUID")):
+                return Action.KEEP, "safety-net"
+            value = ds[tag].value
+            values = value if isinstance(value, MultiValue | list) else [value]
+            if all((not v) or str(v) in UID_dictionary for v in values):
+                return Action.KEEP, "safety-net"
+            return Action.UID, "safety-net"
+        if mode == _Mode.DUMMY and vr in _TEXT_VRS | {"PN"}:
+            return Action.DUMMY, "safety-net"
+        if mode == _Mode.CLEAN and vr in _TEXT_VRS:
+            return Action.CLEAN, "safety-net"
+        if vr in _FREE_TEXT_VRS:
+            return Action.REMOVE, "safety-net"
+        return Action.KEEP, "E.1-1"
+
+    def _apply(
+        self,
+        ds: Dataset,
+        elem: DataElement,
+        tag: int,
+        vr: str,
+        action: Action,
+        reason: str,
+        path: str,
+        ctx: _Context,
+        depth: int,
+        mode: int,
+    ) -> None:
+        if action == Action.REMOVE:
+            del ds[tag]
+        elif vr == "SQ":
+            if action == Action.ZERO:
+                elem.value = DicomSequence([])
+            else:
+                child = {Action.DUMMY: _Mode.DUMMY, Action.CLEAN: _Mode.CLEAN}.get(action, mode)
+                before = ctx.changes
+                for index, item in enumerate(elem.value):
+                    self.walk(item, ctx, f"{path}[{index}].", depth + 1, child)
+                if depth == 0 and action == Action.KEEP and ctx.changes == before:
+                    # Nothing inside changed: the writer may copy the original bytes.
+                    ctx.unchanged_sequences.add(tag)
+        elif action == Action.ZERO:
+            elem.value = elem.empty_value
+        elif action == Action.DUMMY:
+            elem.value = self._dummy(elem, vr, path, ctx)
+        elif action == Action.UID:
+            # A UID attribute that arrived with another VR gets that VR's dummy instead.
+            if vr == "UI":
+                elem.value = self._map_uids(elem.value, ctx)
+            else:
+                elem.value = self._dummy(elem, vr, path, ctx)
+        elif action == Action.CLEAN:
+            self._clean(elem, vr, path, ctx)
+        self._record(ctx, path, tag, vr, action, reason)
+
+    def _dummy(self, elem: DataElement, vr: str, path: str, ctx: _Context) -> Any:
+        if vr == "UI":
+            original = _text(elem.value) or f"dummy:{path}"
+            return ctx.pseudo.uid(original)
+        if vr in ("DA", "DT") and ctx.offset is not None and not elem.is_empty:
+            return self._shift(elem.value, vr, ctx.offset)
+        return _DUMMY.get(vr, b"\x00\x00")
+
+    def _map_uids(self, value: Any, ctx: _Context) -> Any:
+        if isinstance(value, MultiValue | list):
+            return [ctx.pseudo.uid(str(v)) if v else v for v in value]
+        return ctx.pseudo.uid(str(value)) if value else value
+
+    def _shift(self, value: Any, vr: str, offset: timedelta) -> Any:
+        shift = self.pseudo.shift_date if vr == "DA" else self.pseudo.shift_datetime
+        if isinstance(value, MultiValue | list):
+            return [shift(str(v), offset) if v else v for v in value]
+        return shift(str(value), offset) if value else value
+
+    def _clean(self, elem: DataElement, vr: str, path: str, ctx: _Context) -> None:
+        if elem.is_empty:
+            return
+        if vr in _DATE_VRS:
+            if ctx.offset is not None:
+                elem.value = self._shift(elem.value, vr, ctx.offset)
+            else:
+                elem.value = elem.empty_value
+        elif vr == "TM":
+            return
+        elif vr == "PN":
+            elem.value = _DUMMY["PN"]
+        elif vr == "UI":
+            elem.value = self._map_uids(elem.value, ctx)
+        elif vr in _TEXT_VRS:
+            if isinstance(elem.value, MultiValue | list):
+                elem.value = [_clean_text(str(v), ctx.identifiers, vr) for v in elem.value]
+            else:
+                elem.value = _clean_text(str(elem.value), ctx.identifiers, vr)
+
+    @staticmethod
+    def _record(
+        ctx: _Context, path: str, tag: int, vr: str, action: Action | str, reason: str
+    ) -> None:
+        ctx.actions.append(ActionRecord(path, _tag_text(tag), vr, str(action), reason))
+        if action != Action.KEEP:
+            ctx.changes += 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary_vrs(tag: int) -> frozenset[str]:
+    if not dictionary_has_tag(tag):
+        return frozenset()
+    return frozenset(str(dictionary_VR(tag)).split(" or "))
+
+
+def _foreign_vr(tag: int, vr: str) -> bool:
+    """Whether a known attribute arrived with a VR its dictionary entry does not allow."""
+    allowed = _dictionary_vrs(tag)
+    return bool(allowed) and vr not in allowed and vr != "UN"
+
+
+def _vr_of(elem: DataElement | RawDataElement, tag: int) -> str:
+    """The element's VR, from the element when it says, else from the dictionary."""
+    vr = elem.VR
+    if vr and vr != "UN":
+        return str(vr)
+    if dictionary_has_tag(tag):
+        return str(dictionary_VR(tag)).split(" or ")[0]
+    return str(vr or "UN")
+
+
+def _drop_orphan_creators(ds: Dataset) -> None:
+    """Remove private creator elements whose block no longer holds any element."""
+    present = list(ds.keys())
+    used = {(t >> 16, (t & 0xFFFF) >> 8) for t in present if t >> 16 & 1 and (t & 0xFFFF) >= 0x1000}
+    for tag in present:
+        group, element = tag >> 16, tag & 0xFFFF
+        if group & 1 and 0x0010 <= element <= 0x00FF and (group, element) not in used:
+            del ds[tag]
