@@ -460,7 +460,7 @@ They are not enforced by tests.
 pydicom {versions[0]}, boto3 {versions[1]}, pydantic {versions[2]};
 gdcmanon: {gdcm_version[0] if gdcm_version else "unknown"}; peers: {peer_versions}.
 
-**Corpora** (seeded, `src/synthetic.py`): CT set of {len(list(corpora["ct"].iterdir()))} files,
+**Corpora** (seeded, `src/synthetic/`): CT set of {len(list(corpora["ct"].iterdir()))} files,
 512x512 16-bit (about 0.5 MB each) with PHI in the usual places, private tags and nested
 sequences; a small-file set of {sum(1 for _ in corpora["small"].rglob("*.dcm"))} files of 32x32;
 the slow Python peers (deid, dicognito, dicom-anonymizer) run on the first

@@ -30,7 +30,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from src.errors import ConfigurationError, StorageError
 from src.ingestion.instance import Reason
 from src.ingestion.pseudonyms import KeyMaterial
 from src.pipeline.config import RunConfig
+from src.pipeline.journal import Journal
 from src.pipeline.sources import (
     InputItem,
     Location,
@@ -49,6 +49,7 @@ from src.pipeline.sources import (
     iter_store,
     parse_location,
 )
+from src.pipeline.summary import RunSummary
 from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome, init_worker, process
 from src.storage.store import (
     DuplicateInstanceError,
@@ -63,111 +64,6 @@ logger = logging.getLogger(__name__)
 STATE_DIR = ".medpipe"
 QUARANTINE_DIR = "quarantine"
 METRIC_NAMESPACE = "MedicalImaging/Pipeline"
-
-
-@dataclass
-class RunSummary:
-    """The end-of-run account. ``balanced`` is ``inputs == processed + quarantined + skipped``."""
-
-    inputs: int = 0
-    processed: int = 0
-    quarantined: int = 0
-    skipped: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    elapsed_seconds: float = 0.0
-    workers: int = 1
-    burned_in_annotation_risk: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def balanced(self) -> bool:
-        return self.inputs == self.processed + self.quarantined + self.skipped
-
-    @property
-    def files_per_second(self) -> float:
-        done = self.processed + self.quarantined
-        return done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
-
-    @property
-    def megabytes_per_second(self) -> float:
-        return self.bytes_in / 1e6 / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
-
-    def metrics(self) -> dict[str, float]:
-        """The run's metrics, as sent to CloudWatch and written to the manifest."""
-        return {
-            "FilesProcessed": self.processed,
-            "FilesQuarantined": self.quarantined,
-            "FilesSkipped": self.skipped,
-            "BytesProcessed": self.bytes_in,
-            "BytesWritten": self.bytes_out,
-            "ElapsedSeconds": round(self.elapsed_seconds, 3),
-            "FilesPerSecond": round(self.files_per_second, 2),
-            "BurnedInAnnotationRisk": self.burned_in_annotation_risk,
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "inputs": self.inputs,
-            "processed": self.processed,
-            "quarantined": self.quarantined,
-            "skipped": self.skipped,
-            "balanced": self.balanced,
-            "workers": self.workers,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "elapsed_seconds": round(self.elapsed_seconds, 3),
-            "files_per_second": round(self.files_per_second, 2),
-            "megabytes_per_second": round(self.megabytes_per_second, 2),
-            "quarantine_reasons": dict(sorted(self.reasons.items())),
-            "metrics": self.metrics(),
-        }
-
-    def lines(self) -> list[str]:
-        """Human-readable summary lines."""
-        check = "balanced" if self.balanced else "NOT BALANCED"
-        out = [
-            f"inputs = processed + quarantined + skipped: {self.inputs} = {self.processed} + "
-            f"{self.quarantined} + {self.skipped} ({check})",
-            f"read {self.bytes_in / 1e6:.1f} MB, wrote {self.bytes_out / 1e6:.1f} MB in "
-            f"{self.elapsed_seconds:.2f} s with {self.workers} worker(s): "
-            f"{self.files_per_second:.1f} files/s, {self.megabytes_per_second:.1f} MB/s",
-        ]
-        if self.burned_in_annotation_risk:
-            out.append(
-                f"{self.burned_in_annotation_risk} file(s) may carry burned-in text in "
-                "their pixels (see index.jsonl: burned_in_annotation_risk)"
-            )
-        for reason, count in sorted(self.reasons.items()):
-            out.append(f"quarantined {count}: {reason}")
-        return out
-
-
-class Journal:
-    """Append-only JSON-lines record of outcomes, read back to resume."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-
-    def load(self) -> dict[str, dict[str, Any]]:
-        entries: dict[str, dict[str, Any]] = {}
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by kill -9: its input is simply redone
-                entries[entry["input_id"]] = entry
-        return entries
-
-    def append(self, entry: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(entry, sort_keys=True) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
 
 
 def _state_dir(output: Location, config: RunConfig) -> Path:

@@ -1,0 +1,5 @@
+"""``python -m src.cli``."""
+
+from src.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""The ``medpipe`` command line: a thin layer over the pipeline, the core and the handlers.
+
+Every command has ``--help``. Bad input prints one line, ``medpipe: error: ...``, and
+exits non-zero (2 for bad input or configuration, 1 when a run does not balance or a
+check finds problems, 130 when interrupted). No traceback is shown for bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from src.errors import PipelineError
+from src.monitoring.logs import configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PROFILE_FLAGS = (
+    ("retain_safe_private", "Keep the private attributes of PS3.15 Table E.3.10-1."),
+    ("retain_uids", "Keep original UIDs (Retain UIDs Option)."),
+    ("retain_device_identity", "Keep device identity (station, serial numbers)."),
+    ("retain_institution_identity", "Keep institution name and address."),
+    ("retain_patient_characteristics", "Keep sex, age, size, weight and similar."),
+    ("retain_longitudinal_full_dates", "Keep dates unchanged (turns Modified Dates off)."),
+    ("retain_longitudinal_modified_dates", "Shift every date by a keyed per-patient offset."),
+    ("clean_descriptors", "Keep descriptions with identifiers scrubbed out."),
+    ("clean_structured_content", "Keep SR content with identifiers scrubbed out."),
+    ("clean_graphics", "Keep curves and overlays (flagged for review)."),
+)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"medpipe: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _safe_message(exc: BaseException) -> str:
+    """The exception's text, unless it was raised inside a library that quotes data values
+    (pydicom does, for odd values); then only its type."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    origin = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    if "pydicom" in origin or not str(exc):
+        return f"{type(exc).__name__} while reading the data"
+    return str(exc)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn expected errors into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PipelineError as exc:
+            _fail(exc.message, 2 if exc.status_code in (400, 404) else 1)
+        except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            _fail(_safe_message(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted; run the same command again to resume", 130)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def profile_options(func: F) -> F:
+    """Add the ten PS3.15 option flags, ``--uid-root``, ``--config`` and ``--key-file``."""
+    for name, text in reversed(PROFILE_FLAGS):
+        flag = name.replace("_", "-")
+        func = click.option(f"--{flag}/--no-{flag}", name, default=None, help=text)(func)
+    func = click.option(
+        "--uid-root", default=None, help="Root of replacement UIDs (default 2.25)."
+    )(func)
+    func = click.option(
+        "--key-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="De-identification key file (MEDPIPE_DEID_KEY overrides; "
+        "default ~/.config/medpipe/deid.key, created once).",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="TOML file with [profile], [key] and [run] tables.",
+    )(func)
+    return func
+
+
+def _build_config(
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    flags: dict[str, Any],
+    **run: Any,
+) -> Any:
+    from src.pipeline.config import load_config, with_overrides
+
+    config = load_config(config_path)
+    profile = {name: flags.pop(name, None) for name, _ in PROFILE_FLAGS}
+    profile["uid_root"] = uid_root
+    return with_overrides(config, profile, key_file=key_file, **run)
+
+
+def _key(config: Any) -> Any:
+    from src.ingestion.pseudonyms import resolve_key
+
+    return resolve_key(None, config.key_file)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="medical-imaging-pipeline", prog_name="medpipe")
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Threshold of the JSON log lines written to stderr.",
+)
+def main(log_level: str) -> None:
+    """De-identify DICOM (PS3.15 Annex E) on one machine or with AWS.
+
+    Start with `medpipe samples ./samples` and `medpipe run ./samples ./output`.
+    """
+    from src.ingestion.dicom_parser import quiet_pydicom
+
+    configure_logging(log_level.upper())
+    quiet_pydicom()

@@ -1,0 +1,198 @@
+"""``medpipe run`` and ``medpipe deidentify``: the pipeline over folders, S3 and single files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from src.cli.app import _build_config, _fail, _key, friendly_errors, main, profile_options
+
+
+@main.command()
+@click.argument("input_uri", metavar="INPUT")
+@click.argument("output_uri", metavar="OUTPUT")
+@profile_options
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Worker processes (default: all cores).",
+)
+@click.option("--endpoint-url", default=None, help="S3-compatible endpoint for s3:// paths.")
+@click.option("--region", "region_name", default=None, help="AWS region (default us-east-1).")
+@click.option(
+    "--metrics",
+    type=click.Choice(["none", "cloudwatch"]),
+    default=None,
+    help="Also publish the run's metrics to CloudWatch.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: when stderr is a terminal).",
+)
+@click.option(
+    "--state-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Resume journal location for s3:// OUTPUT.",
+)
+@friendly_errors
+def run(
+    input_uri: str,
+    output_uri: str,
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    workers: int | None,
+    endpoint_url: str | None,
+    region_name: str | None,
+    metrics: str | None,
+    progress: bool | None,
+    state_dir: str | None,
+    **flags: Any,
+) -> None:
+    """De-identify every DICOM file under INPUT into OUTPUT.
+
+    INPUT and OUTPUT are folders or s3://bucket/prefix. Files are found by content,
+    recursively (zip archives are opened). Re-running resumes and skips finished work.
+    """
+    from src.pipeline.runner import check_locations
+    from src.pipeline.runner import run as run_pipeline
+
+    check_locations(input_uri, output_uri)
+    config = _build_config(
+        config_path,
+        key_file,
+        uid_root,
+        flags,
+        workers=workers,
+        endpoint_url=endpoint_url,
+        region_name=region_name,
+        metrics=metrics,
+        progress=progress,
+        state_dir=state_dir,
+    )
+    key = _key(config)
+    click.echo(
+        f"medpipe: de-identifying {input_uri} -> {output_uri} "
+        f"({config.worker_count()} workers, key from {key.source})",
+        err=True,
+    )
+    summary = run_pipeline(
+        input_uri, output_uri, config, key, echo=lambda line: click.echo(line, err=True)
+    )
+    for line in summary.lines():
+        click.echo(line)
+    if not summary.balanced:
+        _fail("the run does not balance: some inputs are unaccounted for", 1)
+
+
+@main.command()
+@click.argument("input_path", metavar="IN", type=click.Path(exists=True))
+@click.argument("output_path", metavar="OUT")
+@profile_options
+@click.option("--patient-id", default=None, help="Pseudonym to write as Patient ID.")
+@click.option(
+    "--report",
+    "report_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the action report (tags and actions, no values) as JSON.",
+)
+@friendly_errors
+def deidentify(
+    input_path: str,
+    output_path: str,
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    patient_id: str | None,
+    report_path: str | None,
+    **flags: Any,
+) -> None:
+    """De-identify one file IN to OUT, or a folder IN into folder OUT."""
+    from src.atomic import write_bytes_atomic
+    from src.ingestion.deidentifier import Deidentifier
+
+    config = _build_config(config_path, key_file, uid_root, flags)
+    key = _key(config)
+    if Path(input_path).is_dir():
+        from src.pipeline.runner import run as run_pipeline
+
+        summary = run_pipeline(input_path, output_path, config, key)
+        for line in summary.lines():
+            click.echo(line)
+        if not summary.balanced:
+            _fail("the run does not balance", 1)
+        return
+    from src.ingestion.instance import InstancePipeline, InstanceRefusedError
+
+    pipeline = InstancePipeline(Deidentifier(profile=config.profile, key=key.key))
+    into_folder = Path(output_path).is_dir() or output_path.endswith(("/", os.sep))
+    target = output_path
+    if into_folder:
+        os.makedirs(output_path, exist_ok=True)
+        fd, target = tempfile.mkstemp(prefix=".medpipe-tmp-", dir=output_path)
+        os.close(fd)
+    try:
+        result = pipeline.process(input_path, target, patient_id=patient_id)
+    except InstanceRefusedError as exc:
+        if into_folder:
+            _quarantine_one(output_path, input_path, exc, key.key)
+        _fail(f"{input_path}: refused: {exc.message}", 1)
+        return
+    written = output_path
+    if into_folder:
+        written = _commit_one(output_path, input_path, result, key.key, target)
+    if report_path:
+        write_bytes_atomic(
+            report_path, json.dumps(result.report.report(), indent=1).encode("utf-8")
+        )
+    click.echo(
+        f"wrote {written}: {result.removed} elements removed or replaced"
+        + ("; pixels may carry burned-in text" if result.burned_in_annotation_risk else "")
+    )
+
+
+def _input_id(key: bytes, input_path: str) -> str:
+    from src.pipeline.sources import input_id
+
+    return input_id(key, os.path.abspath(input_path))
+
+
+def _quarantine_one(folder: str, input_path: str, exc: Any, key: bytes) -> None:
+    from src.storage.store import QuarantineRecord, open_store
+
+    iid = _input_id(key, input_path)
+    record = QuarantineRecord(iid, exc.reason.value, exc.detail, exc.stage, input_path)
+    open_store(folder).quarantine(record, input_path)
+
+
+def _commit_one(folder: str, input_path: str, result: Any, key: bytes, staged: str) -> str:
+    """Put one de-identified file into OUT's layout; a taken SOP Instance UID is refused."""
+    from src.storage.store import DuplicateInstanceError, commit_instance, open_store
+
+    store = open_store(folder)
+    iid = _input_id(key, input_path)
+    try:
+        commit_instance(store, result.output_key, staged, iid, claimed=False)
+    except DuplicateInstanceError:
+        from src.ingestion.instance import InstanceRefusedError, Reason
+
+        refused = InstanceRefusedError(
+            Reason.DUPLICATE_SOP_INSTANCE, "OUT already holds this SOP Instance UID", "write"
+        )
+        _quarantine_one(folder, input_path, refused, key)
+        _fail(f"{input_path}: refused: {refused.message}", 1)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+    return os.path.join(folder, result.output_key)

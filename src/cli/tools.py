@@ -1,0 +1,229 @@
+"""The other commands: inspect, validate, url, config, audit, samples."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from src.cli.app import _build_config, _fail, _key, friendly_errors, main, profile_options
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--show-phi",
+    is_flag=True,
+    help="Show the original metadata, PHI included. Without it, the metadata "
+    "is that of the de-identified dataset.",
+)
+@profile_options
+@friendly_errors
+def inspect(
+    file: str,
+    show_phi: bool,
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    **flags: Any,
+) -> None:
+    """Print FILE's metadata as JSON (de-identified unless --show-phi)."""
+    from src.ingestion.dicom_parser import DICOMParser
+    from src.ingestion.metadata_extractor import MetadataExtractor
+
+    parsed = DICOMParser().read_file(file)
+    dataset, parse_flags = parsed.dataset, parsed.flags
+    if not show_phi:
+        from src.ingestion.deidentifier import Deidentifier
+
+        config = _build_config(config_path, key_file, uid_root, flags)
+        Deidentifier(profile=config.profile, key=_key(config).key).deidentify(dataset)
+    metadata = MetadataExtractor().extract_metadata(dataset)
+    metadata["flags"] = parse_flags
+    metadata["phi_shown"] = show_phi
+    click.echo(json.dumps(metadata, indent=1, ensure_ascii=False, default=str))
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@friendly_errors
+def validate(file: str) -> None:
+    """Check that FILE parses and its metadata passes the schemas (exit 1 if not)."""
+    from pydantic import ValidationError
+
+    from src.ingestion.dicom_parser import DICOMParser
+    from src.ingestion.instance import validation_reason
+    from src.ingestion.metadata_extractor import MetadataExtractor
+    from src.validation.schemas import DICOMMetadataModel
+
+    dataset = DICOMParser().parse_file(file)
+    try:
+        DICOMMetadataModel(**MetadataExtractor().extract_metadata(dataset))
+    except ValidationError as exc:
+        _fail(f"{file}: {validation_reason(exc)}", 1)
+    click.echo(f"{file}: valid")
+
+
+@main.command()
+@click.argument("s3_uri", metavar="S3_URI")
+@click.option(
+    "--expires",
+    "expires",
+    type=int,
+    default=3600,
+    show_default=True,
+    help="Lifetime in seconds (1 to 604800).",
+)
+@click.option(
+    "--check-exists/--no-check-exists",
+    default=True,
+    show_default=True,
+    help="Refuse a URL for an object that does not exist.",
+)
+@click.option("--endpoint-url", default=None, help="S3-compatible endpoint.")
+@click.option("--region", "region_name", default="us-east-1", show_default=True)
+@friendly_errors
+def url(
+    s3_uri: str, expires: int, check_exists: bool, endpoint_url: str | None, region_name: str
+) -> None:
+    """Print a presigned download URL for s3://bucket/key."""
+    from src.delivery.presigned_url_handler import PresignedUrlHandler
+    from src.pipeline.sources import parse_location
+
+    loc = parse_location(s3_uri)
+    if not loc.is_s3 or not loc.prefix:
+        _fail("expected s3://bucket/key")
+    handler = PresignedUrlHandler(loc.bucket, region_name, endpoint_url=endpoint_url)
+    info = handler.generate_secure_download_url(loc.prefix, expires, validate_exists=check_exists)
+    if info is None:
+        _fail(f"{s3_uri} does not exist", 2)
+        return
+    click.echo(info["url"])
+
+
+@main.group()
+def config() -> None:
+    """Show the effective configuration."""
+
+
+@config.command("show")
+@profile_options
+@friendly_errors
+def config_show(
+    config_path: str | None, key_file: str | None, uid_root: str | None, **flags: Any
+) -> None:
+    """Print the effective profile and key source as JSON (never the key)."""
+    from src.ingestion.profile import table_edition
+    from src.ingestion.pseudonyms import ENV_KEY, default_key_file
+
+    cfg = _build_config(config_path, key_file, uid_root, flags)
+
+    source = (
+        "environment variable " + ENV_KEY
+        if os.environ.get(ENV_KEY)
+        else f"key file {cfg.key_file or os.environ.get('MEDPIPE_KEY_FILE') or default_key_file()}"
+    )
+    click.echo(
+        json.dumps(
+            {
+                "standard": f"DICOM PS3.15 Annex E, tables of edition {table_edition()}",
+                "profile": cfg.profile.as_dict(),
+                "enabled_options": [o.value for o in cfg.profile.enabled_options()],
+                "method": cfg.profile.method_description(),
+                "key_source": source,
+                "workers": cfg.worker_count(),
+            },
+            indent=1,
+        )
+    )
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--against",
+    "against",
+    required=True,
+    type=click.Path(exists=True),
+    help="The original inputs whose identifying values are searched for.",
+)
+@click.option(
+    "--log",
+    "logs",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A log file to search too (repeatable).",
+)
+@profile_options
+@friendly_errors
+def audit(
+    output: str,
+    against: str,
+    logs: tuple[str, ...],
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    **flags: Any,
+) -> None:
+    """Search OUTPUT (and logs) for PHI values of the inputs; exit 1 on any hit.
+
+    Hits are reported by the tag path of the value in the input and the file it was
+    found in, never by the value itself.
+    """
+    from src.pipeline.audit import audit as run_audit
+
+    cfg = _build_config(config_path, key_file, uid_root, flags)
+    report = run_audit(output, against, logs, profile=cfg.profile, key=_key(cfg).key)
+    click.echo(
+        f"audited {report.files_scanned} files ({report.bytes_scanned / 1e6:.1f} MB) "
+        f"for {report.values} identifying values from {report.inputs} inputs: "
+        f"{len(report.hits)} hit(s)"
+    )
+    for hit in report.hits:
+        click.echo(f"HIT {hit.source} in {hit.found_in}")
+    if not report.clean:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--seed", default=20261128, show_default=True, help="Same seed, same bytes.")
+@click.option("--patients", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--series", "series_per_study", default=2, show_default=True, type=click.IntRange(min=1)
+)
+@click.option(
+    "--instances", "instances_per_series", default=4, show_default=True, type=click.IntRange(min=1)
+)
+@click.option(
+    "--size",
+    default=128,
+    show_default=True,
+    type=click.IntRange(min=8),
+    help="Rows and columns of each image.",
+)
+@friendly_errors
+def samples(
+    output: str,
+    seed: int,
+    patients: int,
+    series_per_study: int,
+    instances_per_series: int,
+    size: int,
+) -> None:
+    """Write sample studies with realistic fake PHI into OUTPUT."""
+    from src.synthetic import write_corpus
+
+    corpus = write_corpus(
+        output,
+        seed=seed,
+        patients=patients,
+        series_per_study=series_per_study,
+        instances_per_series=instances_per_series,
+        rows=size,
+        columns=size,
+    )
+    click.echo(f"wrote {len(corpus.files)} sample files for {patients} fake patients to {output}")
