@@ -79,7 +79,7 @@ def test_error_response_shapes():
 def test_cli_error_line_hides_values_quoted_by_pydicom():
     from pydicom.valuerep import IS
 
-    from src.cli import _safe_message
+    from src.cli.app import _safe_message
 
     try:
         IS("Whitfield")
