@@ -10,6 +10,8 @@ the URL's query parameters in unit tests; see ``docs/aws.md``.
 
 from __future__ import annotations
 
+import os
+
 import re
 import unicodedata
 from typing import Any
@@ -20,6 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from src.aws import make_client, retry_config, translate_client_error
+from src.errors import AccessDeniedError
 from src.errors import ObjectNotFoundError
 
 MIN_EXPIRY_SECONDS = 1
@@ -64,6 +67,17 @@ def _check_header_value(value: str | None, what: str) -> None:
         raise ValueError(f"{what} must not contain control characters (CR, LF ...)")
 
 
+PHI_BUCKET_VARIABLES = ("MEDPIPE_RAW_BUCKET", "MEDPIPE_QUARANTINE_BUCKET")
+
+
+def phi_buckets_from_env() -> frozenset[str]:
+    """Buckets that hold PHI: ``MEDPIPE_RAW_BUCKET``, ``MEDPIPE_QUARANTINE_BUCKET`` and the
+    comma-separated ``MEDPIPE_PHI_BUCKETS``."""
+    names = {os.environ.get(v, "") for v in PHI_BUCKET_VARIABLES}
+    names.update(os.environ.get("MEDPIPE_PHI_BUCKETS", "").split(","))
+    return frozenset(n.strip() for n in names if n.strip())
+
+
 class PresignedUrlHandler:
     """Generate presigned URLs for one bucket.
 
@@ -94,8 +108,10 @@ class PresignedUrlHandler:
         endpoint_url: str | None = None,
         s3_client: Any = None,
         session: boto3.session.Session | None = None,
+        phi_buckets: frozenset[str] | None = None,
     ) -> None:
         self.bucket_name = bucket_name
+        self.phi_buckets = phi_buckets if phi_buckets is not None else phi_buckets_from_env()
         self.region_name = region_name
         config = retry_config().merge(Config(signature_version="s3v4"))
         self.s3_client = make_client(
@@ -110,6 +126,13 @@ class PresignedUrlHandler:
         )
 
     def _presign(self, method: str, params: dict[str, Any], expiration_seconds: int) -> str:
+        if self.bucket_name in self.phi_buckets:
+            # The bucket policy denies query-string auth there too; refusing here says why.
+            raise AccessDeniedError(
+                f"presigned URLs are refused for bucket {self.bucket_name}: it holds PHI "
+                "(raw or quarantine); share from the processed bucket",
+                aws_error_code="PhiBucket",
+            )
         try:
             url: str = self.s3_client.generate_presigned_url(
                 method, Params=params, ExpiresIn=expiration_seconds

@@ -383,3 +383,19 @@ def test_substitute_variables_everywhere_and_unknown_is_an_error(tmp_path):
         handler.substitute_variables(loaded, {"LambdaArn": "arn:l"})
     with pytest.raises(ConfigurationError):
         StepFunctionsHandler(sfn_client=object()).create_state_machine("x", loaded, ROLE)
+
+
+def test_presigned_urls_are_refused_for_phi_buckets(aws, monkeypatch):
+    from src.delivery.presigned_url_handler import PresignedUrlHandler
+    from src.errors import AccessDeniedError
+
+    monkeypatch.setenv("MEDPIPE_RAW_BUCKET", "raw-phi")
+    monkeypatch.setenv("MEDPIPE_QUARANTINE_BUCKET", "quarantine-phi")
+    for bucket in ("raw-phi", "quarantine-phi"):
+        handler = PresignedUrlHandler(bucket)
+        with pytest.raises(AccessDeniedError, match="holds PHI"):
+            handler.generate_download_url("a/b.dcm")
+        with pytest.raises(AccessDeniedError):
+            handler.generate_upload_url("a/b.dcm")
+    shared = PresignedUrlHandler("processed", phi_buckets=frozenset({"raw-phi"}))
+    assert shared.generate_download_url("a/b.dcm", 60)["url"].startswith("http")
