@@ -11,7 +11,6 @@ the URL's query parameters in unit tests; see ``docs/aws.md``.
 from __future__ import annotations
 
 import os
-
 import re
 import unicodedata
 from typing import Any
@@ -22,8 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from src.aws import make_client, retry_config, translate_client_error
-from src.errors import AccessDeniedError
-from src.errors import ObjectNotFoundError
+from src.errors import AccessDeniedError, ObjectNotFoundError
 
 MIN_EXPIRY_SECONDS = 1
 MAX_EXPIRY_SECONDS = 7 * 24 * 3600

@@ -42,6 +42,7 @@ from src import __version__
 from src.errors import DeidentificationError, InvalidDICOMError
 from src.ingestion.action_report import ActionRecord, DeidentificationResult
 from src.ingestion.dicom_parser import DICOMParser
+from src.ingestion.iod_types import types_for_sop_class
 from src.ingestion.part10 import (
     _PIXEL_TAGS,
     _encoding,
@@ -59,7 +60,7 @@ from src.ingestion.profile import (
     parse_tag,
 )
 from src.ingestion.pseudonyms import Pseudonymizer, resolve_key
-from src.ingestion.safety_net import _burned_in_risk, _Identifiers, _patient_key
+from src.ingestion.safety_net import _burned_in_risk, _Identifiers, _patient_key, _value
 from src.ingestion.walk import MAX_SEQUENCE_DEPTH, DatasetWalker, _Context, _Mode
 
 
@@ -222,6 +223,7 @@ class Deidentifier:
             offset=offset,
             pseudonym=pseudonym,
             identifiers=identifiers,
+            iod=types_for_sop_class(_value(dataset, 0x00080016)),
         )
         burned_in = _burned_in_risk(dataset)
         try:

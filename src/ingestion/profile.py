@@ -281,19 +281,26 @@ class CompiledRules:
     overlay_comments: Action
     private: Action
     safe_private: frozenset[tuple[str, int, int]]
+    #: Tags whose effective code is still combined (``X/Z`` ...), with that code: the walk
+    #: resolves them from the object's IOD Types (:mod:`src.ingestion.iod_types`).
+    combined: Mapping[int, str] = field(default_factory=dict)
 
 
 @cache
 def compile_rules(profile: ConfidentialityProfile) -> CompiledRules:
     """Resolve Table E.1-1 for ``profile`` (cached per profile)."""
     by_tag: dict[int, Action] = {}
+    combined: dict[int, str] = {}
     masks: dict[str, Action] = {}
     for row in load_table_e1_1():
         code = effective_code(row.basic, row.options, profile)
         if row.tag is None:
             masks[row.tag_text] = choose(code, None)
             continue
-        by_tag[row.tag] = choose(code, profile.attribute_types.get(row.tag))
+        given = profile.attribute_types.get(row.tag)
+        by_tag[row.tag] = choose(code, given)
+        if "/" in code and given is None:
+            combined[row.tag] = code
     return CompiledRules(
         by_tag=by_tag,
         curves=masks["(50xx,xxxx)"],
@@ -301,4 +308,5 @@ def compile_rules(profile: ConfidentialityProfile) -> CompiledRules:
         overlay_comments=masks["(60xx,4000)"],
         private=masks["(gggg,eeee)"],
         safe_private=load_safe_private(),
+        combined=combined,
     )

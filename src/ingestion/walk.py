@@ -16,8 +16,8 @@ from datetime import timedelta
 from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
@@ -25,9 +25,11 @@ from pydicom.tag import BaseTag
 
 from src.errors import DeidentificationError
 from src.ingestion.action_report import ActionRecord
+from src.ingestion.iod_types import PathTypes, resolve
 from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.pseudonyms import Pseudonymizer
 from src.ingestion.safety_net import _MAX_LEN, _clean_text, _Identifiers, _text
+from src.ingestion.vrs import _foreign_vr, _vr_of
 
 #: Deepest sequence nesting accepted; deeper input is refused rather than half-cleaned.
 MAX_SEQUENCE_DEPTH = 64
@@ -128,6 +130,10 @@ class _Context:
     graphics_kept: bool = False
     changes: int = 0
     unchanged_sequences: set[int] = field(default_factory=set)
+    #: The object's IOD Types for combined codes (None: unknown SOP Class).
+    iod: PathTypes | None = None
+    #: Tags of the sequences enclosing the element being decided, outermost first.
+    seq_path: tuple[int, ...] = ()
 
 
 class DatasetWalker:
@@ -190,6 +196,8 @@ class DatasetWalker:
             elif 0x6000 <= group <= 0x60FF and element in (0x3000, 0x4000):
                 action = rules.overlay_data if element == 0x3000 else rules.overlay_comments
                 reason = "overlay"
+            elif tag in rules.combined and ctx.iod is not None:
+                action, reason = self._iod_action(tag, vr, rules.combined[tag], ctx)
             elif tag in rules.by_tag:
                 action = rules.by_tag[tag]
             else:
@@ -228,6 +236,18 @@ class DatasetWalker:
             self._apply(ds, elem, tag, vr, action, reason, path, ctx, depth, mode)
         if creators_kept or any(t >> 16 & 1 for t in tags):
             _drop_orphan_creators(ds)
+
+    @staticmethod
+    def _iod_action(tag: int, vr: str, code: str, ctx: _Context) -> tuple[Action, str]:
+        """A combined code resolved by the attribute's Type at this path of this IOD."""
+        assert ctx.iod is not None
+        kind = ctx.iod.get(ctx.seq_path, {}).get(tag)
+        single = resolve(code, kind) if kind is not None else None
+        if single is None:  # not defined here by the IOD: the most protective choice
+            return ctx.rules.by_tag[tag], "E.1-1"
+        if single == "U*":  # a sequence of references: kept, its UIDs replaced inside
+            return (Action.KEEP if vr == "SQ" else Action.UID), f"E.1-1 Type {kind}"
+        return Action(single), f"E.1-1 Type {kind}"
 
     def _private_action(
         self, ds: Dataset, tag: int, ctx: _Context, creators_kept: dict[int, str]
@@ -307,8 +327,13 @@ class DatasetWalker:
             else:
                 child = {Action.DUMMY: _Mode.DUMMY, Action.CLEAN: _Mode.CLEAN}.get(action, mode)
                 before = ctx.changes
-                for index, item in enumerate(elem.value):
-                    self.walk(item, ctx, f"{path}[{index}].", depth + 1, child)
+                outer = ctx.seq_path
+                ctx.seq_path = (*outer, tag)
+                try:
+                    for index, item in enumerate(elem.value):
+                        self.walk(item, ctx, f"{path}[{index}].", depth + 1, child)
+                finally:
+                    ctx.seq_path = outer
                 if depth == 0 and action == Action.KEEP and ctx.changes == before:
                     # Nothing inside changed: the writer may copy the original bytes.
                     ctx.unchanged_sequences.add(tag)
@@ -372,29 +397,6 @@ class DatasetWalker:
         ctx.actions.append(ActionRecord(path, _tag_text(tag), vr, str(action), reason))
         if action != Action.KEEP:
             ctx.changes += 1
-
-
-@functools.lru_cache(maxsize=4096)
-def _dictionary_vrs(tag: int) -> frozenset[str]:
-    if not dictionary_has_tag(tag):
-        return frozenset()
-    return frozenset(str(dictionary_VR(tag)).split(" or "))
-
-
-def _foreign_vr(tag: int, vr: str) -> bool:
-    """Whether a known attribute arrived with a VR its dictionary entry does not allow."""
-    allowed = _dictionary_vrs(tag)
-    return bool(allowed) and vr not in allowed and vr != "UN"
-
-
-def _vr_of(elem: DataElement | RawDataElement, tag: int) -> str:
-    """The element's VR, from the element when it says, else from the dictionary."""
-    vr = elem.VR
-    if vr and vr != "UN":
-        return str(vr)
-    if dictionary_has_tag(tag):
-        return str(dictionary_VR(tag)).split(" or ")[0]
-    return str(vr or "UN")
 
 
 def _drop_orphan_creators(ds: Dataset) -> None:
