@@ -700,6 +700,41 @@ def test_dciodvfy_finds_no_new_errors_after_deidentification(corpus, tmp_path):
         assert errors(out) <= errors(path), (path.parent.name, errors(out) - errors(path))
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "liver_1frame.dcm",  # Enhanced CT: DeviceSerialNumber (1), SourceImageSequence (2)
+        "reportsi.dcm",  # SR: ReferencedPerformedProcedureStepSequence (2)
+        "test-SR.dcm",
+        "rtplan.dcm",  # RT Plan: OperatorsName, TreatmentMachineName (2)
+        "rtstruct.dcm",
+        "waveform_ecg.dcm",  # AcquisitionContextSequence (2)
+    ],
+)
+def test_iod_types_keep_type_1_and_2_attributes_that_dciodvfy_requires(name, tmp_path):
+    """Before combined codes followed the IOD, each of these gained a dciodvfy error."""
+    from pydicom.data import get_testdata_file
+
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is None:
+        if os.environ.get("CI"):
+            pytest.fail("dciodvfy must be installed in CI (make test installs dicom3tools)")
+        pytest.skip("dicom3tools not installed")
+
+    def missing(path: Path) -> set[str]:
+        proc = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, check=False)
+        return {
+            line.split(" - (0x")[0]
+            for line in (proc.stdout + proc.stderr).splitlines()
+            if line.startswith("Error") and "Missing attribute Type" in line
+        }
+
+    source = Path(get_testdata_file(name))
+    out = tmp_path / "out.dcm"
+    Deidentifier(key=TEST_KEY).deidentify_file(source, out)
+    assert missing(out) <= missing(source), missing(out) - missing(source)
+
+
 def test_fuzz_regressions_foreign_vrs():
     """Found by `make fuzz`: attributes arriving with a VR their entry does not allow."""
     ds = Dataset()
