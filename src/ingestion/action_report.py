@@ -64,6 +64,7 @@ class DeidentificationResult:
     graphics_review_required: bool = False
     flags: list[str] = field(default_factory=list)
     has_pixel_data: bool = False
+    history_kept: bool = False
     unchanged_sequences: set[int] = field(default_factory=set, repr=False)
 
     @property

@@ -33,16 +33,12 @@ from typing import IO
 from pydicom import config as pydicom_config
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
-from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
-from src import __version__
 from src.errors import DeidentificationError, InvalidDICOMError
 from src.ingestion.action_report import ActionRecord, DeidentificationResult
 from src.ingestion.dicom_parser import DICOMParser
 from src.ingestion.iod_types import types_for_sop_class
+from src.ingestion.markers import _encode_element, mark, rebuild_file_meta
 from src.ingestion.part10 import (
     _PIXEL_TAGS,
     _encoding,
@@ -53,8 +49,6 @@ from src.ingestion.part10 import (
     save_whole,
 )
 from src.ingestion.profile import (
-    BASIC_PROFILE_CODE,
-    OPTION_CODES,
     ConfidentialityProfile,
     compile_rules,
     parse_tag,
@@ -237,8 +231,8 @@ class Deidentifier:
             raise DeidentificationError(
                 f"an element could not be decoded or replaced ({type(exc).__name__})"
             ) from exc
-        self._file_meta(dataset)
-        self._mark(dataset)
+        rebuild_file_meta(dataset, self.profile.retain_uids, self._pseudo)
+        history = mark(dataset, self.profile)
         return DeidentificationResult(
             dataset=dataset,
             actions=ctx.actions,
@@ -247,6 +241,7 @@ class Deidentifier:
             graphics_review_required=ctx.graphics_kept,
             unchanged_sequences=ctx.unchanged_sequences,
             flags=list(flags),
+            history_kept=history,
         )
 
     def deidentify_file_with_report(
@@ -343,54 +338,17 @@ class Deidentifier:
             result.unchanged_sequences,
             atomic,
             self.fsync,
-            self._marker_bytes,
+            self._marker_bytes if not result.history_kept else _encode_element,
         )
         return result
 
-    def _mark(self, ds: Dataset) -> None:
-        profile = self.profile
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = profile.method_description()
-        codes = [BASIC_PROFILE_CODE] + [OPTION_CODES[o] for o in profile.enabled_options()]
-        items = []
-        for code in codes:
-            item = Dataset()
-            item.CodeValue = code.value
-            item.CodingSchemeDesignator = code.scheme
-            item.CodeMeaning = code.meaning
-            items.append(item)
-        ds.DeidentificationMethodCodeSequence = DicomSequence(items)
-        if profile.retain_longitudinal_modified_dates:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
-        elif profile.retain_longitudinal_full_dates:
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
-        else:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
-
-    def _file_meta(self, ds: Dataset) -> None:
-        meta = getattr(ds, "file_meta", None)
-        if meta is None:
-            return
-        for tag in list(meta.keys()):
-            if int(tag) in (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102):
-                del meta[tag]
-        if "SOPInstanceUID" in ds:
-            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        elif "MediaStorageSOPInstanceUID" in meta and not self.profile.retain_uids:
-            meta.MediaStorageSOPInstanceUID = self._pseudo.uid(str(meta.MediaStorageSOPInstanceUID))
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        meta.ImplementationVersionName = f"MEDPIPE_{__version__}"[:16]
-
     def _marker_bytes(self, ds: Dataset, tag: int, implicit: bool, little: bool) -> bytes:
-        """The encoded de-identification markers: the same for every file of a profile."""
+        """The encoded de-identification markers: the same for every file of a profile
+        (unless the file carried an earlier history: then :func:`_encode_element`)."""
         key = (tag, implicit, little)
         cached = self._marker_cache.get(key)
         if cached is None:
-            buffer = DicomBytesIO()
-            buffer.is_implicit_VR = implicit
-            buffer.is_little_endian = little
-            write_data_element(buffer, ds[tag])
-            cached = self._marker_cache[key] = buffer.getvalue()
+            cached = self._marker_cache[key] = _encode_element(ds, tag, implicit, little)
         return cached
 
 

@@ -27,6 +27,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from src import __version__
 from src.atomic import atomic_write
 from src.errors import DeidentificationError, InvalidDICOMError
+from src.ingestion.structure import items_well_ordered
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _LONG_VRS = frozenset(
@@ -94,10 +95,19 @@ def save_streamed(
                 continue
             item: Any = header.get_item(tag)
             known = spans.get(tag)
-            if known is not None and (item is known[0] or tag in unchanged):
-                body.write(original[known[1] : known[2]])
-            elif tag in _MARKER_TAGS:
+            if tag in _MARKER_TAGS:  # ours, whatever the input held there
                 body.write(marker_bytes(header, tag, out_implicit, out_little))
+            elif (
+                known is not None
+                and (item is known[0] or tag in unchanged)
+                and (
+                    tag not in unchanged
+                    or items_well_ordered(
+                        original, known[1], known[2], implicit=implicit, little=little
+                    )
+                )
+            ):
+                body.write(original[known[1] : known[2]])
             else:
                 write_data_element(body, header[tag], charset)
         with _output(output_path, atomic, fsync) as out:

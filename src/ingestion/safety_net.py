@@ -169,6 +169,8 @@ def _clean_text(text: str, identifiers: Iterable[str], vr: str) -> str:
         out = re.sub(re.escape(ident), "", out, flags=re.IGNORECASE)
     out = _DATE_PATTERN.sub("", out)
     out = _LONG_NUMBER.sub("", out)
+    if out == text:
+        return text  # nothing identifying: the value stays true (a "-0500" keeps its sign)
     out = re.sub(r"\s{2,}", " ", out).strip(" ,;:-^")
     limit = _MAX_LEN.get(vr)
     if limit:

@@ -779,3 +779,111 @@ def get_testdata_file_no_meta() -> str:
     from pydicom.data import get_testdata_file
 
     return str(get_testdata_file("no_meta.dcm"))
+
+
+def _duplicate_in_item(tmp_path: Path) -> Path:
+    """A CT whose one sequence item holds Code Meaning twice: a name first, then a term."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    item = Dataset()
+    item.CodeValue = "T-D0050"
+    item.CodingSchemeDesignator = "SRT"
+    item.CodeMeaning = "XXMEANINGXX"
+    ds.AnatomicRegionSequence = Sequence([item])
+    path = tmp_path / "dup.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    # Insert a first Code Meaning (0008,0104) LO "Whitfield^Agatha" before the real one,
+    # and fix the item's and the sequence's defined lengths if there are any.
+    marker = data.index(b"XXMEANINGXX")
+    elem_start = marker - 8
+    extra = b"\x08\x00\x04\x01LO\x10\x00" + b"Whitfield^Agatha"
+    out = bytearray(data[:elem_start] + extra + data[elem_start:])
+    return _fix_lengths(path, out, elem_start, len(extra))
+
+
+def _fix_lengths(path: Path, out: bytearray, at: int, added: int) -> Path:
+    import struct as _struct
+
+    seq = out.rfind(b"\x08\x00\x18\x22SQ", 0, at)  # (0008,2218) Anatomic Region Sequence
+    (seq_len,) = _struct.unpack_from("<L", out, seq + 8)
+    if seq_len != 0xFFFFFFFF:
+        _struct.pack_into("<L", out, seq + 8, seq_len + added)
+    item = seq + 12
+    (item_len,) = _struct.unpack_from("<L", out, item + 4)
+    if item_len != 0xFFFFFFFF:
+        _struct.pack_into("<L", out, item + 4, item_len + added)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def test_a_repeated_element_in_an_item_is_never_copied_as_bytes(tmp_path):
+    """pydicom keeps the last copy, dcmtk shows the first: the output holds one, decided."""
+    source = _duplicate_in_item(tmp_path)
+    assert source.read_bytes().count(b"Whitfield^Agatha") == 1
+    out = tmp_path / "out.dcm"
+    Deidentifier(key=TEST_KEY).deidentify_file(source, out)
+    data = out.read_bytes()
+    assert b"Whitfield" not in data
+    back = pydicom.dcmread(out)
+    assert back.AnatomicRegionSequence[0].CodeMeaning == "XXMEANINGXX"
+    dcmdump = shutil.which("dcmdump")
+    if dcmdump:
+        text = subprocess.run([dcmdump, str(out)], capture_output=True, text=True).stdout
+        assert "Whitfield" not in text
+
+
+def test_file_meta_keeps_only_what_ps3_10_defines(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    meta = ds.file_meta
+    meta.SourceApplicationEntityTitle = "WHITFIELD_CT"
+    meta.SendingApplicationEntityTitle = "AGATHA_PACS"
+    meta.SourcePresentationAddress = "dicom://whitfield.example"
+    meta.add_new(0x00020035, "SH", "RTVSRC_AGATHA")  # RTV Source Identifier
+    meta.add_new(0x000200FE, "LO", "UNKNOWN_META_AGATHA")  # not defined by PS3.10
+    meta.PrivateInformationCreatorUID = "1.2.3.4"
+    meta.PrivateInformation = b"WHITFIELDPRIV"
+    src = tmp_path / "meta.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = tmp_path / "out.dcm"
+    Deidentifier(key=TEST_KEY).deidentify_file(src, out)
+    data = out.read_bytes()
+    for planted in (b"WHITFIELD", b"AGATHA", b"whitfield"):
+        assert planted not in data
+    kept = {int(e.tag) for e in pydicom.dcmread(out).file_meta}
+    assert kept <= {
+        0x00020000,
+        0x00020001,
+        0x00020002,
+        0x00020003,
+        0x00020010,
+        0x00020012,
+        0x00020013,
+    }
+    assert {0x00020002, 0x00020003, 0x00020010} <= kept
+
+
+def test_an_earlier_deidentification_history_survives(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.DeidentificationMethod = "SITE TOOL v1"
+    earlier = Dataset()
+    earlier.CodeValue, earlier.CodingSchemeDesignator = "113105", "DCM"
+    earlier.CodeMeaning = "Clean Descriptors Option"
+    ds.DeidentificationMethodCodeSequence = Sequence([earlier])
+    ds.TimezoneOffsetFromUTC = "-0500"
+    src = tmp_path / "twice.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = tmp_path / "out.dcm"
+    Deidentifier(key=TEST_KEY).deidentify_file(src, out)
+    back = pydicom.dcmread(out)
+    methods = list(back.DeidentificationMethod)
+    assert methods[0] == "SITE TOOL v1" and len(methods) >= 2
+    codes = [i.CodeValue for i in back.DeidentificationMethodCodeSequence]
+    assert codes[0] == "113105" and "113100" in codes
+    if "TimezoneOffsetFromUTC" in back:
+        assert back.TimezoneOffsetFromUTC == "-0500"  # kept values stay true

@@ -1,0 +1,95 @@
+"""The attributes PS3.15 requires of a de-identified object, and its file meta.
+
+Patient Identity Removed, De-identification Method and its Code Sequence (the profile and
+each option, after any earlier de-identification's entries), Longitudinal Temporal
+Information Modified; the File Meta Information rebuilt with only what PS3.10 defines.
+"""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+from src import __version__
+from src.ingestion.profile import BASIC_PROFILE_CODE, OPTION_CODES, ConfidentialityProfile
+from src.ingestion.pseudonyms import Pseudonymizer
+
+#: File Meta Information Version, Media Storage SOP Class and Instance, Transfer Syntax,
+#: Implementation Class UID and Version Name (rewritten); the group length is recomputed.
+_FILE_META_KEPT = frozenset(
+    {0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
+)
+
+
+def _values(ds: Dataset, keyword: str) -> list[object]:
+    """The values of a text attribute as a list (empty when absent or empty)."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, MultiValue) else [value]
+
+
+def mark(ds: Dataset, profile: ConfidentialityProfile) -> bool:
+    """Set the attributes PS3.15 requires; returns whether an earlier history was kept.
+
+    A dataset de-identified before keeps its De-identification Method values and Code
+    Sequence items; ours are appended, so the history survives.
+    """
+    ds.PatientIdentityRemoved = "YES"
+    ours = profile.method_description()
+    earlier = [str(v) for v in _values(ds, "DeidentificationMethod") if str(v) not in ours]
+    ds.DeidentificationMethod = earlier + ours
+    codes = [BASIC_PROFILE_CODE] + [OPTION_CODES[o] for o in profile.enabled_options()]
+    kept = [
+        item
+        for item in ds.get("DeidentificationMethodCodeSequence") or []
+        if (item.get("CodingSchemeDesignator"), item.get("CodeValue"))
+        not in {(c.scheme, c.value) for c in codes}
+    ]
+    items = list(kept)
+    for code in codes:
+        item = Dataset()
+        item.CodeValue = code.value
+        item.CodingSchemeDesignator = code.scheme
+        item.CodeMeaning = code.meaning
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = DicomSequence(items)
+    history = bool(earlier or kept)
+    if profile.retain_longitudinal_modified_dates:
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    elif profile.retain_longitudinal_full_dates:
+        ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    else:
+        ds.LongitudinalTemporalInformationModified = "REMOVED"
+    return history
+
+
+def rebuild_file_meta(ds: Dataset, retain_uids: bool, pseudo: Pseudonymizer) -> None:
+    """Keep only the File Meta elements PS3.10 defines and the writer needs."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        return
+    for tag in list(meta.keys()):
+        # Only what PS3.10 defines and the writer needs survives: AE titles,
+        # presentation addresses, RTV sources, private information and anything
+        # unknown in group 0002 can name a site or carry anything.
+        if int(tag) not in _FILE_META_KEPT:
+            del meta[tag]
+    if "SOPInstanceUID" in ds:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    elif "MediaStorageSOPInstanceUID" in meta and not retain_uids:
+        meta.MediaStorageSOPInstanceUID = pseudo.uid(str(meta.MediaStorageSOPInstanceUID))
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"MEDPIPE_{__version__}"[:16]
+
+
+def _encode_element(ds: Dataset, tag: int, implicit: bool, little: bool) -> bytes:
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR = implicit
+    buffer.is_little_endian = little
+    write_data_element(buffer, ds[tag])
+    return buffer.getvalue()
