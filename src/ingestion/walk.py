@@ -16,15 +16,17 @@ from datetime import timedelta
 from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_has_tag, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.tag import BaseTag
 
 from src.errors import DeidentificationError
 from src.ingestion.action_report import ActionRecord
+from src.ingestion.codes import standard_meaning
+from src.ingestion.dicom_parser import peek
+from src.ingestion.dummies import _CODE_STRUCTURE, _DUMMY, _DUMMY_TEXT
 from src.ingestion.iod_types import PathTypes, resolve
 from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.pseudonyms import Pseudonymizer
@@ -38,65 +40,6 @@ _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 # Text the table keeps is still searched for the patient's own identifiers.
 _SCANNED_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
 _DATE_VRS = frozenset({"DA", "DT"})
-_DUMMY_TEXT = "ANONYMIZED"
-_DUMMY: dict[str, Any] = {
-    "AE": "ANONYMIZED",
-    "AS": "000Y",
-    "CS": "ANONYMIZED",
-    "DA": "19000101",
-    "DS": "0",
-    "DT": "19000101000000",
-    "IS": "0",
-    "LO": _DUMMY_TEXT,
-    "LT": _DUMMY_TEXT,
-    "PN": "ANONYMIZED",
-    "SH": _DUMMY_TEXT,
-    "ST": _DUMMY_TEXT,
-    "TM": "000000",
-    "UC": _DUMMY_TEXT,
-    "UR": "urn:anonymized",
-    "UT": _DUMMY_TEXT,
-    "FL": 0.0,
-    "FD": 0.0,
-    "SL": 0,
-    "SS": 0,
-    "SV": 0,
-    "UL": 0,
-    "US": 0,
-    "UV": 0,
-    "AT": BaseTag(0),
-    "OB": b"\x00\x00",
-    "OD": b"\x00" * 8,
-    "OF": b"\x00" * 4,
-    "OL": b"\x00" * 4,
-    "OV": b"\x00" * 8,
-    "OW": b"\x00\x00",
-    "UN": b"\x00\x00",
-}
-# Inside a dummied or cleaned sequence (SR content), these carry the coded structure.
-_CODE_STRUCTURE = frozenset(
-    tag_for_keyword(k) or 0
-    for k in (
-        "CodeValue",
-        "CodingSchemeDesignator",
-        "CodingSchemeVersion",
-        "CodeMeaning",
-        "LongCodeValue",
-        "URNCodeValue",
-        "ValueType",
-        "RelationshipType",
-        "ContinuityOfContent",
-        "TemplateIdentifier",
-        "MappingResource",
-        "MappingResourceName",
-        "ContextIdentifier",
-        "ContextUID",
-        "MeasurementUnitsCodeSequence",
-        "GraphicType",
-        "TemporalRangeType",
-        "ReferencedFrameNumber",
-    )
-)
 _TRAILING_PADDING = 0xFFFCFFFC
 _PATIENT_ID = 0x00100020
 _PATIENT_NAME = 0x00100010
@@ -134,6 +77,14 @@ class _Context:
     iod: PathTypes | None = None
     #: Tags of the sequences enclosing the element being decided, outermost first.
     seq_path: tuple[int, ...] = ()
+
+
+_CODE_MEANING = 0x00080104
+
+
+def _peek_value(ds: Dataset, tag: int) -> Any:
+    elem = peek(ds, tag)
+    return None if elem is None else elem.value
 
 
 class DatasetWalker:
@@ -277,6 +228,15 @@ class DatasetWalker:
     ) -> tuple[Action, str]:
         if vr == "SQ":
             return (Action.DUMMY if mode == _Mode.DUMMY else Action.KEEP), "E.1-1"
+        if mode != _Mode.NORMAL and tag == _CODE_MEANING:
+            # Kept only for a standard code, and then as the standard's own meaning.
+            scheme, value = _text(_peek_value(ds, 0x00080102)), _text(_peek_value(ds, 0x00080100))
+            meaning = standard_meaning(scheme, value)
+            if meaning is None:
+                return Action.DUMMY, "code-meaning"
+            if _text(ds[tag].value) == meaning:
+                return Action.KEEP, "E.1-1"
+            return Action.CLEAN, "standard-code"
         if mode != _Mode.NORMAL and tag in _CODE_STRUCTURE:
             return Action.KEEP, "E.1-1"
         if not dictionary_has_tag(tag) and (tag >> 16) != 0x0002:
@@ -347,6 +307,9 @@ class DatasetWalker:
                 elem.value = self._map_uids(elem.value, ctx)
             else:
                 elem.value = self._dummy(elem, vr, path, ctx)
+        elif action == Action.CLEAN and reason == "standard-code":
+            scheme, value = _text(_peek_value(ds, 0x00080102)), _text(_peek_value(ds, 0x00080100))
+            elem.value = standard_meaning(scheme, value) or _DUMMY_TEXT
         elif action == Action.CLEAN:
             self._clean(elem, vr, path, ctx)
         self._record(ctx, path, tag, vr, action, reason)

@@ -887,3 +887,36 @@ def test_an_earlier_deidentification_history_survives(tmp_path):
     assert codes[0] == "113105" and "113100" in codes
     if "TimezoneOffsetFromUTC" in back:
         assert back.TimezoneOffsetFromUTC == "-0500"  # kept values stay true
+
+
+def test_code_meanings_in_dummied_content_keep_only_standard_codes(tmp_path):
+    """A site-specific meaning can carry a name: inside Content Sequence (D) a meaning
+    survives only for a code the standard knows, and then as the standard's meaning."""
+    ds = Dataset()
+    ds.PatientID = "MRN-CODES-1"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    ds.SOPInstanceUID = "1.2.3.4.5"
+
+    def coded(value: str, scheme: str, meaning: str) -> Dataset:
+        item = Dataset()
+        concept = Dataset()
+        concept.CodeValue, concept.CodingSchemeDesignator = value, scheme
+        concept.CodeMeaning = meaning
+        item.ValueType = "CODE"
+        item.RelationshipType = "CONTAINS"
+        item.ConceptCodeSequence = Sequence([concept])
+        return item
+
+    ds.ContentSequence = Sequence(
+        [
+            coded("121071", "DCM", "Finding for Whitfield^Agatha"),  # standard code, bad meaning
+            coded("99W1", "99LOCAL", "Agatha Whitfield's lesion"),  # local code
+            coded("113100", "DCM", "Basic Application Confidentiality Profile"),
+        ]
+    )
+    Deidentifier(key=TEST_KEY).deidentify(ds)
+    meanings = [i.ConceptCodeSequence[0].CodeMeaning for i in ds.ContentSequence]
+    assert meanings[0] == "Finding"  # the standard's meaning of (DCM, 121071)
+    assert "Whitfield" not in meanings[1] and "Agatha" not in meanings[1]
+    assert meanings[2] == "Basic Application Confidentiality Profile"
+    assert [i.ConceptCodeSequence[0].CodeValue for i in ds.ContentSequence][0] == "121071"
