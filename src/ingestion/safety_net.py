@@ -181,9 +181,25 @@ def _clean_text(text: str, identifiers: Iterable[str], vr: str) -> str:
 
 
 def _burned_in_risk(ds: Dataset) -> bool:
+    """Whether the pixels may carry burned-in text.
+
+    Secondary Capture (single and multi-frame: screenshots, scanned documents, dose
+    reports) and video objects are at risk whatever their Modality or Burned In
+    Annotation say; otherwise Burned In Annotation decides, and without it the Modality.
+    """
+    if _at_risk_sop_class(_value(ds, 0x00080016)):
+        return True
     burned = _value(ds, 0x00280301).upper()
     if burned == "YES":
         return True
     if burned == "NO":
         return False
     return _value(ds, 0x00080060).upper() in _BURNED_IN_RISK_MODALITIES
+
+
+def _at_risk_sop_class(uid: str) -> bool:
+    from pydicom._uid_dict import UID_dictionary
+
+    entry = UID_dictionary.get(uid)
+    name = str(entry[0]) if entry else ""
+    return "Secondary Capture" in name or "Video" in name

@@ -919,4 +919,25 @@ def test_code_meanings_in_dummied_content_keep_only_standard_codes(tmp_path):
     assert meanings[0] == "Finding"  # the standard's meaning of (DCM, 121071)
     assert "Whitfield" not in meanings[1] and "Agatha" not in meanings[1]
     assert meanings[2] == "Basic Application Confidentiality Profile"
-    assert [i.ConceptCodeSequence[0].CodeValue for i in ds.ContentSequence][0] == "121071"
+    assert ds.ContentSequence[0].ConceptCodeSequence[0].CodeValue == "121071"
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "modality", "burned", "risk"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.7", "CT", "NO", True),  # Secondary Capture: a screenshot
+        ("1.2.840.10008.5.1.4.1.1.7.4", "OT", None, True),  # Multi-frame True Color SC
+        ("1.2.840.10008.5.1.4.1.1.77.1.1.1", "ES", "NO", True),  # Video Endoscopic
+        ("1.2.840.10008.5.1.4.1.1.2", "CT", None, False),
+        ("1.2.840.10008.5.1.4.1.1.2", "CT", "YES", True),
+        ("1.2.840.10008.5.1.4.1.1.6.1", "US", None, True),
+        ("1.2.840.10008.5.1.4.1.1.6.1", "US", "NO", False),
+    ],
+)
+def test_burned_in_risk_follows_the_sop_class_too(sop_class, modality, burned, risk):
+    ds = Dataset()
+    ds.PatientID = "p"
+    ds.SOPClassUID, ds.Modality = sop_class, modality
+    if burned:
+        ds.BurnedInAnnotation = burned
+    assert Deidentifier(key=TEST_KEY).deidentify(ds).burned_in_annotation_risk is risk
