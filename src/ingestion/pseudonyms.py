@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import tempfile
 from dataclasses import dataclass
@@ -129,6 +130,11 @@ def resolve_key(
     return _check(text.encode("utf-8"), f"key file {path}")
 
 
+_DT = re.compile(
+    r"(\d{4})(?:(\d{2})(?:(\d{2})((?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?))?)?([+-]\d{4})?"
+)
+
+
 class Pseudonymizer:
     """Keyed pseudonyms for one key.
 
@@ -199,10 +205,29 @@ class Pseudonymizer:
             return "00010101"
         return moved.strftime("%Y%m%d")
 
-    def shift_datetime(self, value: str, offset: timedelta) -> str:
-        """Shift the date part of a DT value, keeping its time and offset suffix."""
-        text = value.strip()
-        if len(text) < 4 or not text[:4].isdigit():
+    def shift_datetime(self, value: str, offset: timedelta, *, keep_utc_offset: bool = True) -> str:
+        """Shift a DT value by whole days, keeping it valid and no more precise than it was.
+
+        ``YYYY[MM[DD[HH[MM[SS[.FFFFFF]]]]]][&ZZXX]``: the date components present are
+        shifted (a year-only value stays a year, ``2020+0100`` becomes a shifted year with
+        its offset); the time of day and fraction are kept; the UTC offset is dropped
+        when ``keep_utc_offset`` is false (Timezone Offset From UTC removed too). A value
+        outside the grammar becomes ``19000101``.
+        """
+        match = _DT.fullmatch(value.strip())
+        if match is None:
             return "19000101"
-        date_part = text[:8] if len(text) >= 8 else text
-        return self.shift_date(date_part, offset) + text[8:]
+        year, month, day, time_part, utc = match.groups()
+        try:
+            start = date(int(year), int(month or 1), int(day or 1))
+        except ValueError:
+            return "19000101"
+        moved = start + offset
+        if moved.year < 1:
+            moved = date(1, 1, 1)
+        text = f"{moved.year:04d}"
+        if month:
+            text += f"{moved.month:02d}"
+        if day:
+            text += f"{moved.day:02d}"
+        return text + (time_part or "") + (utc or "" if keep_utc_offset else "")

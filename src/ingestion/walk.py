@@ -80,6 +80,7 @@ class _Context:
 
 
 _CODE_MEANING = 0x00080104
+_TIMEZONE_OFFSET = 0x00080201
 
 
 def _peek_value(ds: Dataset, tag: int) -> Any:
@@ -319,7 +320,7 @@ class DatasetWalker:
             original = _text(elem.value) or f"dummy:{path}"
             return ctx.pseudo.uid(original)
         if vr in ("DA", "DT") and ctx.offset is not None and not elem.is_empty:
-            return self._shift(elem.value, vr, ctx.offset)
+            return self._shift(elem.value, vr, ctx.offset, ctx)
         return _DUMMY.get(vr, b"\x00\x00")
 
     def _map_uids(self, value: Any, ctx: _Context) -> Any:
@@ -327,8 +328,13 @@ class DatasetWalker:
             return [ctx.pseudo.uid(str(v)) if v else v for v in value]
         return ctx.pseudo.uid(str(value)) if value else value
 
-    def _shift(self, value: Any, vr: str, offset: timedelta) -> Any:
-        shift = self.pseudo.shift_date if vr == "DA" else self.pseudo.shift_datetime
+    def _shift(self, value: Any, vr: str, offset: timedelta, ctx: _Context) -> Any:
+        if vr == "DA":
+            shift = self.pseudo.shift_date
+        else:
+            # A DT's UTC offset goes when Timezone Offset From UTC goes.
+            keep = ctx.rules.by_tag.get(_TIMEZONE_OFFSET) in (Action.KEEP, Action.CLEAN)
+            shift = functools.partial(self.pseudo.shift_datetime, keep_utc_offset=keep)
         if isinstance(value, MultiValue | list):
             return [shift(str(v), offset) if v else v for v in value]
         return shift(str(value), offset) if value else value
@@ -338,7 +344,7 @@ class DatasetWalker:
             return
         if vr in _DATE_VRS:
             if ctx.offset is not None:
-                elem.value = self._shift(elem.value, vr, ctx.offset)
+                elem.value = self._shift(elem.value, vr, ctx.offset, ctx)
             else:
                 elem.value = elem.empty_value
         elif vr == "TM":

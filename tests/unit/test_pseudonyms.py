@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -73,3 +74,38 @@ def test_date_offsets_keep_intervals_within_one_patient(day, patient):
     db = date(int(b[:4]), int(b[4:6]), int(b[6:]))
     assert db - da == timedelta(days=17)
     assert da == day + offset
+
+
+_DT_GRAMMAR = r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?"
+
+
+@given(
+    st.datetimes(min_value=datetime(1901, 1, 1), max_value=datetime(2099, 12, 31)),
+    st.integers(1, 8),
+    st.sampled_from(["", "+0100", "-0500", "+0000"]),
+    st.integers(1, 3650),
+)
+def test_shifted_dt_values_stay_valid_and_keep_their_precision(moment, parts, utc, days):
+    full = moment.strftime("%Y%m%d%H%M%S") + f".{moment.microsecond:06d}"
+    cut = [4, 6, 8, 10, 12, 14, 17, 21][parts - 1]
+    value = full[:cut] + utc
+    shifted = Pseudonymizer(KEY).shift_datetime(value, timedelta(days=-days))
+    assert re.fullmatch(_DT_GRAMMAR, shifted), (value, shifted)
+    assert len(shifted) == len(value)  # no more (and no less) precise than the source
+    assert shifted.endswith(utc) and shifted[8:cut] == value[8:cut]  # time of day kept
+    bare = Pseudonymizer(KEY).shift_datetime(value, timedelta(days=-days), keep_utc_offset=False)
+    assert bare == shifted[: len(shifted) - len(utc)]
+
+
+@given(st.dates(min_value=date(1901, 1, 1), max_value=date(2099, 12, 31)), st.integers(1, 3650))
+def test_shifted_da_values_stay_valid_dates(day, days):
+    out = Pseudonymizer(KEY).shift_date(day.strftime("%Y%m%d"), timedelta(days=-days))
+    assert date(int(out[:4]), int(out[4:6]), int(out[6:])) == day - timedelta(days=days)
+
+
+def test_the_examples_the_issue_names():
+    p = Pseudonymizer(KEY)
+    back = timedelta(days=-400)
+    assert re.fullmatch(_DT_GRAMMAR, p.shift_datetime("2020+0100", back))
+    assert p.shift_datetime("2020+0100", back) == "2018+0100"
+    assert p.shift_datetime("1947", back) == "1945"  # a year stays a year
