@@ -259,6 +259,13 @@ class DatasetWalker:
             if all((not v) or str(v) in UID_dictionary for v in values):
                 return Action.KEEP, "safety-net"
             return Action.UID, "safety-net"
+        if mode == _Mode.DUMMY and vr == "CS":
+            # Coded strings hold enumerated or defined terms, not names: a dummy such as
+            # "ANONYMIZED" would make the object invalid. Kept, unless it holds this
+            # patient's identifiers; then emptied.
+            if ctx.identifiers.found_in(ds.get_item(tag)):
+                return Action.ZERO, "safety-net"
+            return Action.KEEP, "E.1-1"
         if mode == _Mode.DUMMY and vr in _TEXT_VRS | {"PN"}:
             return Action.DUMMY, "safety-net"
         if mode == _Mode.CLEAN and vr in _TEXT_VRS:

@@ -941,3 +941,20 @@ def test_burned_in_risk_follows_the_sop_class_too(sop_class, modality, burned, r
     if burned:
         ds.BurnedInAnnotation = burned
     assert Deidentifier(key=TEST_KEY).deidentify(ds).burned_in_annotation_risk is risk
+
+
+def test_coded_strings_inside_dummied_content_stay_valid_terms():
+    ds = Dataset()
+    ds.PatientID = "MRNCS77"
+    ds.PatientName = "Whitfield^Agatha"
+    item = Dataset()
+    item.ValueType = "TEXT"
+    item.add_new(0x0040A30A, "DS", "1")  # Numeric Value
+    item.add_new(0x00081195, "UI", "1.2.3")  # a UID
+    item.add_new(0x00189004, "CS", "RESEARCH")  # Content Qualification: enumerated
+    item.add_new(0x00080060, "CS", "WHITFIELD")  # a CS holding the patient's name
+    ds.ContentSequence = Sequence([item])
+    Deidentifier(key=TEST_KEY).deidentify(ds)
+    out = ds.ContentSequence[0]
+    assert out.ContentQualification == "RESEARCH"
+    assert out.Modality in ("", None)
