@@ -58,6 +58,13 @@ from src.ingestion.safety_net import _burned_in_risk, _Identifiers, _patient_key
 from src.ingestion.walk import MAX_SEQUENCE_DEPTH, DatasetWalker, _Context, _Mode
 
 
+def _encoding_of(dataset: Dataset) -> str:
+    """The first Python codec of the dataset's Specific Character Set."""
+    codecs = dataset._character_set
+    first = codecs[0] if isinstance(codecs, list) and codecs else codecs
+    return str(first or "latin-1")
+
+
 def _parse_preserve(items: Iterable[str | int] | None) -> frozenset[int]:
     out: set[int] = set()
     for item in items or ():
@@ -218,6 +225,7 @@ class Deidentifier:
             pseudonym=pseudonym,
             identifiers=identifiers,
             iod=types_for_sop_class(_value(dataset, 0x00080016)),
+            encoding=_encoding_of(dataset),
         )
         burned_in = _burned_in_risk(dataset)
         try:

@@ -33,3 +33,48 @@ def _vr_of(elem: DataElement | RawDataElement, tag: int) -> str:
     if dictionary_has_tag(tag):
         return str(dictionary_VR(tag)).split(" or ")[0]
     return str(vr or "UN")
+
+
+#: VRs whose values are decided as text (names, text, dates, UIDs): an element of one of
+#: these attributes that arrived as OB or UN is decoded by its dictionary VR first.
+_DECODED_VRS = frozenset(
+    {
+        "AE",
+        "AS",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "IS",
+        "LO",
+        "LT",
+        "PN",
+        "SH",
+        "ST",
+        "TM",
+        "UC",
+        "UI",
+        "UR",
+        "UT",
+    }
+)
+
+
+def _text_dictionary_vr(tag: int) -> str | None:
+    """The dictionary VR of ``tag`` when it is a text-like VR (else ``None``)."""
+    allowed = _dictionary_vrs(tag)
+    if len(allowed) == 1:
+        (vr,) = allowed
+        if vr in _DECODED_VRS:
+            return vr
+    return None
+
+
+def _decode_opaque(value: object, encoding: str) -> str:
+    """Bytes that an OB/UN element held, read as the text its attribute should be."""
+    data = bytes(value) if isinstance(value, bytes | bytearray | memoryview) else b""
+    try:
+        text = data.decode(encoding)
+    except (LookupError, UnicodeDecodeError):
+        text = data.decode("latin-1")
+    return text.rstrip("\x00 ")

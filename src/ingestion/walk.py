@@ -31,7 +31,7 @@ from src.ingestion.iod_types import PathTypes, resolve
 from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.pseudonyms import Pseudonymizer
 from src.ingestion.safety_net import _MAX_LEN, _clean_text, _Identifiers, _text
-from src.ingestion.vrs import _foreign_vr, _vr_of
+from src.ingestion.vrs import _decode_opaque, _foreign_vr, _text_dictionary_vr, _vr_of
 
 #: Deepest sequence nesting accepted; deeper input is refused rather than half-cleaned.
 MAX_SEQUENCE_DEPTH = 64
@@ -77,6 +77,8 @@ class _Context:
     iod: PathTypes | None = None
     #: Tags of the sequences enclosing the element being decided, outermost first.
     seq_path: tuple[int, ...] = ()
+    #: Python codec of the object's Specific Character Set (for text stored as OB/UN).
+    encoding: str = "latin-1"
 
 
 _CODE_MEANING = 0x00080104
@@ -122,6 +124,11 @@ class DatasetWalker:
             if raw is None:
                 continue
             vr = _vr_of(raw, tag)
+            if vr in ("OB", "UN") and (known := _text_dictionary_vr(tag)) is not None:
+                # Text stored with a non-text VR is decided (and written) as what it is.
+                value = _decode_opaque(ds[tag].value, ctx.encoding)
+                ds[tag] = DataElement(tag, known, value)
+                raw, vr = ds.get_item(tag), known
             group = tag >> 16
             element = tag & 0xFFFF
             path = prefix + _name(tag)

@@ -113,14 +113,16 @@ def collect_identifiers(
     for path_text, value, vr in _walk(dataset, ""):
         originals.setdefault(path_text, (value, vr))
     result = deidentifier.deidentify(dataset)
+    # A Code Meaning replaced by the standard's own meaning for that code is not PHI.
+    benign = {"K", "standard-code"}
     kept = [
         originals[a.path][0].strip()
         for a in result.actions
-        if a.action == "K" and a.path in originals
+        if (a.action in benign or a.reason in benign) and a.path in originals
     ]
     found: dict[str, tuple[str, str]] = {}
     for action in result.actions:
-        if action.action == "K":
+        if action.action == "K" or action.reason == "standard-code":
             continue
         entry = originals.get(action.path)
         if entry is None:

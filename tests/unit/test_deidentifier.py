@@ -958,3 +958,30 @@ def test_coded_strings_inside_dummied_content_stay_valid_terms():
     out = ds.ContentSequence[0]
     assert out.ContentQualification == "RESEARCH"
     assert out.Modality in ("", None)
+
+
+@pytest.mark.parametrize("vr", ["OB", "UN"])
+def test_content_text_stored_with_a_non_text_vr_is_decided_as_text(tmp_path, vr):
+    """Content Sequence (D): a Text Value that arrived as OB or UN is dummied like text."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    item = Dataset()
+    item.ValueType = "TEXT"
+    item.add_new(0x0040A160, vr, "Seen by Dr Ågren for Whitfield^Agatha".encode())
+    ds.ContentSequence = Sequence([item])
+    src = tmp_path / "opaque.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = tmp_path / "out.dcm"
+    Deidentifier(key=TEST_KEY).deidentify_file(src, out)
+    data = out.read_bytes()
+    for encoding in ("ascii", "utf-8", "utf-16-le", "latin-1"):
+        assert "Whitfield".encode(encoding) not in data, encoding
+        assert "Ågren".encode(encoding, "ignore") not in data, encoding
+    text = pydicom.dcmread(out).ContentSequence[0][0x0040A160]
+    assert text.VR == "UT" and "Whitfield" not in str(text.value)
+    dcmdump = shutil.which("dcmdump")
+    if dcmdump:
+        dump = subprocess.run([dcmdump, str(out)], capture_output=True, text=True).stdout
+        assert "Whitfield" not in dump
