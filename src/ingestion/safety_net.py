@@ -87,14 +87,20 @@ class _Identifiers:
 
     def __init__(self, ds: Dataset) -> None:
         self._ds = ds
-        self._captured: list[Any] = []
+        self._captured: list[tuple[int, Any]] = []
         for tag in _IDENTIFIER_TAGS:
             item = ds.get_item(tag)
             if item is None:
                 continue
-            self._captured.append(item if isinstance(item, RawDataElement) else item.value)
+            self._captured.append((tag, item if isinstance(item, RawDataElement) else item.value))
         self._strings: list[str] | None = None
+        self._words: set[str] = set()
         self._needles: tuple[tuple[str, ...], tuple[bytes, ...]] | None = None
+        charset = ds.get_item(0x00080005)
+        terms = _text(charset.value if charset is not None else "")
+        # Raw bytes can be searched directly only where the needles' bytes are the same
+        # (ASCII, Latin-1, UTF-8); other character sets are decoded first.
+        self._bytes_searchable = terms in _BYTE_SEARCHABLE
 
     def __iter__(self) -> Iterator[str]:
         if self._strings is None:
@@ -110,21 +116,36 @@ class _Identifiers:
         if elem is None or elem.value is None:
             return False
         if self._needles is None:
-            words = {w.lower() for w in self if len(w) >= 3 and not (w.isdigit() and len(w) < 6)}
+            if self._strings is None:
+                self._strings = self._decode()
+            words = {w.lower() for w in self._words}
             self._needles = (
                 tuple(words),
                 tuple({w.encode(e, "ignore") for w in words for e in ("utf-8", "latin-1")}),
             )
         value = elem.value
+        if isinstance(value, bytes) and isinstance(elem, RawDataElement):
+            if self._bytes_searchable:
+                return _contains_word(value.lower(), self._needles[1])
+            try:
+                from pydicom.dataelem import convert_raw_data_element
+
+                value = convert_raw_data_element(
+                    elem, encoding=self._ds._character_set, ds=self._ds
+                ).value
+            except Exception:  # an undecodable value is searched as Latin-1 bytes
+                return _contains_word(value.lower(), self._needles[1])
         if isinstance(value, bytes):
             return _contains_word(value.lower(), self._needles[1])
+        if isinstance(value, MultiValue | list):
+            value = "\\".join(str(v) for v in value)
         return _contains_word(str(value).lower(), self._needles[0])
 
     def _decode(self) -> list[str]:
         from pydicom.dataelem import convert_raw_data_element
 
         found: set[str] = set()
-        for item in self._captured:
+        for tag, item in self._captured:
             value = item
             if isinstance(item, RawDataElement):
                 try:
@@ -140,10 +161,48 @@ class _Identifiers:
                 text = _text(v)
                 if len(text) >= 2:
                     found.add(text)
+                    self._word(text, tag)
                     for part in re.split(r"[\^=\s,]+", text):
-                        if len(part) >= 2:
+                        if len(part) >= 2 or _ideographic(part):
                             found.add(part)
+                            self._word(part, tag)
+                if tag == _BIRTH_DATE and re.fullmatch(r"\d{8}", text):
+                    for rendering in _date_renderings(text):
+                        found.add(rendering)
+                        self._words.add(rendering)
         return sorted(found, key=len, reverse=True)
+
+    def _word(self, word: str, tag: int) -> None:
+        """Which parts are searched for in kept text, as whole words: name parts of two
+        letters or more, numbers of four digits or more, anything else of three."""
+        if word.isdigit():
+            if len(word) >= 4:
+                self._words.add(word)
+        elif (tag in _NAME_TAGS and len(word) >= 2) or len(word) >= 3:
+            self._words.add(word)
+
+
+_BYTE_SEARCHABLE = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"})
+_BIRTH_DATE = 0x00100030
+_NAME_TAGS = frozenset(
+    t
+    for t in map(
+        tag_for_keyword,
+        ("PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName"),
+    )
+    if t is not None
+)
+
+
+def _ideographic(word: str) -> bool:
+    """A one-character name part in a script that writes names in one or two characters."""
+    return bool(word) and all(ord(c) >= 0x2E80 for c in word)
+
+
+def _date_renderings(yyyymmdd: str) -> list[str]:
+    """A birth date as people write it: 1956-03-07, 07.03.1956, 03/07/1956, 07/03/1956."""
+    y, m, d = yyyymmdd[:4], yyyymmdd[4:6], yyyymmdd[6:8]
+    return [yyyymmdd, f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{m}/{d}/{y}", f"{d}/{m}/{y}"]
 
 
 def _contains_word(haystack: Any, needles: tuple[Any, ...]) -> bool:

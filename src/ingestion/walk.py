@@ -38,7 +38,7 @@ MAX_SEQUENCE_DEPTH = 64
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 # Text the table keeps is still searched for the patient's own identifiers.
-_SCANNED_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
+_SCANNED_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "CS"})
 _DATE_VRS = frozenset({"DA", "DT"})
 _TRAILING_PADDING = 0xFFFCFFFC
 _PATIENT_ID = 0x00100020
@@ -163,7 +163,7 @@ class DatasetWalker:
                 action, reason = self._unlisted_action(ds, tag, vr, mode, ctx)
             if (
                 action == Action.KEEP
-                and reason == "E.1-1"
+                and reason in ("E.1-1", "private")
                 and vr in _SCANNED_TEXT_VRS
                 and tag not in rules.by_tag
                 and ctx.identifiers.found_in(ds.get_item(tag))

@@ -985,3 +985,61 @@ def test_content_text_stored_with_a_non_text_vr_is_decided_as_text(tmp_path, vr)
     if dcmdump:
         dump = subprocess.run([dcmdump, str(out)], capture_output=True, text=True).stdout
         assert "Whitfield" not in dump
+
+
+def _planted_text_file(
+    tmp_path: Path, charset: str | list[str], name: str, text: str, body_part: str
+) -> Path:
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SpecificCharacterSet = charset
+    ds.PatientName = name
+    ds.PatientID = "4711"
+    ds.PatientBirthDate = "19560307"
+    ds.ContrastBolusRoute = text  # (0018,1040) LO: not in Table E.1-1, so kept
+    ds.BodyPartExamined = body_part  # CS, not in Table E.1-1
+    label = "_".join(charset) if isinstance(charset, list) else charset
+    path = tmp_path / f"planted-{label.replace(' ', '_')}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("charset", "name", "text", "leaks"),
+    [
+        ("ISO_IR 100", "Li^Wen", "IV per Li, id 4711", ["Li ", "4711"]),
+        ("ISO_IR 192", "Åström^Märta", "oral; Åström 07.03.1956", ["Åström", "07.03.1956"]),
+        ("ISO_IR 144", "Иванова^Анна", "iv Иванова 1956-03-07", ["Иванова", "1956-03-07"]),
+        ("GB18030", "王^小明", "静脉 王 03/07/1956", ["王", "03/07/1956"]),
+        (
+            ["", "ISO 2022 IR 87"],
+            "Yamada^Tarou=山田^太郎",
+            "経口 山田 07/03/1956",
+            ["山田", "07/03/1956"],
+        ),
+    ],
+)
+def test_kept_text_holding_this_patients_identifiers_is_cleaned_in_any_charset(
+    tmp_path, charset, name, text, leaks
+):
+    src = _planted_text_file(tmp_path, charset, name, text, "LI")
+    out = tmp_path / "out.dcm"
+    Deidentifier(key=TEST_KEY).deidentify_file(src, out)
+    back = pydicom.dcmread(out)
+    route = str(back.get("ContrastBolusRoute", ""))
+    for leak in leaks:
+        assert leak.strip() not in route, (charset, route)
+    data = out.read_bytes()
+    codecs = {"ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8", "ISO_IR 144": "iso8859_5"}
+    codec = codecs.get(str(charset), "gb18030" if charset == "GB18030" else "iso2022_jp")
+    for leak in leaks:
+        for encoding in ("utf-8", "utf-16-le", codec):
+            needle = leak.strip().encode(encoding, "ignore")
+            if len(needle) >= 4:
+                assert needle not in data, (charset, leak, encoding)
+    body_part = str(back.get("BodyPartExamined", ""))
+    if name.startswith("Li^"):
+        assert body_part == ""  # the CS "LI" is the patient's two-letter surname
+    else:
+        assert body_part == "LI"  # otherwise a coded string is kept as it was
