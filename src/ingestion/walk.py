@@ -82,6 +82,7 @@ class _Context:
 
 
 _CODE_MEANING = 0x00080104
+_DIRECTORY_RECORDS = 0x00041220
 _TIMEZONE_OFFSET = 0x00080201
 
 
@@ -161,11 +162,16 @@ class DatasetWalker:
                 action = rules.by_tag[tag]
             else:
                 action, reason = self._unlisted_action(ds, tag, vr, mode, ctx)
+            if _DIRECTORY_RECORDS in ctx.seq_path and reason == "E.1-1":
+                # A directory record holds the keys of its patient, study, series or
+                # instance, nearly all of Type 1 or 2: present stays present.
+                action = {Action.REMOVE: Action.ZERO, Action.ZERO: Action.DUMMY}.get(action, action)
             if (
                 action == Action.KEEP
                 and reason in ("E.1-1", "private")
                 and vr in _SCANNED_TEXT_VRS
                 and tag not in rules.by_tag
+                and tag not in _CODE_STRUCTURE  # coding scheme designators, code values
                 and ctx.identifiers.found_in(ds.get_item(tag))
             ):
                 # An attribute the table does not list, holding this patient's identifiers.
@@ -183,9 +189,14 @@ class DatasetWalker:
                 self._record(ctx, path, tag, vr, action, reason)
                 continue
             elem = ds[tag]
-            if tag in (_PATIENT_ID, _PATIENT_NAME) and depth == 0:
+            in_record = _DIRECTORY_RECORDS in ctx.seq_path
+            if tag in (_PATIENT_ID, _PATIENT_NAME) and (depth == 0 or in_record):
+                pseudonym = ctx.pseudonym
+                if in_record:  # the record's own patient, keyed as that patient's files are
+                    record_id = _text(_peek_value(ds, _PATIENT_ID))
+                    pseudonym = ctx.pseudo.patient_id(f"id:{record_id}")
                 if vr in ("PN", "LO", "SH", "LT", "ST", "UT", "UC"):
-                    elem.value = ctx.pseudonym[: _MAX_LEN["PN"]]
+                    elem.value = pseudonym[: _MAX_LEN["PN"]]
                 else:  # the element arrived with a foreign VR: that VR's dummy instead
                     elem.value = self._dummy(elem, vr, path, ctx)
                 self._record(ctx, path, tag, vr, Action.DUMMY, "pseudonym")

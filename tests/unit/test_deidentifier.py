@@ -671,9 +671,27 @@ def test_kept_text_holding_the_patients_identifiers_is_cleaned():
     assert cleaned == {"ManufacturerModelName", "ContentDescription"}
 
 
+#: dciodvfy errors that de-identification cannot avoid, with the reason.
+DCIODVFY_EXCEPTIONS = {
+    (
+        "liver_1frame.dcm",
+        "Error - ReferencedSeriesSequence present but Instance does not reference Instances",
+    ): "Source Image Sequence is Type 2 in its functional group and X/Z/U* resolves Type 2 "
+    "to Z (the shipped resolve table), so the references it held are emptied",
+    (
+        "liver_expb_1frame.dcm",
+        "Error - ReferencedSeriesSequence present but Instance does not reference Instances",
+    ): "as above",
+}
+
+
 @pytest.mark.peer
-def test_dciodvfy_finds_no_new_errors_after_deidentification(corpus, tmp_path):
-    """dicom3tools' IOD checker: de-identified outputs carry no error the input lacked."""
+@pytest.mark.slow
+def test_dciodvfy_finds_no_new_errors_in_any_output(corpus, tmp_path):
+    """dicom3tools' IOD checker over every SOP class of pydicom's files and the generated
+    samples: no output carries an error its input lacked, except those listed above."""
+    from tests.conftest import pydicom_files
+
     dciodvfy = shutil.which("dciodvfy")
     if dciodvfy is None:
         if os.environ.get("CI"):
@@ -682,22 +700,28 @@ def test_dciodvfy_finds_no_new_errors_after_deidentification(corpus, tmp_path):
 
     def errors(path: Path) -> set[str]:
         proc = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, check=False)
-        lines = (proc.stdout + proc.stderr).splitlines()
         return {
-            re.sub(r"[0-9][0-9.]{7,}", "<uid>", line.split(" - (0x")[0])
-            for line in lines
+            # Numbers (UIDs, counts) differ between input and output by design.
+            re.sub(r"[0-9][0-9.]*", "<n>", line.split(" - (0x")[0].split(" - attribute")[0])
+            for line in (proc.stdout + proc.stderr).splitlines()
             if line.startswith("Error")
         }
 
-    kinds = {}
-    for path in corpus.files:
-        kinds.setdefault(path.parent.name[:6], path)
-    assert len(kinds) >= 3  # CT/MR series, US and SR
+    exceptions = {(n, re.sub(r"[0-9][0-9.]*", "<n>", e)) for n, e in DCIODVFY_EXCEPTIONS}
     deid = Deidentifier(key=TEST_KEY)
-    for path in kinds.values():
-        out = tmp_path / f"{path.parent.name}.dcm"
-        deid.deidentify_file(path, out)
-        assert errors(out) <= errors(path), (path.parent.name, errors(out) - errors(path))
+    checked, new_errors = 0, {}
+    for source in [*map(Path, pydicom_files()), *corpus.files]:
+        out = tmp_path / "out.dcm"
+        try:
+            deid.deidentify_file(source, out)
+        except (InvalidDICOMError, DeidentificationError):
+            continue
+        checked += 1
+        new = {e for e in errors(out) - errors(source) if (source.name, e) not in exceptions}
+        if new:
+            new_errors[source.name] = sorted(new)
+    assert checked > 150
+    assert new_errors == {}
 
 
 @pytest.mark.parametrize(
