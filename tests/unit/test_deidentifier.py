@@ -1067,3 +1067,22 @@ def test_kept_text_holding_this_patients_identifiers_is_cleaned_in_any_charset(
         assert body_part == ""  # the CS "LI" is the patient's two-letter surname
     else:
         assert body_part == "LI"  # otherwise a coded string is kept as it was
+
+
+def test_values_stored_as_un_are_written_or_refused_never_a_crash(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.add_new(0x00181040, "UN", ("route " * 40).encode())  # LO of 240 characters
+    ds.add_new(0x00204000, "UN", ("comment Whitfield " * 700).encode())  # LT past 10240
+    ds.add_new(0x00081030, "UN", b"\xff\xfe\x00bad")  # undecodable Study Description
+    src = tmp_path / "un.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = tmp_path / "out.dcm"
+    Deidentifier(key=TEST_KEY).deidentify_file(src, out)
+    assert b"Whitfield" not in out.read_bytes()
+    back = pydicom.dcmread(out)
+    assert str(back.ContrastBolusRoute).startswith("route route")
+    dcmdump = shutil.which("dcmdump")
+    if dcmdump:
+        assert subprocess.run([dcmdump, str(out)], capture_output=True).returncode == 0
