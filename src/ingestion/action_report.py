@@ -65,6 +65,8 @@ class DeidentificationResult:
     flags: list[str] = field(default_factory=list)
     has_pixel_data: bool = False
     history_kept: bool = False
+    #: AND mask applied to every 16-bit sample (embedded overlay bits zeroed), if any.
+    pixel_mask: int | None = None
     unchanged_sequences: set[int] = field(default_factory=set, repr=False)
 
     @property

@@ -37,6 +37,7 @@ from pydicom.dataset import Dataset
 from src.errors import DeidentificationError, InvalidDICOMError
 from src.ingestion.action_report import ActionRecord, DeidentificationResult
 from src.ingestion.dicom_parser import DICOMParser
+from src.ingestion.embedded_overlays import embedded_overlay_bits, sample_mask
 from src.ingestion.iod_types import types_for_sop_class
 from src.ingestion.markers import _encode_element, mark, rebuild_file_meta
 from src.ingestion.part10 import (
@@ -49,6 +50,7 @@ from src.ingestion.part10 import (
     save_whole,
 )
 from src.ingestion.profile import (
+    Action,
     ConfidentialityProfile,
     compile_rules,
     parse_tag,
@@ -228,6 +230,7 @@ class Deidentifier:
             encoding=_encoding_of(dataset),
         )
         burned_in = _burned_in_risk(dataset)
+        embedded = embedded_overlay_bits(dataset)
         try:
             self._walker.walk(dataset, ctx, "", 0, _Mode.NORMAL)
         except RecursionError as exc:
@@ -239,6 +242,7 @@ class Deidentifier:
             raise DeidentificationError(
                 f"an element could not be decoded or replaced ({type(exc).__name__})"
             ) from exc
+        pixel_mask = self._embedded_overlays(dataset, embedded, ctx)
         rebuild_file_meta(dataset, self.profile.retain_uids, self._pseudo)
         history = mark(dataset, self.profile)
         return DeidentificationResult(
@@ -250,6 +254,7 @@ class Deidentifier:
             unchanged_sequences=ctx.unchanged_sequences,
             flags=list(flags),
             history_kept=history,
+            pixel_mask=pixel_mask,
         )
 
     def deidentify_file_with_report(
@@ -318,6 +323,7 @@ class Deidentifier:
                 atomic,
                 self.fsync,
                 self._parser.get_transfer_syntax(dataset),
+                result.pixel_mask,
             )
             return result
         header = parsed.dataset
@@ -347,8 +353,27 @@ class Deidentifier:
             atomic,
             self.fsync,
             self._marker_bytes if not result.history_kept else _encode_element,
+            result.pixel_mask,
         )
         return result
+
+    def _embedded_overlays(
+        self, ds: Dataset, embedded: dict[int, int], ctx: _Context
+    ) -> int | None:
+        """Overlays in the pixels' high bits: zeroed (and their groups removed) when the
+        profile removes overlays; kept and flagged for review under Clean Graphics."""
+        if not embedded:
+            return None
+        if self._rules.overlay_data != Action.REMOVE:
+            ctx.graphics_kept = True
+            return None
+        for group in embedded:
+            for tag in [int(e.tag) for e in ds if e.tag >> 16 == group]:
+                del ds[tag]
+            self._walker._record(
+                ctx, f"({group:04X},xxxx)", group << 16, "OW", Action.REMOVE, "overlay"
+            )
+        return sample_mask(embedded)
 
     def _marker_bytes(self, ds: Dataset, tag: int, implicit: bool, little: bool) -> bytes:
         """The encoded de-identification markers: the same for every file of a profile

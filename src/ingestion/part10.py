@@ -27,6 +27,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from src import __version__
 from src.atomic import atomic_write
 from src.errors import DeidentificationError, InvalidDICOMError
+from src.ingestion.embedded_overlays import copy_masked, masked_chunks
 from src.ingestion.structure import items_well_ordered
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
@@ -44,9 +45,13 @@ def save_whole(
     atomic: bool,
     fsync: bool,
     transfer_syntax: str,
+    pixel_mask: int | None = None,
 ) -> None:
     """Write a whole (headerless or inflated) dataset with pydicom, preamble zeroed."""
     dataset.preamble = b"\x00" * 128  # never copied: it may hold anything
+    if pixel_mask is not None and "PixelData" in dataset:
+        little = dataset.original_encoding[1] is not False
+        dataset.PixelData = masked_chunks(dataset.PixelData, pixel_mask, little)
     try:
         _ensure_file_meta(dataset, transfer_syntax)
         with _output(output_path, atomic, fsync) as out:
@@ -69,6 +74,7 @@ def save_streamed(
     atomic: bool,
     fsync: bool,
     marker_bytes: Callable[[Dataset, int, bool, bool], bytes],
+    pixel_mask: int | None = None,
 ) -> None:
     """Write the header (kept elements copied as bytes), then the pixel data, then the
     elements that followed it."""
@@ -123,7 +129,11 @@ def save_streamed(
             if span is not None:
                 _write_pixel_header(out, span, header, out_implicit, out_little)
                 source.seek(span.value_start)
-                _copy_exact(source, out, span.value_end - span.value_start)
+                if pixel_mask is not None and not span.undefined_length:
+                    # Embedded overlay bits zeroed as the native samples are copied.
+                    copy_masked(source, out, span.value_end - span.value_start, pixel_mask, little)
+                else:
+                    _copy_exact(source, out, span.value_end - span.value_start)
             if len(tail):
                 writer = DicomFileLike(out)
                 writer.is_little_endian = out_little

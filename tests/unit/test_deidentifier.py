@@ -1086,3 +1086,45 @@ def test_values_stored_as_un_are_written_or_refused_never_a_crash(tmp_path):
     dcmdump = shutil.which("dcmdump")
     if dcmdump:
         assert subprocess.run([dcmdump, str(out)], capture_output=True).returncode == 0
+
+
+def _embedded_overlay_image(tmp_path: Path) -> tuple[Path, bytes]:
+    """A 12-bit image with a retired-style overlay in bit 12: a box where text would be."""
+    import numpy as np
+
+    ds = Dataset()
+    ds.PatientID, ds.PatientName = "MRN-OVL-1", "Whitfield^Agatha"
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4.99"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4.1", "1.2.3.4.2"
+    ds.Modality, ds.Rows, ds.Columns = "OT", 16, 16
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    image = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 13) % 4096
+    with_overlay = image.copy()
+    with_overlay[4:8, 2:14] |= 1 << 12
+    ds.PixelData = with_overlay.astype("<u2").tobytes()
+    ds.add_new(0x60000010, "US", 16)  # Overlay Rows
+    ds.add_new(0x60000011, "US", 16)  # Overlay Columns
+    ds.add_new(0x60000040, "CS", "G")  # Overlay Type
+    ds.add_new(0x60000050, "SS", [1, 1])  # Overlay Origin
+    ds.add_new(0x60000100, "US", 16)  # Overlay Bits Allocated
+    ds.add_new(0x60000102, "US", 12)  # Overlay Bit Position
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    path = tmp_path / "embedded.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path, image.astype("<u2").tobytes()
+
+
+def test_overlays_in_the_high_bits_are_zeroed_by_default_and_kept_under_clean_graphics(tmp_path):
+    source, image = _embedded_overlay_image(tmp_path)
+    out = tmp_path / "out.dcm"
+    result = Deidentifier(key=TEST_KEY).deidentify_file_with_report(source, out)
+    back = pydicom.dcmread(out)
+    assert back.PixelData == image  # the overlay bits are gone, the image bits untouched
+    assert not [e for e in back if e.tag >> 16 == 0x6000]
+    assert any(a.path == "(6000,xxxx)" and a.reason == "overlay" for a in result.actions)
+    kept = tmp_path / "kept.dcm"
+    graphics = Deidentifier(key=TEST_KEY, profile=ConfidentialityProfile(clean_graphics=True))
+    flagged = graphics.deidentify_file_with_report(source, kept)
+    assert pydicom.dcmread(kept).PixelData != image and flagged.graphics_review_required
