@@ -346,7 +346,14 @@ class DatasetWalker:
             return ctx.pseudo.uid(original)
         if vr in ("DA", "DT") and ctx.offset is not None and not elem.is_empty:
             return self._shift(elem.value, vr, ctx.offset, ctx)
-        return _DUMMY.get(vr, b"\x00\x00")
+        dummy = _DUMMY.get(vr, b"\x00\x00")
+        if (
+            isinstance(elem.value, MultiValue)
+            and len(elem.value) > 1
+            and not isinstance(dummy, bytes)
+        ):
+            return [dummy] * len(elem.value)  # the value multiplicity the attribute had
+        return dummy
 
     def _map_uids(self, value: Any, ctx: _Context) -> Any:
         if isinstance(value, MultiValue | list):
