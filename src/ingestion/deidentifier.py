@@ -30,7 +30,6 @@ import os
 from collections.abc import Callable, Iterable
 from typing import IO
 
-from pydicom import config as pydicom_config
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
@@ -384,9 +383,6 @@ class Deidentifier:
             cached = self._marker_cache[key] = _encode_element(ds, tag, implicit, little)
         return cached
 
-
-# pydicom keeps unknown VRs as UN; make sure known tags get their dictionary VR back.
-pydicom_config.replace_un_with_known_vr = True
 
 __all__ = [
     "MAX_SEQUENCE_DEPTH",

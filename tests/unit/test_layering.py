@@ -44,3 +44,19 @@ def test_no_module_is_far_over_400_lines():
         p.relative_to(SRC).as_posix(): len(p.read_text().splitlines()) for p in SRC.rglob("*.py")
     }
     assert max(sizes.values()) <= 430, {k: v for k, v in sizes.items() if v > 430}
+
+
+def test_importing_the_core_changes_no_pydicom_setting():
+    import subprocess
+    import sys
+
+    probe = (
+        "import pydicom.config as c\n"
+        "before = {k: getattr(c, k) for k in dir(c) if k.islower() and not k.startswith('_')"
+        " and isinstance(getattr(c, k), (bool, int, str))}\n"
+        "import src.ingestion.instance, src.ingestion.deidentifier\n"
+        "after = {k: getattr(c, k) for k in before}\n"
+        "print(sorted(k for k in before if before[k] != after[k]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
