@@ -171,6 +171,8 @@ def run(
     previous = journal.load()
     sink = _open(output_loc, config)
     items = list(discover(input_loc, output_loc, config))
+    if not items:
+        raise ConfigurationError(f"INPUT {input_uri} holds no files")
     summary = RunSummary(inputs=len(items), workers=config.worker_count())
     claims = {e["output"]: iid for iid, e in previous.items() if e["status"] == PROCESSED}
     # One listing rather than a HEAD per object: which journalled outputs still exist.
@@ -217,8 +219,10 @@ def run(
             _finish(outcome, by_id[outcome.input_id], sink, claims, summary, str(staging))
             journal.append(outcome.journal_entry())
             quarantined = outcome.status == QUARANTINED
+            # INFO, not WARNING: one JSON line per refused file would flood the terminal
+            # and the progress bar; the summary names every reason with its count.
             logger.log(
-                logging.WARNING if quarantined else logging.DEBUG,
+                logging.INFO if quarantined else logging.DEBUG,
                 "Input quarantined" if quarantined else "Input processed",
                 extra={
                     "operation": "process",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import IO, Any, Protocol, runtime_checkable
@@ -123,12 +122,22 @@ def quarantine_keys(input_id: str) -> tuple[str, str]:
 def write_quarantine(store: Store, record: QuarantineRecord, original: str | bytes | None) -> None:
     """The one quarantine writer: bytes first, then the reason that points at them."""
     data_key, reason_key = quarantine_keys(record.input_id)
-    copied = original is not None and (not isinstance(original, str) or os.path.isfile(original))
+    copied = original is not None and (not isinstance(original, str) or _readable(original))
     if copied and original is not None:
         store.put(data_key, original, content_type="application/octet-stream")
     if copied != record.copied:
         record = QuarantineRecord(**{**asdict(record), "copied": copied})
     store.put(reason_key, record.to_json(), content_type="application/json")
+
+
+def _readable(path: str) -> bool:
+    """Whether the original can be read at all (an unreadable input is quarantined by its
+    reason alone; a store that cannot be written still raises)."""
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False
 
 
 def commit_instance(store: Store, key: str, staged: str, owner: str, *, claimed: bool) -> bool:

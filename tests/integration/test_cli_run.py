@@ -347,3 +347,22 @@ def test_output_inside_input_is_not_read_as_input(corpus, tmp_path):
     assert f"{n} = {n} + 0 + 0 (balanced)" in first.stdout
     again = medpipe("run", str(src), str(src / "deid"), "--no-progress")
     assert f"{n} = 0 + 0 + {n} (balanced)" in again.stdout
+
+
+def test_an_empty_input_is_one_error_line_and_a_non_zero_exit(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = medpipe("run", str(tmp_path / "empty"), str(tmp_path / "out"), check=False)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("medpipe: error:")]
+    assert lines == [f"medpipe: error: INPUT {tmp_path / 'empty'} holds no files"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_run_with_refused_inputs_prints_no_json_lines_by_default(tmp_path, corpus):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(5):
+        (src / f"note{i}.dcm").write_bytes(b"not dicom at all" * 10)
+    proc = medpipe("run", str(src), str(tmp_path / "out"), "--no-progress")
+    assert "quarantined 5: not-dicom" in proc.stdout
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("{")]
