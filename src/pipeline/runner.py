@@ -51,6 +51,7 @@ from src.pipeline.sources import (
 )
 from src.pipeline.summary import RunSummary
 from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome, init_worker, process
+from src.storage.index_table import to_parquet
 from src.storage.store import (
     DuplicateInstanceError,
     QuarantineRecord,
@@ -344,6 +345,9 @@ def _write_reports(
     )
     index = "".join(json.dumps(e["index"], sort_keys=True) + "\n" for e in rows)
     sink.put("index.jsonl", index.encode("utf-8"), content_type="application/x-ndjson")
+    # The same rows as a typed table (the schema the AWS index and its Glue table use).
+    table = to_parquet([e["index"] for e in rows])
+    sink.put("index.parquet", table, content_type="application/vnd.apache.parquet")
     manifest = {
         "run": summary.as_dict(),
         "profile": config.profile.as_dict(),

@@ -366,3 +366,20 @@ def test_a_run_with_refused_inputs_prints_no_json_lines_by_default(tmp_path, cor
     proc = medpipe("run", str(src), str(tmp_path / "out"), "--no-progress")
     assert "quarantined 5: not-dicom" in proc.stdout
     assert not [line for line in proc.stderr.splitlines() if line.startswith("{")]
+
+
+def test_index_parquet_has_one_typed_row_per_processed_file(corpus, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    medpipe("run", str(corpus.root), str(out), "--no-progress")
+    table = pq.read_table(out / "index.parquet")
+    jsonl = (out / "index.jsonl").read_text().splitlines()
+    assert table.num_rows == len(jsonl) == len(corpus.files)
+    schema = {f.name: str(f.type) for f in table.schema}
+    assert schema["image_rows"] == "int64" and schema["acquisition_slice_thickness"] == "double"
+    assert schema["burned_in_annotation_risk"] == "bool"
+    outputs = set(table.column("output").to_pylist())
+    assert outputs == {json.loads(line)["output"] for line in jsonl}
+    for value in corpus.planted:
+        assert value.encode() not in (out / "index.parquet").read_bytes()
