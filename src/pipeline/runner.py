@@ -41,6 +41,7 @@ from src.ingestion.instance import Reason
 from src.ingestion.pseudonyms import KeyMaterial
 from src.pipeline.config import RunConfig
 from src.pipeline.journal import Journal
+from src.pipeline.provenance import check_provenance
 from src.pipeline.sources import (
     InputItem,
     Location,
@@ -171,6 +172,7 @@ def run(
     journal = Journal(state / "journal.jsonl")
     previous = journal.load()
     sink = _open(output_loc, config)
+    check_provenance(sink, key.fingerprint(), config.profile.as_dict())
     items = list(discover(input_loc, output_loc, config))
     if not items:
         raise ConfigurationError(f"INPUT {input_uri} holds no files")

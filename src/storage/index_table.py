@@ -20,11 +20,11 @@ from typing import Any
 
 INDEX_PREFIX = "index"
 
-_INT = frozenset(
+_INT = tuple(
     "series_number image_instance_number image_rows image_columns image_bits_allocated "
     "image_number_of_frames acquisition_number".split()
 )
-_FLOAT = frozenset(
+_FLOAT = tuple(
     "acquisition_slice_thickness acquisition_kvp acquisition_exposure_time "
     "acquisition_repetition_time acquisition_echo_time "
     "acquisition_magnetic_field_strength".split()

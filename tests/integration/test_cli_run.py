@@ -383,3 +383,28 @@ def test_index_parquet_has_one_typed_row_per_processed_file(corpus, tmp_path):
     assert outputs == {json.loads(line)["output"] for line in jsonl}
     for value in corpus.planted:
         assert value.encode() not in (out / "index.parquet").read_bytes()
+
+
+def test_another_key_or_profile_into_an_existing_output_stops_with_one_line(corpus, tmp_path):
+    out = tmp_path / "out"
+    medpipe("run", str(corpus.root), str(out), "--no-progress")
+    other_key = medpipe(
+        "run",
+        str(corpus.root),
+        str(out),
+        "--no-progress",
+        check=False,
+        env={"MEDPIPE_DEID_KEY": "a-completely-different-key-0123456789"},
+    )
+    assert other_key.returncode == 2
+    errors = [line for line in other_key.stderr.splitlines() if line.startswith("medpipe: error:")]
+    assert len(errors) == 1 and "another key" in errors[0]
+    assert "a-completely-different-key" not in other_key.stderr + other_key.stdout
+    other_profile = medpipe(
+        "run", str(corpus.root), str(out), "--no-progress", "--retain-uids", check=False
+    )
+    assert other_profile.returncode == 2 and "retain_uids" in other_profile.stderr
+    again = medpipe("run", str(corpus.root), str(out), "--no-progress")  # same key and profile
+    assert "(balanced)" in again.stdout
+    pseudonyms = [p for p in out.iterdir() if p.name.startswith("ANON-")]
+    assert len(pseudonyms) == len(corpus.patients)
