@@ -30,6 +30,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -339,6 +340,19 @@ def _finish(
                     os.unlink(leftover)
 
 
+def _previous_runs(sink: Store) -> list[dict[str, Any]]:
+    """The run history of an earlier manifest.json in OUTPUT (empty for a new OUTPUT)."""
+    try:
+        with sink.open("manifest.json") as fh:
+            earlier = json.loads(fh.read())
+    except (OSError, ValueError, StorageError):
+        return []
+    runs = earlier.get("runs")
+    if isinstance(runs, list):
+        return [r for r in runs if isinstance(r, dict)]
+    return [earlier["run"]] if isinstance(earlier.get("run"), dict) else []
+
+
 def _write_reports(
     sink: Store, entries: dict[str, dict[str, Any]], summary: RunSummary, config: RunConfig
 ) -> None:
@@ -350,8 +364,19 @@ def _write_reports(
     # The same rows as a typed table (the schema the AWS index and its Glue table use).
     table = to_parquet([e["index"] for e in rows])
     sink.put("index.parquet", table, content_type="application/vnd.apache.parquet")
+    this_run = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), **summary.as_dict()}
+    statuses = [e["status"] for e in entries.values()]
     manifest = {
         "run": summary.as_dict(),
+        # Every invocation into this OUTPUT, and totals over all of them (they match the
+        # index: one processed input, one row).
+        "runs": [*_previous_runs(sink), this_run],
+        "totals": {
+            "inputs": len(statuses),
+            "processed": statuses.count(PROCESSED),
+            "quarantined": statuses.count(QUARANTINED),
+            "index_rows": len(rows),
+        },
         "profile": config.profile.as_dict(),
         "inputs": [
             {

@@ -408,3 +408,15 @@ def test_another_key_or_profile_into_an_existing_output_stops_with_one_line(corp
     assert "(balanced)" in again.stdout
     pseudonyms = [p for p in out.iterdir() if p.name.startswith("ANON-")]
     assert len(pseudonyms) == len(corpus.patients)
+
+
+def test_the_manifest_keeps_every_run_and_totals_that_match_the_index(corpus, tmp_path):
+    out = tmp_path / "out"
+    medpipe("run", str(corpus.root), str(out), "--no-progress")
+    medpipe("run", str(corpus.root), str(out), "--no-progress")  # a no-op re-run
+    manifest = _manifest(out)
+    assert [r["processed"] for r in manifest["runs"]] == [len(corpus.files), 0]
+    assert manifest["runs"][1]["skipped"] == len(corpus.files)
+    rows = (out / "index.jsonl").read_text().splitlines()
+    assert manifest["totals"]["processed"] == manifest["totals"]["index_rows"] == len(rows)
+    assert manifest["totals"]["inputs"] == len(manifest["inputs"])
