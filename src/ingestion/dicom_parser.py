@@ -15,7 +15,6 @@ import logging
 import mmap
 import os
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -32,6 +31,7 @@ from pydicom.uid import (
 )
 
 from src.errors import InvalidDICOMError
+from src.ingestion.deflate import check_deflate_limit
 from src.ingestion.structure import check_structure
 
 #: Default ceiling on the inflated size of a Deflated Explicit VR Little Endian dataset.
@@ -136,36 +136,6 @@ def _plausible_headerless(dataset: Dataset) -> bool:
         and 0x0008 <= tags[0].group <= 0x0020
         and len(known) * 2 >= len(tags)
     )
-
-
-def check_deflate_limit(fp: IO[bytes], source: str, limit: int) -> None:
-    """Refuse a deflated dataset that inflates beyond ``limit`` bytes, without inflating it.
-
-    ``fp`` is positioned at the start of the deflated stream; its position is restored.
-    """
-    start = fp.tell()
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    try:
-        while True:
-            chunk = fp.read(1 << 16)
-            if not chunk:
-                break
-            data = inflater.decompress(chunk, limit + 1 - total)
-            total += len(data)
-            while inflater.unconsumed_tail and total <= limit:
-                data = inflater.decompress(inflater.unconsumed_tail, limit + 1 - total)
-                total += len(data)
-            if total > limit:
-                raise InvalidDICOMError(
-                    source, f"deflated dataset inflates beyond the {limit}-byte limit"
-                )
-            if inflater.eof:
-                break
-    except zlib.error as exc:
-        raise InvalidDICOMError(source, "corrupt deflated dataset") from exc
-    finally:
-        fp.seek(start)
 
 
 class DICOMParser:

@@ -28,6 +28,7 @@ from src.ingestion.codes import standard_meaning
 from src.ingestion.dicom_parser import peek
 from src.ingestion.dummies import _CODE_STRUCTURE, _DUMMY, _DUMMY_TEXT
 from src.ingestion.iod_types import PathTypes, resolve
+from src.ingestion.private import drop_orphan_creators, private_action
 from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.pseudonyms import Pseudonymizer
 from src.ingestion.safety_net import _MAX_LEN, _clean_text, _Identifiers, _text
@@ -148,7 +149,7 @@ class DatasetWalker:
                 self._record(ctx, path, tag, vr, Action.REMOVE, "padding")
                 continue
             if group & 1:
-                action, reason = self._private_action(ds, tag, ctx, creators_kept)
+                action, reason = private_action(ds, tag, ctx.rules, creators_kept)
             elif group in drop_groups:
                 action, reason = Action.REMOVE, "overlay"
             elif 0x5000 <= group <= 0x50FF:
@@ -205,7 +206,7 @@ class DatasetWalker:
                 ctx.graphics_kept = True
             self._apply(ds, elem, tag, vr, action, reason, path, ctx, depth, mode)
         if creators_kept or any(t >> 16 & 1 for t in tags):
-            _drop_orphan_creators(ds)
+            drop_orphan_creators(ds)
 
     @staticmethod
     def _iod_action(tag: int, vr: str, code: str, ctx: _Context) -> tuple[Action, str]:
@@ -218,29 +219,6 @@ class DatasetWalker:
         if single == "U*":  # a sequence of references: kept, its UIDs replaced inside
             return (Action.KEEP if vr == "SQ" else Action.UID), f"E.1-1 Type {kind}"
         return Action(single), f"E.1-1 Type {kind}"
-
-    def _private_action(
-        self, ds: Dataset, tag: int, ctx: _Context, creators_kept: dict[int, str]
-    ) -> tuple[Action, str]:
-        rules = ctx.rules
-        if rules.private != Action.CLEAN:
-            return Action.REMOVE, "private"
-        group, element = tag >> 16, tag & 0xFFFF
-        if 0x0010 <= element <= 0x00FF:
-            creator = _text(ds[tag].value)
-            if any(c == creator and g == group for c, g, _ in rules.safe_private):
-                creators_kept[tag] = creator
-                return Action.KEEP, "private"
-            return Action.REMOVE, "private"
-        if element < 0x1000:
-            return Action.REMOVE, "private"
-        creator_tag = (group << 16) | (element >> 8)
-        if creator_tag not in ds:
-            return Action.REMOVE, "private"
-        creator = _text(ds[creator_tag].value)
-        if (creator, group, element & 0xFF) in rules.safe_private:
-            return Action.KEEP, "private"
-        return Action.REMOVE, "private"
 
     def _unlisted_action(
         self, ds: Dataset, tag: int, vr: str, mode: int, ctx: _Context
@@ -398,13 +376,3 @@ class DatasetWalker:
         ctx.actions.append(ActionRecord(path, _tag_text(tag), vr, str(action), reason))
         if action != Action.KEEP:
             ctx.changes += 1
-
-
-def _drop_orphan_creators(ds: Dataset) -> None:
-    """Remove private creator elements whose block no longer holds any element."""
-    present = list(ds.keys())
-    used = {(t >> 16, (t & 0xFFFF) >> 8) for t in present if t >> 16 & 1 and (t & 0xFFFF) >= 0x1000}
-    for tag in present:
-        group, element = tag >> 16, tag & 0xFFFF
-        if group & 1 and 0x0010 <= element <= 0x00FF and (group, element) not in used:
-            del ds[tag]

@@ -264,9 +264,7 @@ def _run_core(bucket: str, key: str, work: str | None = None) -> tuple[Any, int]
     with tempfile.TemporaryDirectory(prefix="medpipe-") as scratch:
         folder = work or scratch
         original = os.path.join(folder, "object.bin")
-        with rt.store(bucket).open(key) as body, open(original, "wb") as out:
-            while chunk := body.read(1 << 20):
-                out.write(chunk)
+        rt.store(bucket).fetch(key, original)
         try:
             result = rt.pipeline().process(
                 original, os.path.join(folder, "deidentified.dcm"), label="object"

@@ -79,12 +79,9 @@ def process_object(ref: ObjectRef) -> PassResult:
     with tempfile.TemporaryDirectory(prefix="medpipe-") as work:
         original = os.path.join(work, "object.bin")
         try:
-            body = source.open(ref.key)
+            source.fetch(ref.key, original)
         except ObjectNotFoundError:
             raise SourceMissingError("the object no longer exists") from None
-        with body, open(original, "wb") as out:
-            while chunk := body.read(1 << 20):
-                out.write(chunk)
         size = os.path.getsize(original)
         staged = os.path.join(work, "deidentified.dcm")
         result = PassResult(oid, PROCESSED, bytes_in=size, message_id=ref.message_id)

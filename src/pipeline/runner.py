@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -30,9 +29,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
@@ -43,6 +40,7 @@ from src.ingestion.pseudonyms import KeyMaterial
 from src.pipeline.config import RunConfig
 from src.pipeline.journal import Journal
 from src.pipeline.provenance import check_provenance
+from src.pipeline.reports import write_reports
 from src.pipeline.sources import (
     InputItem,
     Location,
@@ -53,7 +51,6 @@ from src.pipeline.sources import (
 )
 from src.pipeline.summary import RunSummary
 from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome, init_worker, process
-from src.storage.index_table import to_parquet
 from src.storage.store import (
     DuplicateInstanceError,
     QuarantineRecord,
@@ -255,7 +252,7 @@ def run(
         bar.close()
         journal.close()
     summary.elapsed_seconds = time.perf_counter() - started
-    _write_reports(sink, previous, summary, config)
+    write_reports(sink, previous, summary, config)
     logger.info(
         "Run finished",
         extra={"operation": "run", "status": "completed", "details": summary.as_dict()},
@@ -338,85 +335,6 @@ def _finish(
             if leftover and leftover.startswith(staging):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(leftover)
-
-
-def _previous_runs(sink: Store) -> list[dict[str, Any]]:
-    """The run history of an earlier manifest.json in OUTPUT (empty for a new OUTPUT)."""
-    try:
-        with sink.open("manifest.json") as fh:
-            earlier = json.loads(fh.read())
-    except (OSError, ValueError, StorageError):
-        return []
-    runs = earlier.get("runs")
-    if isinstance(runs, list):
-        return [r for r in runs if isinstance(r, dict)]
-    return [earlier["run"]] if isinstance(earlier.get("run"), dict) else []
-
-
-def _write_reports(
-    sink: Store, entries: dict[str, dict[str, Any]], summary: RunSummary, config: RunConfig
-) -> None:
-    rows = sorted(
-        (e for e in entries.values() if e["status"] == PROCESSED), key=lambda e: e["output"]
-    )
-    index = "".join(json.dumps(e["index"], sort_keys=True) + "\n" for e in rows)
-    sink.put("index.jsonl", index.encode("utf-8"), content_type="application/x-ndjson")
-    # The same rows as a typed table (the schema the AWS index and its Glue table use).
-    table = to_parquet([e["index"] for e in rows])
-    sink.put("index.parquet", table, content_type="application/vnd.apache.parquet")
-    this_run = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), **summary.as_dict()}
-    statuses = [e["status"] for e in entries.values()]
-    manifest = {
-        "run": summary.as_dict(),
-        # Every invocation into this OUTPUT, and totals over all of them (they match the
-        # index: one processed input, one row).
-        "runs": [*_previous_runs(sink), this_run],
-        "totals": {
-            "inputs": len(statuses),
-            "processed": statuses.count(PROCESSED),
-            "quarantined": statuses.count(QUARANTINED),
-            "index_rows": len(rows),
-        },
-        "profile": config.profile.as_dict(),
-        "inputs": [
-            {
-                k: e.get(k, "")
-                for k in (
-                    "input_id",
-                    "status",
-                    "reason",
-                    "detail",
-                    "stage",
-                    "output",
-                    "bytes_in",
-                    "bytes_out",
-                    "removed",
-                    "burned_in_annotation_risk",
-                )
-            }
-            for e in sorted(entries.values(), key=lambda e: e["input_id"])
-        ],
-    }
-    sink.put(
-        "manifest.json",
-        json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"),
-        content_type="application/json",
-    )
-    if config.metrics == "cloudwatch":
-        from src.monitoring.cloudwatch_handler import CloudWatchHandler
-
-        handler = CloudWatchHandler(region_name=config.region_name)
-        for name, value in summary.metrics().items():
-            unit = (
-                "Bytes"
-                if name.startswith("Bytes")
-                else (
-                    "Seconds"
-                    if name.endswith("Seconds")
-                    else ("Count/Second" if name.endswith("PerSecond") else "Count")
-                )
-            )
-            handler.put_metric_data(METRIC_NAMESPACE, name, float(value), unit=unit)
 
 
 __all__ = ["SKIPPED", "Journal", "RunSummary", "discover", "run"]

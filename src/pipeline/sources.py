@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import shutil
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -216,7 +215,6 @@ def materialise(item: InputItem, target: str, store: Any, max_member_bytes: int)
                 dst.write(chunk)
         return target
     if item.kind == "s3":
-        with store.open(item.key) as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        store.fetch(item.key, target)
         return target
     raise ValueError(f"cannot read an input of kind {item.kind}")

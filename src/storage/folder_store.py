@@ -78,6 +78,10 @@ class FolderStore:
     def open(self, key: str) -> IO[bytes]:
         return open(self.path(key), "rb")
 
+    def fetch(self, key: str, path: str) -> None:
+        with open(self.path(key), "rb") as src, open(path, "wb") as dst:
+            _copy(src, dst)
+
     def exists(self, key: str) -> bool:
         return os.path.isfile(self.path(key))
 

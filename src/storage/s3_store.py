@@ -110,6 +110,16 @@ class S3Store:
         spool.seek(0)
         return spool
 
+    def fetch(self, key: str, path: str) -> None:
+        """One streamed GET straight into ``path`` (no spooling, no HEAD)."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))["Body"]
+            with open(path, "wb") as out:
+                for chunk in body.iter_chunks(1 << 20):
+                    out.write(chunk)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_client_error(exc, "fetch", self.uri) from exc
+
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))

@@ -85,6 +85,10 @@ class Store(Protocol):
         """A seekable binary file with the object's bytes (close it when done)."""
         ...
 
+    def fetch(self, key: str, path: str) -> None:
+        """Copy the object's bytes into the local file ``path`` (one read of the object)."""
+        ...
+
     def put(
         self,
         key: str,

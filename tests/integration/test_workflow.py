@@ -109,14 +109,14 @@ def test_throttling_in_a_pipe_batch_is_redelivered_not_quarantined(stack, corpus
     s3 = stack["s3"]
     s3.upload_file(str(corpus.files[2]), "raw", "in/a.dcm")
     s3.upload_file(str(corpus.files[3]), "raw", "in/b.dcm")
-    real_open = S3Store.open
+    real_fetch = S3Store.fetch
 
-    def throttled(self, key):  # type: ignore[no-untyped-def]
+    def throttled(self, key, path):  # type: ignore[no-untyped-def]
         if key == "in/b.dcm":
             raise ThrottlingError("throttled", aws_error_code="SlowDown")
-        return real_open(self, key)
+        return real_fetch(self, key, path)
 
-    monkeypatch.setattr(S3Store, "open", throttled)
+    monkeypatch.setattr(S3Store, "fetch", throttled)
     with route_lambdas(ROUTES):
         details = ws.run(stack, "pipeline", ws.pipe_batch("raw", ["in/a.dcm", "in/b.dcm"]), "slow")
     assert details["status"] == "SUCCEEDED", details
@@ -129,15 +129,15 @@ def test_a_throttled_single_object_is_retried_by_the_state_machine(stack, corpus
     s3 = stack["s3"]
     s3.upload_file(str(corpus.files[4]), "raw", "big/large.dcm")
     left = {"n": 2}
-    real_open = S3Store.open
+    real_fetch = S3Store.fetch
 
-    def flaky(self, key):  # type: ignore[no-untyped-def]
+    def flaky(self, key, path):  # type: ignore[no-untyped-def]
         if left["n"]:
             left["n"] -= 1
             raise ThrottlingError("throttled", aws_error_code="SlowDown")
-        return real_open(self, key)
+        return real_fetch(self, key, path)
 
-    monkeypatch.setattr(S3Store, "open", flaky)
+    monkeypatch.setattr(S3Store, "fetch", flaky)
     with route_lambdas(ROUTES) as calls:
         details = ws.run(stack, "pipeline", ws.object_created("raw", "big/large.dcm"), "retry")
     assert details["status"] == "SUCCEEDED", details

@@ -59,6 +59,8 @@ def test_put_list_open_exists_round_trip_in_both_stores(tmp_path, s3):
         assert [(o.key, o.size) for o in store.list()] == [("a/b/c.dcm", 3), ("a/d.bin", 3000)]
         with store.open("a/d.bin") as fh:
             assert fh.read() == b"two" * 1000
+        store.fetch("a/b/c.dcm", str(tmp_path / "fetched"))
+        assert (tmp_path / "fetched").read_bytes() == b"one"
 
 
 def test_if_absent_refuses_a_second_writer_and_reports_the_owner(tmp_path, s3):
