@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Install the Debian tools the test suite uses as real peers: dcmtk (dcmdump, storescp),
-# dicom3tools (dciodvfy), and asl-validator from npm. Runs apt only for what is missing, and only as root; otherwise
+# Install the Debian tools the test suite uses as real peers: dcmtk (dcmdump, storescp,
+# storescu, echoscu), dicom3tools (dciodvfy), Orthanc with DICOMweb, and asl-validator
+# from npm. Runs apt only for what is missing, and only as root; otherwise
 # it says what to install and the tests that need a tool skip.
 set -euo pipefail
 need=()
 command -v dcmdump >/dev/null 2>&1 || need+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+# Orthanc and its DICOMweb plugin: the PACS that `medpipe send` is tested against.
+command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+# unshare and ip put peers that bind every interface in a loopback-only namespace.
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ "${1:-}" = "bench" ]; then
   # The benchmark's C++ peer (gdcmanon) and the certificate it encrypts with.
   command -v gdcmanon >/dev/null 2>&1 || need+=(libgdcm-tools)

@@ -5,7 +5,7 @@
 here so that ``src.cli:main`` has them all.
 """
 
-from src.cli import commands, tools  # noqa: F401 - importing registers the commands
+from src.cli import commands, network, tools  # noqa: F401 - importing registers them
 from src.cli.app import main
 
 __all__ = ["main"]

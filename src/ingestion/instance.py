@@ -12,6 +12,7 @@ folder, a bucket, quarantine) is the shells' business, through :mod:`src.storage
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -28,6 +29,7 @@ from src.errors import (
     InvalidDICOMError,
     MetadataValidationError,
     PipelineError,
+    StorageError,
 )
 from src.ingestion.deidentifier import DeidentificationResult, Deidentifier
 from src.ingestion.dicom_parser import is_image
@@ -50,6 +52,15 @@ class Reason(StrEnum):
     NOT_A_REGULAR_FILE = "not-a-regular-file"
     STORAGE_ERROR = "storage-error"
     INTERNAL_ERROR = "internal-error"
+
+
+#: Write failures that say nothing about the instance: the disk or the quota is full, or
+#: the output is read-only. The instance is neither processed nor refused.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+class OutputWriteError(StorageError):
+    """The output could not be written for lack of room (or a read-only target)."""
 
 
 class InstanceRefusedError(PipelineError):
@@ -227,6 +238,9 @@ class InstancePipeline:
         ------
         InstanceRefusedError
             With its :class:`Reason`: the instance belongs in quarantine.
+        OutputWriteError
+            When ``output_path`` cannot be written for lack of room: nothing is wrong
+            with the instance, so it is not refused (a receiver reports a failure).
         """
         stage = ["parse"]
         memo: dict[int, Any] = {}
@@ -269,6 +283,12 @@ class InstancePipeline:
             ) from exc
         except (OSError, ValueError) as exc:
             _remove(output_path)
+            if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+                # Not the instance's fault: the caller must not quarantine it as unreadable.
+                raise OutputWriteError(
+                    f"cannot write the output ({errno.errorcode[exc.errno]})",
+                    details={"input_id": label},
+                ) from exc
             raise InstanceRefusedError(Reason.UNREADABLE, type(exc).__name__, stage[0]) from exc
         except Exception as exc:
             _remove(output_path)
@@ -319,6 +339,7 @@ __all__ = [
     "InstancePipeline",
     "InstanceRefusedError",
     "InstanceResult",
+    "OutputWriteError",
     "Reason",
     "ValidationHook",
     "output_key",

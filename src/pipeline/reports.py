@@ -31,9 +31,18 @@ def _previous_runs(sink: Store) -> list[dict[str, Any]]:
 
 
 def write_reports(
-    sink: Store, entries: dict[str, dict[str, Any]], summary: RunSummary, config: RunConfig
+    sink: Store,
+    entries: dict[str, dict[str, Any]],
+    summary: RunSummary,
+    config: RunConfig,
+    *,
+    session: str = "",
 ) -> None:
-    """Write index.jsonl, index.parquet and manifest.json (and metrics when asked)."""
+    """Write index.jsonl, index.parquet and manifest.json (and metrics when asked).
+
+    ``session`` names a long-lived invocation (a receiver) that rewrites the reports as it
+    goes: its entry in the run history is replaced rather than appended each time.
+    """
     rows = sorted(
         (e for e in entries.values() if e["status"] == PROCESSED), key=lambda e: e["output"]
     )
@@ -43,12 +52,16 @@ def write_reports(
     table = to_parquet([e["index"] for e in rows])
     sink.put("index.parquet", table, content_type="application/vnd.apache.parquet")
     this_run = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), **summary.as_dict()}
+    earlier = _previous_runs(sink)
+    if session:
+        this_run["session"] = session
+        earlier = [r for r in earlier if r.get("session") != session]
     statuses = [e["status"] for e in entries.values()]
     manifest = {
         "run": summary.as_dict(),
         # Every invocation into this OUTPUT, and totals over all of them (they match the
         # index: one processed input, one row).
-        "runs": [*_previous_runs(sink), this_run],
+        "runs": [*earlier, this_run],
         "totals": {
             "inputs": len(statuses),
             "processed": statuses.count(PROCESSED),

@@ -66,7 +66,9 @@ QUARANTINE_DIR = "quarantine"
 METRIC_NAMESPACE = "MedicalImaging/Pipeline"
 
 
-def _state_dir(output: Location, config: RunConfig) -> Path:
+def state_dir_for(output: Location, config: RunConfig) -> Path:
+    """Where OUTPUT's journal and staging live: ``OUTPUT/.medpipe``, or for an S3
+    OUTPUT ``--state-dir`` or a folder of the user's cache named by the OUTPUT."""
     if not output.is_s3:
         return Path(output.path) / STATE_DIR
     if config.state_dir:
@@ -76,7 +78,7 @@ def _state_dir(output: Location, config: RunConfig) -> Path:
     return Path(base) / "medpipe" / "state" / digest
 
 
-def _sweep(output: Location, staging: Path) -> int:
+def sweep_leftovers(output: Location, staging: Path) -> int:
     """Remove what an interrupted run left half-done: staged files and temp files."""
     removed = 0
     if staging.exists():
@@ -162,10 +164,10 @@ def run(
     """
     started = time.perf_counter()
     input_loc, output_loc = check_locations(input_uri, output_uri)
-    state = _state_dir(output_loc, config)
+    state = state_dir_for(output_loc, config)
     staging = state / "staging"
     state.mkdir(parents=True, exist_ok=True)
-    _sweep(output_loc, staging)
+    sweep_leftovers(output_loc, staging)
     staging.mkdir(parents=True, exist_ok=True)
     journal = Journal(state / "journal.jsonl")
     previous = journal.load()
@@ -337,4 +339,12 @@ def _finish(
                     os.unlink(leftover)
 
 
-__all__ = ["SKIPPED", "Journal", "RunSummary", "discover", "run"]
+__all__ = [
+    "SKIPPED",
+    "Journal",
+    "RunSummary",
+    "discover",
+    "run",
+    "state_dir_for",
+    "sweep_leftovers",
+]

@@ -1,0 +1,260 @@
+"""Where a received instance goes: the per-instance pipeline, then OUTPUT, durably.
+
+The receiver calls :meth:`Intake.accept` once per C-STORE and answers the sender with
+the status it returns. Success (``0x0000``) means the instance is de-identified and
+committed to OUTPUT, or quarantined there with a reason, written and fsynced (or
+uploaded) and journalled. When that cannot be done (a full disk, a failed upload) the
+status is ``0xA700`` (Out of Resources): nothing was recorded, and the sender keeps the
+instance and may send it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from src.errors import StorageError
+from src.ingestion.deidentifier import Deidentifier
+from src.ingestion.dicom_parser import DICOMParser
+from src.ingestion.instance import InstancePipeline, InstanceRefusedError, Reason, schema_validation
+from src.ingestion.pseudonyms import KeyMaterial
+from src.pipeline.config import RunConfig
+from src.pipeline.journal import Journal
+from src.pipeline.provenance import check_provenance
+from src.pipeline.reports import write_reports
+from src.pipeline.runner import state_dir_for, sweep_leftovers
+from src.pipeline.sources import Location, input_id, parse_location
+from src.pipeline.summary import RunSummary
+from src.pipeline.worker import PROCESSED, QUARANTINED, Outcome
+from src.storage.store import (
+    DuplicateInstanceError,
+    QuarantineRecord,
+    Store,
+    commit_instance,
+    open_store,
+)
+
+logger = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+
+
+@dataclass
+class Study:
+    """A study being received: its instances' output keys and when the last one came."""
+
+    uid: str
+    keys: list[str] = field(default_factory=list)
+    last_seen: float = 0.0
+
+
+class StudyTracker:
+    """Decides when a study is complete: ``quiet_seconds`` with no new instance for it.
+
+    The study is named by its de-identified Study Instance UID (a keyed value, not PHI).
+    """
+
+    def __init__(self, quiet_seconds: float) -> None:
+        self.quiet_seconds = quiet_seconds
+        self._studies: dict[str, Study] = {}
+        self._lock = threading.Lock()
+
+    def touch(self, uid: str, key: str, now: float | None = None) -> None:
+        with self._lock:
+            study = self._studies.setdefault(uid, Study(uid))
+            study.keys.append(key)
+            study.last_seen = time.monotonic() if now is None else now
+
+    def due(self, now: float | None = None, *, everything: bool = False) -> list[Study]:
+        """Remove and return the studies that have been quiet long enough."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            done = [
+                s
+                for s in self._studies.values()
+                if everything or now - s.last_seen >= self.quiet_seconds
+            ]
+            for study in done:
+                del self._studies[study.uid]
+        return done
+
+    def __len__(self) -> int:
+        return len(self._studies)
+
+
+class Intake:
+    """Durable, accounted intake of received instances into OUTPUT.
+
+    Parameters
+    ----------
+    output_uri : str
+        A folder or ``s3://bucket/prefix``.
+    config : RunConfig
+        The profile, the S3 settings and the limits, as for ``medpipe run``.
+    key : KeyMaterial
+        The de-identification key (resolved by the shell).
+    quiet_seconds : float
+        Quiet time after which a study counts as complete.
+    """
+
+    def __init__(
+        self, output_uri: str, config: RunConfig, key: KeyMaterial, quiet_seconds: float = 30.0
+    ) -> None:
+        try:
+            self.location: Location = parse_location(output_uri)
+        except ValueError as exc:
+            from src.errors import ConfigurationError
+
+            raise ConfigurationError(str(exc)) from exc
+        self.config = config
+        self.key = key
+        self.state = state_dir_for(self.location, config)
+        self.staging = self.state / "staging"
+        self.state.mkdir(parents=True, exist_ok=True)
+        sweep_leftovers(self.location, self.staging)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self.sink: Store = open_store(
+            self.location.raw if self.location.is_s3 else self.location.path,
+            region_name=config.region_name,
+            endpoint_url=config.endpoint_url,
+            fsync=True,  # the sender is told "success" only for what is on disk
+        )
+        check_provenance(self.sink, key.fingerprint(), config.profile.as_dict())
+        self.journal = Journal(self.state / "journal.jsonl")
+        self.entries = self.journal.load()
+        self.claims = {e["output"]: i for i, e in self.entries.items() if e["status"] == PROCESSED}
+        parser = DICOMParser(max_inflated_bytes=config.max_inflated_bytes)
+        deidentifier = Deidentifier(profile=config.profile, key=key.key, parser=parser)
+        self.pipeline = InstancePipeline(deidentifier, schema_validation)
+        self.summary = RunSummary(workers=1)
+        self.studies = StudyTracker(quiet_seconds)
+        self.session = uuid.uuid4().hex[:12]
+        self._lock = threading.Lock()
+        self._process_lock = threading.Lock()
+        self._started = time.perf_counter()
+
+    def accept(self, path: str, sop_instance_uid: str, calling_ae: str) -> int:
+        """Process, store and journal one received instance; return the C-STORE status.
+
+        Parameters
+        ----------
+        path : str
+            The received instance as a DICOM file (with its file meta).
+        sop_instance_uid : str
+            The original Affected SOP Instance UID: keys the input id (never logged).
+        calling_ae : str
+            The sender's AE title, recorded with a quarantined instance.
+        """
+        iid = input_id(self.key.key, f"dicom:{sop_instance_uid}")
+        size = os.path.getsize(path)
+        outcome = Outcome(iid, f"size:{size}", QUARANTINED, bytes_in=size)
+        staged = str(self.staging / f"{iid}.{uuid.uuid4().hex[:8]}.dcm")
+        started = time.perf_counter()
+        try:
+            try:
+                with self._process_lock:
+                    result = self.pipeline.process(path, staged, label=iid)
+            except InstanceRefusedError as exc:
+                outcome.refuse(exc.reason, exc.detail, exc.stage)
+            else:
+                outcome.status, outcome.stage = PROCESSED, "write"
+                outcome.output, outcome.index = result.output_key, result.index
+                outcome.removed, outcome.bytes_out = result.removed, result.bytes_out
+                outcome.burned_in_annotation_risk = result.burned_in_annotation_risk
+                with self._lock:
+                    claimed = self.claims.get(outcome.output) == iid
+                try:
+                    commit_instance(self.sink, outcome.output, staged, iid, claimed=claimed)
+                except DuplicateInstanceError:
+                    outcome.refuse(
+                        Reason.DUPLICATE_SOP_INSTANCE,
+                        "another input already wrote this SOP Instance UID",
+                        "write",
+                    )
+            if outcome.status == QUARANTINED:
+                record = QuarantineRecord(
+                    iid, outcome.reason, outcome.detail, outcome.stage, f"C-STORE from {calling_ae}"
+                )
+                self.sink.quarantine(record, path)
+        except (OSError, StorageError) as exc:
+            logger.error(
+                "Instance not stored; the sender is told to keep it",
+                extra={
+                    "operation": "receive",
+                    "status": "failed",
+                    "details": {"input_id": iid, "error": _error_name(exc)},
+                },
+            )
+            return OUT_OF_RESOURCES
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+        outcome.seconds = time.perf_counter() - started
+        self._account(outcome)
+        return SUCCESS
+
+    def _account(self, outcome: Outcome) -> None:
+        with self._lock:
+            self.journal.append(outcome.journal_entry())
+            self.entries[outcome.input_id] = outcome.journal_entry()
+            summary = self.summary
+            summary.inputs += 1
+            summary.bytes_in += outcome.bytes_in
+            if outcome.status == PROCESSED:
+                self.claims[outcome.output] = outcome.input_id
+                summary.processed += 1
+                summary.bytes_out += outcome.bytes_out
+                summary.burned_in_annotation_risk += int(outcome.burned_in_annotation_risk)
+                study = str(outcome.index.get("study", {}).get("study_instance_uid") or "unknown")
+                self.studies.touch(study, outcome.output)
+            else:
+                summary.quarantined += 1
+                summary.reasons[outcome.reason] = summary.reasons.get(outcome.reason, 0) + 1
+        logger.log(
+            logging.INFO if outcome.status == QUARANTINED else logging.DEBUG,
+            "Instance received",
+            extra={
+                "operation": "receive",
+                "status": outcome.status,
+                "details": {
+                    "input_id": outcome.input_id,
+                    "reason": outcome.reason,
+                    "output": outcome.output,
+                    "seconds": round(outcome.seconds, 4),
+                },
+            },
+        )
+
+    def flush(self) -> None:
+        """Rewrite index.jsonl, index.parquet and manifest.json from the journal."""
+        with self._lock:
+            self.summary.elapsed_seconds = time.perf_counter() - self._started
+            entries = dict(self.entries)
+            write_reports(self.sink, entries, self.summary, self.config, session=self.session)
+
+    def local_path(self, key: str) -> str | None:
+        """The local file of an output key (None for an S3 OUTPUT)."""
+        return None if self.location.is_s3 else str(Path(self.location.path) / key)
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+def _error_name(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        import errno
+
+        return errno.errorcode.get(exc.errno, type(exc).__name__)
+    if isinstance(exc, StorageError) and exc.aws_error_code:
+        return exc.aws_error_code
+    return type(exc).__name__
+
+
+__all__ = ["OUT_OF_RESOURCES", "SUCCESS", "Intake", "Study", "StudyTracker"]

@@ -1,0 +1,299 @@
+"""``medpipe receive``: a de-identifying C-STORE SCP (pynetdicom) over the one pipeline.
+
+Every storage SOP Class pynetdicom knows is accepted, in every transfer syntax it knows,
+plus Verification (C-ECHO). Each instance is streamed to a file as it arrives and handed
+to :class:`~src.network.intake.Intake`; the sender's status is the intake's answer.
+
+Access is deny-by-default once a list is given: calling AE titles (pynetdicom rejects
+the association) and source addresses or networks (the connection is closed before any
+PDU is read). TLS wraps every connection when a certificate is given, and verifies
+clients against ``tls_ca`` when that is given too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import queue
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    _config,
+    evt,
+)
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from src.errors import ConfigurationError
+from src.network.destinations import Destination, check_ae_title
+from src.network.intake import Intake, Study
+from src.network.outgoing import Outgoing, RefusedFileError, describe
+from src.network.scu import Association
+from src.network.send import SendSummary, deliver, record_for
+
+logger = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ReceiverOptions:
+    """How ``medpipe receive`` listens and whom it lets in.
+
+    Attributes
+    ----------
+    port : int
+    bind : str
+        The address to listen on (default loopback only).
+    ae_title : str
+    allowed_aes : tuple of str
+        Calling AE titles let in; empty lets any in.
+    allowed_hosts : tuple of str
+        Source addresses or networks (``10.0.0.0/8``) let in; empty lets any in.
+    tls : ssl.SSLContext, optional
+    max_associations : int
+        Concurrent associations; more are rejected (transient, local limit exceeded).
+    max_pdu : int
+        Largest PDU we receive (bytes; 0 means no limit).
+    idle_seconds : float
+        An association silent this long is aborted.
+    quiet_seconds : float
+        A study with no new instance for this long is complete.
+    forward : Destination, optional
+        Where a completed study is sent.
+    """
+
+    port: int
+    bind: str = "127.0.0.1"
+    ae_title: str = "MEDPIPE"
+    allowed_aes: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    tls: ssl.SSLContext | None = None
+    max_associations: int = 10
+    max_pdu: int = 16382
+    idle_seconds: float = 60.0
+    quiet_seconds: float = 30.0
+    forward: Destination | None = None
+    forward_how: Association | None = None
+
+
+def parse_networks(values: tuple[str, ...]) -> tuple[Network, ...]:
+    """Parse ``--allow-host`` values; raises ConfigurationError naming the bad one."""
+    out = []
+    for value in values:
+        try:
+            out.append(ipaddress.ip_network(value, strict=False))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"--allow-host {value!r} is not an address or network"
+            ) from exc
+    return tuple(out)
+
+
+def server_tls(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
+    """A server TLS context; with ``ca`` every client must present a certificate it signed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load the TLS certificate or key ({exc})") from exc
+    context.verify_mode = ssl.CERT_REQUIRED if ca else ssl.CERT_NONE
+    return context
+
+
+def _echo(_event: Any) -> int:
+    return 0x0000
+
+
+class _AllowListServer(ThreadedAssociationServer):
+    """pynetdicom's server, closing connections from addresses not on the list."""
+
+    allowed: tuple[Network, ...] = ()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        if not self.allowed:
+            return True
+        try:
+            address = ipaddress.ip_address(client_address[0])
+        except (ValueError, IndexError, TypeError):
+            return False
+        if any(address in net for net in self.allowed):
+            return True
+        logger.warning(
+            "Connection refused: source address not allowed",
+            extra={"operation": "receive", "status": "rejected", "details": {}},
+        )
+        return False
+
+
+class Receiver:
+    """A running C-STORE SCP feeding an :class:`Intake`.
+
+    Parameters
+    ----------
+    intake : Intake
+    options : ReceiverOptions
+    """
+
+    def __init__(self, intake: Intake, options: ReceiverOptions) -> None:
+        self.intake = intake
+        self.options = options
+        self.networks = parse_networks(options.allowed_hosts)
+        for title in (options.ae_title, *options.allowed_aes):
+            check_ae_title(title)
+        self.ae = self._make_ae()
+        self.server: Any = None
+        self.forwarded = SendSummary(options.forward.label if options.forward else "")
+        self._forward_queue: queue.Queue[Study | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._dirty = False
+        self._stopping = threading.Event()
+
+    def _make_ae(self) -> AE:
+        options = self.options
+        ae = AE(ae_title=options.ae_title)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        ae.maximum_associations = options.max_associations
+        ae.maximum_pdu_size = options.max_pdu
+        ae.network_timeout = options.idle_seconds
+        ae.acse_timeout = ae.dimse_timeout = min(options.idle_seconds, 30.0)
+        ae.require_calling_aet = list(options.allowed_aes)
+        return ae
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> tuple[str, int]:
+        """Start listening (in background threads); returns the bound address."""
+        # Each instance is streamed into a file in OUTPUT's staging as it arrives (bounded
+        # memory; a crash leaves it where the next start sweeps it away).
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        tempfile.tempdir = str(self.intake.staging)
+        handlers: list[Any] = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, _echo)]
+        self.server = self.ae.make_server(
+            (self.options.bind, self.options.port),
+            evt_handlers=handlers,
+            ssl_context=self.options.tls,
+            server_class=_AllowListServer,
+        )
+        self.server.allowed = self.networks
+        self.ae._servers.append(self.server)  # as start_server does: shutdown() expects it
+        self._spawn(self.server.serve_forever, "scp-accept")
+        self._spawn(self._watch_studies, "scp-studies")
+        if self.options.forward is not None:
+            self._spawn(self._forward_loop, "scp-forward")
+        return self.address
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _on_store(self, event: Any) -> int:
+        try:
+            path = str(event.dataset_path)
+            sop = str(event.request.AffectedSOPInstanceUID)
+            calling = str(event.assoc.requestor.ae_title)
+        except Exception:  # an unreadable request: nothing to store, tell the sender
+            return 0xC000
+        status = self.intake.accept(path, sop, calling)
+        self._dirty = True
+        return status
+
+    def _watch_studies(self) -> None:
+        last_flush = time.monotonic()
+        while not self._stopping.is_set():
+            time.sleep(0.25)
+            for study in self.intake.studies.due():
+                self._complete(study)
+            if self._dirty and time.monotonic() - last_flush > 2.0:
+                self._dirty = False
+                last_flush = time.monotonic()
+                self.intake.flush()
+
+    def _complete(self, study: Study) -> None:
+        logger.info(
+            "Study complete",
+            extra={
+                "operation": "receive",
+                "status": "study-complete",
+                "details": {"study": study.uid, "instances": len(study.keys)},
+            },
+        )
+        if self.options.forward is not None:
+            self._forward_queue.put(study)
+
+    def _forward_loop(self) -> None:
+        dest = self.options.forward
+        assert dest is not None
+        record = record_for(self.intake.state, dest)
+        while True:
+            study = self._forward_queue.get()
+            if study is None:
+                return
+            items: list[Outgoing] = []
+            for key in study.keys:
+                path = self.intake.local_path(key)
+                if path is None:  # S3 OUTPUT: a local copy to send from
+                    path = str(self.intake.staging / f"forward-{key.replace('/', '_')}")
+                    self.intake.sink.fetch(key, path)
+                try:
+                    items.append(describe(path))
+                except RefusedFileError as exc:
+                    self.forwarded.refused += 1
+                    self.forwarded.reasons[exc.reason] = (
+                        self.forwarded.reasons.get(exc.reason, 0) + 1
+                    )
+            self.forwarded.files += len(study.keys)
+            before = (self.forwarded.sent, self.forwarded.failed)
+            deliver(items, dest, record, self.forwarded, how=self.options.forward_how)
+            logger.info(
+                "Study forwarded",
+                extra={
+                    "operation": "forward",
+                    "status": "completed",
+                    "details": {
+                        "study": study.uid,
+                        "destination": dest.label,
+                        "sent": self.forwarded.sent - before[0],
+                        "failed": self.forwarded.failed - before[1],
+                    },
+                },
+            )
+
+    def stop(self, grace_seconds: float = 30.0) -> None:
+        """Stop accepting, let associations in flight finish, complete every study
+        received, finish forwarding and write the reports."""
+        if self.server is not None:
+            self.server.shutdown()  # no new connections; the socket is closed
+        deadline = time.monotonic() + grace_seconds
+        while self.ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in self.ae.active_associations:
+            assoc.abort()
+        self._stopping.set()
+        for study in self.intake.studies.due(everything=True):
+            self._complete(study)
+        if self.options.forward is not None:
+            self._forward_queue.put(None)
+        for thread in self._threads:
+            if thread.name != "scp-accept":
+                thread.join()
+        self.intake.flush()
+        self.intake.close()
+
+
+__all__ = ["Receiver", "ReceiverOptions", "parse_networks", "server_tls"]

@@ -1,0 +1,123 @@
+"""STOW-RS: send de-identified files to a DICOMweb origin, in batches, with retry.
+
+``dicomweb-client`` does the HTTP (and retries 429/503 itself); a batch that fails as a
+whole is retried with back-off, and a batch the origin rejects is sent again file by
+file so that one bad file does not hold back the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import requests
+from dicomweb_client import DICOMwebClient
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from src.network.destinations import Destination
+from src.network.outgoing import Outgoing
+from src.network.scu import Delivery
+
+logger = logging.getLogger(__name__)
+
+BATCH_FILES = 25
+BATCH_BYTES = 32 * 1024 * 1024
+
+
+def _batches(items: list[Outgoing]) -> Iterable[list[Outgoing]]:
+    batch: list[Outgoing] = []
+    size = 0
+    for item in items:
+        if batch and (len(batch) >= BATCH_FILES or size + item.size > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item.size
+    if batch:
+        yield batch
+
+
+def _stored_uids(response: Dataset) -> tuple[set[str], set[str]]:
+    """The SOP Instance UIDs the origin stored and those it failed (PS3.18 10.5.3)."""
+    stored = {
+        str(i.get("ReferencedSOPInstanceUID", ""))
+        for i in response.get("ReferencedSOPSequence", [])
+    }
+    failed = {
+        str(i.get("ReferencedSOPInstanceUID", "")) for i in response.get("FailedSOPSequence", [])
+    }
+    return stored, failed
+
+
+def store(
+    items: list[Outgoing],
+    dest: Destination,
+    acknowledged: Callable[[Outgoing], None],
+    *,
+    retries: int = 4,
+    backoff_seconds: float = 1.0,
+    client: DICOMwebClient | None = None,
+) -> Delivery:
+    """STOW-RS ``items`` to ``dest``; ``acknowledged`` is called for each stored file."""
+    client = client or DICOMwebClient(url=dest.url)
+    delivery = Delivery()
+    for batch in _batches(items):
+        if not _post(client, batch, acknowledged, delivery, retries, backoff_seconds):
+            for item in batch:  # the batch as a whole was refused: one file at a time
+                if not _post(client, [item], acknowledged, delivery, retries, backoff_seconds):
+                    delivery.fail("origin refused the file")
+    return delivery
+
+
+def _post(
+    client: DICOMwebClient,
+    batch: list[Outgoing],
+    acknowledged: Callable[[Outgoing], None],
+    delivery: Delivery,
+    retries: int,
+    backoff_seconds: float,
+) -> bool:
+    """POST one batch; False when the origin refused it (a 4xx): try smaller."""
+    for attempt in range(retries + 1):
+        try:
+            datasets = [dcmread(item.path) for item in batch]
+            response = client.store_instances(datasets)
+        except requests.HTTPError as exc:
+            code = exc.response.status_code if exc.response is not None else 0
+            if 400 <= code < 500 and code not in (408, 429):
+                if len(batch) > 1:
+                    return False
+                delivery.fail(f"origin refused the file (HTTP {code})")
+                return True
+            reason = f"HTTP {code}"
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            reason = type(exc).__name__
+        else:
+            stored, failed = _stored_uids(response)
+            for item in batch:
+                uid = item.sop_instance_uid
+                if uid in failed or (stored and uid not in stored):
+                    delivery.fail("origin listed the file as failed")
+                else:
+                    acknowledged(item)
+                    delivery.sent += 1
+                    delivery.bytes_sent += item.size
+            return True
+        logger.warning(
+            "STOW-RS batch failed",
+            extra={
+                "operation": "send",
+                "status": "retrying",
+                "details": {"files": len(batch), "error": reason, "attempt": attempt + 1},
+            },
+        )
+        if attempt < retries:
+            time.sleep(backoff_seconds * 2**attempt)
+    for _ in batch:
+        delivery.fail("origin unreachable or kept failing after retries")
+    return True
+
+
+__all__ = ["BATCH_BYTES", "BATCH_FILES", "store"]
