@@ -133,13 +133,18 @@ def receive(
     )
     stop.wait()
     click.echo("medpipe: stopping: finishing associations in flight", err=True)
-    receiver.stop()
-    summary = intake.summary
-    for line in summary.lines():
+    written = receiver.stop()
+    for line in intake.summary.lines():
         click.echo(line)
     if options.forward is not None:
         for line in receiver.forwarded.lines():
             click.echo(f"forward: {line}")
+    if not written:
+        _fail(
+            "the reports could not be written (see the log); the journal holds every "
+            "instance, and the next receive or run into OUTPUT writes them",
+            1,
+        )
 
 
 @main.command()

@@ -89,6 +89,22 @@ class StudyTracker:
         return len(self._studies)
 
 
+def spool_dir(location: Location) -> Path:
+    """Where received bytes land before processing: a private (0700) folder of the system
+    temp dir, named by OUTPUT and emptied at start. Not on OUTPUT's disk, so that a full
+    OUTPUT still lets an instance arrive whole and be answered with a failure status
+    (pynetdicom aborts the association when it cannot write what it receives)."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    name = hashlib.sha256(location.raw.encode("utf-8")).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"medpipe-spool-{os.getuid()}-{name}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
+    return folder
+
+
 class Intake:
     """Durable, accounted intake of received instances into OUTPUT.
 
@@ -120,6 +136,7 @@ class Intake:
         self.state.mkdir(parents=True, exist_ok=True)
         sweep_leftovers(self.location, self.staging)
         self.staging.mkdir(parents=True, exist_ok=True)
+        self.spool = spool_dir(self.location)
         self.sink: Store = open_store(
             self.location.raw if self.location.is_s3 else self.location.path,
             region_name=config.region_name,
@@ -189,7 +206,7 @@ class Intake:
                 extra={
                     "operation": "receive",
                     "status": "failed",
-                    "details": {"input_id": iid, "error": _error_name(exc)},
+                    "details": {"input_id": iid, "error": error_name(exc)},
                 },
             )
             return OUT_OF_RESOURCES
@@ -244,10 +261,14 @@ class Intake:
         return None if self.location.is_s3 else str(Path(self.location.path) / key)
 
     def close(self) -> None:
+        import shutil
+
         self.journal.close()
+        shutil.rmtree(self.spool, ignore_errors=True)
 
 
-def _error_name(exc: BaseException) -> str:
+def error_name(exc: BaseException) -> str:
+    """The errno name, AWS error code or exception type of ``exc`` (never its text)."""
     if isinstance(exc, OSError) and exc.errno is not None:
         import errno
 
@@ -257,4 +278,4 @@ def _error_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-__all__ = ["OUT_OF_RESOURCES", "SUCCESS", "Intake", "Study", "StudyTracker"]
+__all__ = ["OUT_OF_RESOURCES", "SUCCESS", "Intake", "Study", "StudyTracker", "error_name"]

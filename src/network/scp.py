@@ -32,9 +32,9 @@ from pynetdicom import (
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from src.errors import ConfigurationError
+from src.errors import ConfigurationError, StorageError
 from src.network.destinations import Destination, check_ae_title
-from src.network.intake import Intake, Study
+from src.network.intake import Intake, Study, error_name
 from src.network.outgoing import Outgoing, RefusedFileError, describe
 from src.network.scu import Association
 from src.network.send import SendSummary, deliver, record_for
@@ -178,10 +178,10 @@ class Receiver:
 
     def start(self) -> tuple[str, int]:
         """Start listening (in background threads); returns the bound address."""
-        # Each instance is streamed into a file in OUTPUT's staging as it arrives (bounded
-        # memory; a crash leaves it where the next start sweeps it away).
+        # Each instance is streamed into a file of the spool as it arrives (bounded memory;
+        # a crash leaves it where the next start sweeps it away).
         _config.STORE_RECV_CHUNKED_DATASET = True
-        tempfile.tempdir = str(self.intake.staging)
+        tempfile.tempdir = str(self.intake.spool)
         handlers: list[Any] = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, _echo)]
         self.server = self.ae.make_server(
             (self.options.bind, self.options.port),
@@ -222,7 +222,24 @@ class Receiver:
             if self._dirty and time.monotonic() - last_flush > 2.0:
                 self._dirty = False
                 last_flush = time.monotonic()
-                self.intake.flush()
+                self._flush()
+
+    def _flush(self) -> bool:
+        """Rewrite the reports; a failure (a full disk) is logged, never fatal: the
+        journal already holds every instance and the next flush rewrites them."""
+        try:
+            self.intake.flush()
+        except (OSError, StorageError) as exc:
+            logger.error(
+                "Reports not written",
+                extra={
+                    "operation": "receive",
+                    "status": "failed",
+                    "details": {"error": error_name(exc)},
+                },
+            )
+            return False
+        return True
 
     def _complete(self, study: Study) -> None:
         logger.info(
@@ -274,13 +291,23 @@ class Receiver:
                 },
             )
 
-    def stop(self, grace_seconds: float = 30.0) -> None:
+    def stop(self, grace_seconds: float = 30.0) -> bool:
         """Stop accepting, let associations in flight finish, complete every study
-        received, finish forwarding and write the reports."""
+        received, finish forwarding and write the reports.
+
+        Returns
+        -------
+        bool
+            False when the reports could not be written (the journal has everything).
+        """
         if self.server is not None:
             self.server.shutdown()  # no new connections; the socket is closed
         deadline = time.monotonic() + grace_seconds
-        while self.ae.active_associations and time.monotonic() < deadline:
+        # Associations in flight may finish; a connection that never sent an
+        # A-ASSOCIATE-RQ (a port probe, a half-open socket) is not waited for.
+        while time.monotonic() < deadline and any(
+            a.is_established for a in self.ae.active_associations
+        ):
             time.sleep(0.05)
         for assoc in self.ae.active_associations:
             assoc.abort()
@@ -292,8 +319,9 @@ class Receiver:
         for thread in self._threads:
             if thread.name != "scp-accept":
                 thread.join()
-        self.intake.flush()
+        written = self._flush()
         self.intake.close()
+        return written
 
 
 __all__ = ["Receiver", "ReceiverOptions", "parse_networks", "server_tls"]

@@ -75,10 +75,14 @@ class Receiver:
         self.output, self.port = output, port
         self.log = output.parent / f"receive-{port}.log"
         self.proc = subprocess.Popen(
-            [*prefix, *medpipe_cmd("--log-level", "INFO", "receive", str(output),
-                                    "--port", str(port), *extra)],
+            [
+                *prefix,
+                *medpipe_cmd(
+                    "--log-level", "INFO", "receive", str(output), "--port", str(port), *extra
+                ),
+            ],
             stdout=subprocess.PIPE,
-            stderr=open(self.log, "w"),  # noqa: SIM115 - closed with the process
+            stderr=open(self.log, "w"),
             text=True,
             cwd=ROOT,
         )
@@ -114,8 +118,13 @@ class LoopbackNamespace:
 
     def run(self, cmd: list[str], check: bool = True, timeout: float = 300, **kw: Any) -> Any:
         proc = subprocess.run(
-            [*self.prefix(), *cmd], capture_output=True, text=True, timeout=timeout,
-            cwd=ROOT, check=False, **kw
+            [*self.prefix(), *cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            check=False,
+            **kw,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -144,7 +153,10 @@ class LoopbackNamespace:
             f"sys.stdout.buffer.write(urllib.request.urlopen({url!r}, timeout=30).read())"
         )
         proc = subprocess.run(
-            [*self.prefix(), sys.executable, "-c", code], capture_output=True, timeout=60, check=True
+            [*self.prefix(), sys.executable, "-c", code],
+            capture_output=True,
+            timeout=60,
+            check=True,
         )
         return proc.stdout
 

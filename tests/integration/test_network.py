@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -66,16 +63,35 @@ def pydicom_dir(tmp_path: Path) -> Path:
 
 
 def completions(receiver: Receiver, details: bool = False):  # type: ignore[no-untyped-def]
-    found = [json.loads(line)["details"] for line in receiver.stderr().splitlines()
-             if '"study-complete"' in line]
+    found = [
+        json.loads(line)["details"]
+        for line in receiver.stderr().splitlines()
+        if '"study-complete"' in line
+    ]
     return found if details else len(found)
 
 
 def storescu(port: int, *paths: Path, aet: str = "MODALITY", extra: tuple[str, ...] = ()):
     return subprocess.run(
-        ["storescu", "-v", "-nh", "-aet", aet, "-aec", "MEDPIPE", *extra, "+sd", "+r",
-         "127.0.0.1", str(port), *map(str, paths)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            "storescu",
+            "-v",
+            "-nh",
+            "-aet",
+            aet,
+            "-aec",
+            "MEDPIPE",
+            *extra,
+            "+sd",
+            "+r",
+            "127.0.0.1",
+            str(port),
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -93,8 +109,9 @@ def test_storescu_sends_a_study_and_pydicoms_files_and_every_one_is_accounted_fo
         assert echo.returncode == 0
         study = storescu(port, corpus.root)
         assert study.returncode == 0, study.stderr[-2000:]
-        studies = {str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID)
-                   for p in corpus.files}
+        studies = {
+            str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in corpus.files
+        }
         deadline = time.monotonic() + 60
         while completions(receiver) < len(studies) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -134,10 +151,13 @@ def test_calling_ae_and_source_address_allow_lists_deny_by_default(tmp_path: Pat
     port = free_port()
     receiver = Receiver(tmp_path / "out", port, "--allow-ae", "GOOD", "--allow-ae", "OTHER")
     try:
+
         def echo(aet: str) -> int:
             return subprocess.run(
                 ["echoscu", "-aet", aet, "-aec", "MEDPIPE", "127.0.0.1", str(port)],
-                capture_output=True, timeout=60, check=False,
+                capture_output=True,
+                timeout=60,
+                check=False,
             ).returncode
 
         assert echo("GOOD") == 0
@@ -149,7 +169,9 @@ def test_calling_ae_and_source_address_allow_lists_deny_by_default(tmp_path: Pat
     try:
         refused = subprocess.run(
             ["echoscu", "-aec", "MEDPIPE", "127.0.0.1", str(port)],
-            capture_output=True, timeout=60, check=False,
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
         assert refused.returncode != 0
     finally:
@@ -173,8 +195,13 @@ def deidentified(tmp_path_factory: pytest.TempPathFactory, corpus) -> Path:
     shutil.copytree(corpus.root, inputs / "study")
     from pydicom.data import get_testdata_file
 
-    for name in ("JPEG2000.dcm", "SC_rgb_rle.dcm", "MR_small_jpeg_ls_lossless.dcm",
-                 "SC_rgb_jpeg.dcm", "MR_small_implicit.dcm"):
+    for name in (
+        "JPEG2000.dcm",
+        "SC_rgb_rle.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "SC_rgb_jpeg.dcm",
+        "MR_small_implicit.dcm",
+    ):
         shutil.copy(get_testdata_file(name), inputs / name)
     out = work / "out"
     medpipe("run", str(inputs), str(out), "-j", "1")
@@ -209,8 +236,10 @@ def test_send_to_dcmtk_storescp_arrives_byte_for_byte_and_is_not_sent_twice(
     try:
         inbox = tmp_path / "storescp"
         inbox.mkdir()
-        ns.start(["storescp", "+B", "+xa", "-aet", "ARCHIVE", "-od", str(inbox), "11112"],
-                 stderr=subprocess.DEVNULL)
+        ns.start(
+            ["storescp", "+B", "+xa", "-aet", "ARCHIVE", "-od", str(inbox), "11112"],
+            stderr=subprocess.DEVNULL,
+        )
         ns.wait_port(11112)
         dest = "dicom://ARCHIVE@127.0.0.1:11112"
         first = ns.run(medpipe_cmd("send", str(deidentified), dest, "--no-progress"))
@@ -235,21 +264,25 @@ def test_send_to_orthanc_over_c_store_and_stow_rs(tmp_path: Path, deidentified: 
         patients = sorted(p for p in deidentified.iterdir() if p.name.startswith("ANON-"))
         assert len(patients) >= 2
         over_dimse, over_web = patients[0], patients[1]
-        ns.run(medpipe_cmd("send", str(over_dimse), "dicom://ORTHANC@127.0.0.1:4242",
-                           "--no-progress"))
-        web = ns.run(medpipe_cmd("send", str(over_web), "http://127.0.0.1:8042/dicom-web",
-                                 "--no-progress"))
+        ns.run(
+            medpipe_cmd("send", str(over_dimse), "dicom://ORTHANC@127.0.0.1:4242", "--no-progress")
+        )
+        web = ns.run(
+            medpipe_cmd("send", str(over_web), "http://127.0.0.1:8042/dicom-web", "--no-progress")
+        )
         assert "+ 0 + 0" in web.stdout
         stored = tmp_path / "from-orthanc"
         stored.mkdir()
         for oid in json.loads(ns.http_get("http://127.0.0.1:8042/instances")):
             data = ns.http_get(f"http://127.0.0.1:8042/instances/{oid}/file")
             (stored / f"{oid}.dcm").write_bytes(data)
-        assert_same_as_sent(dicom_files(over_dimse) + dicom_files(over_web),
-                            received_by_uid(stored))
+        assert_same_as_sent(
+            dicom_files(over_dimse) + dicom_files(over_web), received_by_uid(stored)
+        )
         # STOW-RS resumes as C-STORE does: nothing acknowledged is posted again.
-        again = ns.run(medpipe_cmd("send", str(over_web), "http://127.0.0.1:8042/dicom-web",
-                                   "--no-progress"))
+        again = ns.run(
+            medpipe_cmd("send", str(over_web), "http://127.0.0.1:8042/dicom-web", "--no-progress")
+        )
         n = len(dicom_files(over_web))
         assert f"{n} = 0 + {n} + 0 + 0" in again.stdout
     finally:
