@@ -71,14 +71,28 @@ def medpipe_cmd(*args: str) -> list[str]:
 class Receiver:
     """``medpipe receive`` in a subprocess (optionally behind a command prefix)."""
 
-    def __init__(self, output: Path, port: int, *extra: str, prefix: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        output: Path,
+        port: int,
+        *extra: str,
+        prefix: tuple[str, ...] = (),
+        output_uri: str | None = None,
+    ) -> None:
         self.output, self.port = output, port
+        output.parent.mkdir(parents=True, exist_ok=True)
         self.log = output.parent / f"receive-{port}.log"
         self.proc = subprocess.Popen(
             [
                 *prefix,
                 *medpipe_cmd(
-                    "--log-level", "INFO", "receive", str(output), "--port", str(port), *extra
+                    "--log-level",
+                    "INFO",
+                    "receive",
+                    output_uri or str(output),
+                    "--port",
+                    str(port),
+                    *extra,
                 ),
             ],
             stdout=subprocess.PIPE,

@@ -425,3 +425,54 @@ def test_tls_with_client_verification(tmp_path: Path, corpus, outgoing: Path) ->
     assert code == 0
     totals = json.loads((out / "manifest.json").read_text())["totals"]
     assert totals["processed"] == len(corpus.files) * 2  # dcmtk's and medpipe's copies
+
+
+def test_receive_into_s3_answers_success_only_after_the_upload(
+    tmp_path: Path, corpus, moto_reset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_reset)
+    s3.create_bucket(Bucket="research")
+    port = free_port()
+    receiver = Receiver(
+        tmp_path / "unused",
+        port,
+        "--endpoint-url",
+        moto_reset,
+        output_uri="s3://research/deid",
+    )
+    try:
+        assoc = scu(port)
+        for path in corpus.files:
+            assert assoc.send_c_store(path).Status == 0x0000
+        assoc.release()
+    finally:
+        code, _ = receiver.stop()
+    assert code == 0
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="research")["Contents"]]
+    assert len([k for k in keys if k.endswith(".dcm")]) == len(corpus.files)
+    body = s3.get_object(Bucket="research", Key="deid/manifest.json")["Body"].read()
+    assert json.loads(body)["totals"]["processed"] == len(corpus.files)
+    # The uploads start failing: the sender is told, and keeps the instance.
+    from tests.integration.fault_proxy import FaultProxy
+
+    monkeypatch.setenv("MEDPIPE_AWS_MAX_ATTEMPTS", "2")  # give up within the DIMSE timeout
+    with FaultProxy(moto_reset, every=0) as proxy:
+        port = free_port()
+        receiver = Receiver(
+            tmp_path / "unused2",
+            port,
+            "--endpoint-url",
+            proxy.url,
+            output_uri="s3://research/deid2",
+        )
+        try:
+            assoc = scu(port)
+            assert assoc.send_c_store(corpus.files[0]).Status == 0x0000
+            proxy.every = 1  # from now on every request fails
+            assert assoc.send_c_store(corpus.files[1]).Status == 0xA700
+            assoc.release()
+        finally:
+            receiver.stop()
+    assert '"Instance not stored; the sender is told to keep it"' in receiver.stderr()
