@@ -404,6 +404,10 @@ def main() -> None:
     imports = import_times()
     big = big_file_memory()
     profile = profile_hot_path(corpora["ct"])
+    print("network ...", file=sys.stderr)
+    from benchmarks import network
+
+    net = network.section(network.run())
     ct_ref, small_ref = refs(ct_rows), refs(small_rows)
     by = {r["tool"]: r["files_per_s"] for r in ct_rows}
     one = by.get("medpipe run -j 1", 0.0)
@@ -495,6 +499,7 @@ Lambda handler import: {imports["lambda_handlers"] * 1000:.0f} ms against
 {imports["pydicom+boto3+pydantic"] * 1000:.0f} ms for pydicom, boto3 and pydantic alone
 (ratio {imports["ratio"]:.2f}).
 
+{net}
 ## Where the time goes
 
 cProfile of `Deidentifier.deidentify_file` over 200 CT files (cumulative):

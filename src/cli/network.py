@@ -15,10 +15,15 @@ from src.cli.app import _build_config, _fail, _key, friendly_errors, main, profi
 def _client_tls(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLContext | None:
     if not (cert or ca):
         return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-    context.check_hostname = False  # DICOM peers are named by AE title and address
-    if cert:
-        context.load_cert_chain(cert, key)
+    from src.errors import ConfigurationError
+
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        context.check_hostname = False  # DICOM peers are named by AE title and address
+        if cert:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load the TLS files ({type(exc).__name__})") from exc
     return context
 
 

@@ -10,11 +10,14 @@ sent again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.uid import UID
@@ -134,6 +137,7 @@ def _store_batch(
         )
         progressed = False
         if assoc.is_established:
+            _no_delay(assoc)
             accepted = {
                 (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
                 for cx in assoc.accepted_contexts
@@ -179,6 +183,12 @@ def _store_batch(
                 delivery.fail("peer unreachable or kept failing after retries")
             return
         time.sleep(how.backoff_seconds * min(2 ** max(attempts - 1, 0), 30))
+
+
+def _no_delay(assoc: Any) -> None:
+    """Send each PDU at once (see :func:`src.network.scp._no_delay`)."""
+    with contextlib.suppress(OSError, AttributeError):
+        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _send_one(assoc: object, item: Outgoing, accepted: set[tuple[str, str]]) -> str | None:
