@@ -44,6 +44,19 @@ from src.cli.app import _build_config, _fail, _key, friendly_errors, main, profi
     type=click.Path(file_okay=False),
     help="Resume journal location for s3:// OUTPUT.",
 )
+@click.option(
+    "--crosswalk",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append source path, original IDs and UIDs and their pseudonyms to this CSV. "
+    "It is PHI: written with mode 0600, and refused inside OUTPUT.",
+)
+@click.option(
+    "--crosswalk-in-output",
+    is_flag=True,
+    default=None,
+    help="Allow the crosswalk inside OUTPUT (then never share OUTPUT as a whole).",
+)
 @friendly_errors
 def run(
     input_uri: str,
@@ -57,6 +70,8 @@ def run(
     metrics: str | None,
     progress: bool | None,
     state_dir: str | None,
+    crosswalk: str | None,
+    crosswalk_in_output: bool | None,
     **flags: Any,
 ) -> None:
     """De-identify every DICOM file under INPUT into OUTPUT.
@@ -79,7 +94,14 @@ def run(
         metrics=metrics,
         progress=progress,
         state_dir=state_dir,
+        crosswalk=crosswalk,
+        crosswalk_in_output=crosswalk_in_output,
     )
+    if crosswalk:
+        from src.pipeline.crosswalk import check_location
+
+        local = None if output_uri.startswith("s3://") else output_uri
+        check_location(crosswalk, local, bool(crosswalk_in_output))
     key = _key(config)
     click.echo(
         f"medpipe: de-identifying {input_uri} -> {output_uri} "

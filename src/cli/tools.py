@@ -1,4 +1,4 @@
-"""The other commands: inspect, validate, url, config, audit, samples."""
+"""The other commands: inspect, validate, url, config, audit, lookup, samples."""
 
 from __future__ import annotations
 
@@ -186,6 +186,48 @@ def audit(
         click.echo(f"HIT {hit.source} in {hit.found_in}")
     if not report.clean:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("value", metavar="VALUE")
+@click.option(
+    "--issuer", default=None, help="Issuer of Patient ID (0010,0021), if the files have one."
+)
+@click.option(
+    "--uid", "is_uid", is_flag=True, help="VALUE is an original UID: print its replacement."
+)
+@profile_options
+@friendly_errors
+def lookup(
+    value: str,
+    issuer: str | None,
+    is_uid: bool,
+    config_path: str | None,
+    key_file: str | None,
+    uid_root: str | None,
+    **flags: Any,
+) -> None:
+    """Print the pseudonym of an original Patient ID (an MRN), from the key alone.
+
+    With --uid, VALUE is an original Study, Series or SOP Instance UID and the output is
+    the UID that replaced it. Use the same key, --uid-root and --config as the run.
+    """
+    from pydicom.dataset import Dataset
+
+    from src.ingestion.pseudonyms import Pseudonymizer
+    from src.ingestion.safety_net import patient_key
+
+    config = _build_config(config_path, key_file, uid_root, flags)
+    profile = config.profile
+    pseudo = Pseudonymizer(_key(config).key, profile.uid_root, profile.max_date_shift_days)
+    if is_uid:
+        click.echo(value if profile.retain_uids else pseudo.uid(value))
+        return
+    ds = Dataset()
+    ds.PatientID = value
+    if issuer:
+        ds.IssuerOfPatientID = issuer
+    click.echo(pseudo.patient_id(patient_key(ds)))
 
 
 @main.command()

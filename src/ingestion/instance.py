@@ -149,6 +149,9 @@ class InstanceResult:
         The action report.
     bytes_out : int
         Size of the output file.
+    original : dict
+        The original identifiers (:func:`original_identity`): PHI, kept only for a
+        crosswalk the user asked for.
     """
 
     output_key: str
@@ -157,10 +160,32 @@ class InstanceResult:
     report: DeidentificationResult
     bytes_out: int = 0
     removed: int = field(default=0)
+    #: The original identifiers (PHI: for a crosswalk the user asked for, never logged).
+    original: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def burned_in_annotation_risk(self) -> bool:
         return self.report.burned_in_annotation_risk
+
+
+_IDENTITY = (
+    ("patient_id", 0x00100020),
+    ("issuer_of_patient_id", 0x00100021),
+    ("accession_number", 0x00080050),
+    ("study_instance_uid", 0x0020000D),
+    ("series_instance_uid", 0x0020000E),
+    ("sop_instance_uid", 0x00080018),
+)
+
+
+def original_identity(ds: Dataset) -> dict[str, str]:
+    """The identifiers a crosswalk joins on, read from the original dataset."""
+    out = {}
+    for name, tag in _IDENTITY:
+        elem = ds.get(tag)
+        value = "" if elem is None or elem.value is None else str(elem.value)
+        out[name] = value.strip()
+    return out
 
 
 def _parse_refusal(exc: InvalidDICOMError) -> InstanceRefusedError:
@@ -187,6 +212,9 @@ class InstancePipeline:
         :class:`~src.errors.PipelineError`) refuses the instance. Defaults to
         :func:`schema_validation`; pass ``None`` to skip validation.
     extractor : MetadataExtractor, optional
+    keep_identity : bool
+        Return the original identifiers in :attr:`InstanceResult.original` (for a
+        crosswalk; off by default, so that no PHI leaves the core unasked).
 
     Examples
     --------
@@ -204,8 +232,11 @@ class InstancePipeline:
         deidentifier: Deidentifier,
         validate: ValidationHook | None = schema_validation,
         extractor: MetadataExtractor | None = None,
+        *,
+        keep_identity: bool = False,
     ) -> None:
         self.deidentifier = deidentifier
+        self.keep_identity = keep_identity
         self.validate = validate
         self.extractor = extractor or MetadataExtractor()
 
@@ -246,9 +277,13 @@ class InstancePipeline:
         memo: dict[int, Any] = {}
         image = [False]
 
+        identity: dict[str, str] = {}
+
         def before(original: Dataset) -> None:
             stage[0] = "validate"
             image[0] = is_image(original)
+            if self.keep_identity:
+                identity.update(original_identity(original))
             if self.validate is not None:
                 self.validate(self.extractor.extract_metadata(original, memo=memo))
             stage[0] = "deidentify"
@@ -310,6 +345,7 @@ class InstancePipeline:
             report=report,
             bytes_out=os.path.getsize(output_path),
             removed=len(report.removed_tags),
+            original=identity,
         )
 
     def _run(
@@ -342,6 +378,7 @@ __all__ = [
     "OutputWriteError",
     "Reason",
     "ValidationHook",
+    "original_identity",
     "output_key",
     "schema_validation",
     "validation_reason",

@@ -65,7 +65,7 @@ def _value(ds: Dataset, tag: int) -> str:
     return "" if elem is None or elem.VR == "SQ" else _text(elem.value)
 
 
-def _patient_key(ds: Dataset) -> str:
+def patient_key(ds: Dataset) -> str:
     """The original patient identity used to key the pseudonym and the date offset."""
     pid = _value(ds, 0x00100020)
     if pid:
@@ -76,6 +76,9 @@ def _patient_key(ds: Dataset) -> str:
     if name or birth:
         return f"name:{name}:{birth}"
     return f"study:{_value(ds, 0x0020000D)}"
+
+
+_patient_key = patient_key
 
 
 class _Identifiers:

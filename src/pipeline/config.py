@@ -52,6 +52,10 @@ class RunConfig:
         Largest member read out of a zip archive.
     state_dir : str or None
         Where the resume journal lives for ``s3://`` OUTPUT.
+    crosswalk : str or None
+        Append original identifiers and their pseudonyms to this CSV (PHI; mode 0600).
+    crosswalk_in_output : bool
+        Allow the crosswalk inside OUTPUT.
     """
 
     profile: ConfidentialityProfile = field(default_factory=ConfidentialityProfile)
@@ -64,6 +68,8 @@ class RunConfig:
     max_inflated_bytes: int = 512 * 1024 * 1024
     max_zip_member_bytes: int = 4 * 1024 * 1024 * 1024
     state_dir: str | None = None
+    crosswalk: str | None = None
+    crosswalk_in_output: bool = False
 
     def worker_count(self) -> int:
         """The number of worker processes to start."""
@@ -111,6 +117,8 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> RunConf
             "max_inflated_bytes",
             "max_zip_member_bytes",
             "state_dir",
+            "crosswalk",
+            "crosswalk_in_output",
         }
     )
     if extra:

@@ -38,6 +38,7 @@ from src.errors import ConfigurationError, StorageError
 from src.ingestion.instance import Reason
 from src.ingestion.pseudonyms import KeyMaterial
 from src.pipeline.config import RunConfig
+from src.pipeline.crosswalk import Crosswalk, check_location
 from src.pipeline.journal import Journal
 from src.pipeline.provenance import check_provenance
 from src.pipeline.reports import write_reports
@@ -217,9 +218,12 @@ def run(
         desc="de-identifying",
     )
     last_note = time.monotonic()
+    crosswalk = _open_crosswalk(config, output_loc)
     try:
         for outcome in _outcomes(todo, config, key.key, str(staging)):
             _finish(outcome, by_id[outcome.input_id], sink, claims, summary, str(staging))
+            if crosswalk is not None and outcome.status == PROCESSED:
+                crosswalk.add(by_id[outcome.input_id].relative, outcome.identity, outcome.index)
             journal.append(outcome.journal_entry())
             quarantined = outcome.status == QUARANTINED
             # INFO, not WARNING: one JSON line per refused file would flood the terminal
@@ -253,6 +257,8 @@ def run(
     finally:
         bar.close()
         journal.close()
+        if crosswalk is not None:
+            crosswalk.close()
     summary.elapsed_seconds = time.perf_counter() - started
     write_reports(sink, previous, summary, config)
     logger.info(
@@ -260,6 +266,15 @@ def run(
         extra={"operation": "run", "status": "completed", "details": summary.as_dict()},
     )
     return summary
+
+
+def _open_crosswalk(config: RunConfig, output: Location) -> Crosswalk | None:
+    if config.crosswalk is None:
+        return None
+    target = check_location(
+        config.crosswalk, None if output.is_s3 else output.path, config.crosswalk_in_output
+    )
+    return Crosswalk(target)
 
 
 def _outcomes(

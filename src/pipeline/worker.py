@@ -51,6 +51,8 @@ class Outcome:
     removed: int = 0
     burned_in_annotation_risk: bool = False
     index: dict[str, Any] = field(default_factory=dict)
+    #: Original identifiers for the crosswalk (PHI; never journalled or logged).
+    identity: dict[str, str] = field(default_factory=dict, repr=False)
 
     def refuse(self, reason: Reason | str, detail: str, stage: str) -> None:
         self.status = QUARANTINED
@@ -98,7 +100,10 @@ def init_worker(config: RunConfig, key: bytes, staging: str, log_level: int | No
     quiet_pydicom()
     parser = DICOMParser(max_inflated_bytes=config.max_inflated_bytes)
     deidentifier = Deidentifier(profile=config.profile, key=key, parser=parser)
-    _STATE = _WorkerState(InstancePipeline(deidentifier, schema_validation), config, staging)
+    pipeline = InstancePipeline(
+        deidentifier, schema_validation, keep_identity=config.crosswalk is not None
+    )
+    _STATE = _WorkerState(pipeline, config, staging)
 
 
 def _input_store(item: InputItem, state: _WorkerState) -> Any:
@@ -153,6 +158,7 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
         outcome.burned_in_annotation_risk = result.burned_in_annotation_risk
         outcome.staged = staged
         outcome.bytes_out = result.bytes_out
+        outcome.identity = result.original
     outcome.seconds = time.perf_counter() - started
     return outcome
 
