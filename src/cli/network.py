@@ -120,7 +120,13 @@ def receive(
         quiet_seconds=study_quiet,
         forward=parse_destination(forward) if forward else None,
     )
-    intake = Intake(output_uri, config, key, quiet_seconds=study_quiet)
+    try:
+        intake = Intake(output_uri, config, key, quiet_seconds=study_quiet)
+    except OSError as exc:
+        from src.network.intake import error_name
+
+        _fail(f"cannot write to OUTPUT {output_uri} ({error_name(exc)})")
+        return
     receiver = Receiver(intake, options)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

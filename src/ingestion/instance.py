@@ -56,7 +56,7 @@ class Reason(StrEnum):
 
 #: Write failures that say nothing about the instance: the disk or the quota is full, or
 #: the output is read-only. The instance is neither processed nor refused.
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
 class OutputWriteError(StorageError):
@@ -318,7 +318,7 @@ class InstancePipeline:
             ) from exc
         except (OSError, ValueError) as exc:
             _remove(output_path)
-            if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+            if isinstance(exc, OSError) and exc.errno in NO_ROOM:
                 # Not the instance's fault: the caller must not quarantine it as unreadable.
                 raise OutputWriteError(
                     f"cannot write the output ({errno.errorcode[exc.errno]})",
@@ -372,6 +372,7 @@ def _remove(path: str | os.PathLike[str]) -> None:
 
 
 __all__ = [
+    "NO_ROOM",
     "InstancePipeline",
     "InstanceRefusedError",
     "InstanceResult",

@@ -21,6 +21,7 @@ of workers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import multiprocessing
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from src.atomic import TMP_PREFIX
 from src.errors import ConfigurationError, StorageError
-from src.ingestion.instance import Reason
+from src.ingestion.instance import NO_ROOM, OutputWriteError, Reason
 from src.ingestion.pseudonyms import KeyMaterial
 from src.pipeline.config import RunConfig
 from src.pipeline.crosswalk import Crosswalk, check_location
@@ -162,7 +163,28 @@ def run(
     Returns
     -------
     RunSummary
+
+    Raises
+    ------
+    OutputWriteError
+        When OUTPUT (or the staging folder) is full or read-only: the run stops, every
+        committed file is journalled, and the same command resumes.
     """
+    try:
+        return _run(input_uri, output_uri, config, key, echo)
+    except OSError as exc:
+        if exc.errno in NO_ROOM:
+            raise _no_room(errno.errorcode.get(exc.errno or 0, "ENOSPC")) from exc
+        raise
+
+
+def _run(
+    input_uri: str,
+    output_uri: str,
+    config: RunConfig,
+    key: KeyMaterial,
+    echo: Callable[[str], None] | None,
+) -> RunSummary:
     started = time.perf_counter()
     input_loc, output_loc = check_locations(input_uri, output_uri)
     state = state_dir_for(output_loc, config)
@@ -221,6 +243,8 @@ def run(
     crosswalk = _open_crosswalk(config, output_loc)
     try:
         for outcome in _outcomes(todo, config, key.key, str(staging)):
+            if outcome.no_room:
+                raise _no_room(outcome.no_room)
             _finish(outcome, by_id[outcome.input_id], sink, claims, summary, str(staging))
             if crosswalk is not None and outcome.status == PROCESSED:
                 crosswalk.add(by_id[outcome.input_id].relative, outcome.identity, outcome.index)
@@ -266,6 +290,14 @@ def run(
         extra={"operation": "run", "status": "completed", "details": summary.as_dict()},
     )
     return summary
+
+
+def _no_room(name: str) -> OutputWriteError:
+    what = "is read-only" if name == "EROFS" else "has no room left"
+    return OutputWriteError(
+        f"OUTPUT {what} ({name}); the run stopped and every file done so far is kept: "
+        "make room and run the same command again to resume"
+    )
 
 
 def _open_crosswalk(config: RunConfig, output: Location) -> Crosswalk | None:
@@ -326,6 +358,8 @@ def _finish(
                     "write",
                 )
             except (OSError, StorageError) as exc:
+                if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+                    raise  # the disk, not the input: the run stops, the input is redone
                 # Never drop an input: a failed write is a quarantine with a reason.
                 outcome.refuse(Reason.STORAGE_ERROR, type(exc).__name__, "write")
             else:

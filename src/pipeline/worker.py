@@ -20,7 +20,14 @@ from typing import Any
 from src.errors import StorageError
 from src.ingestion.deidentifier import Deidentifier
 from src.ingestion.dicom_parser import DICOMParser, quiet_pydicom
-from src.ingestion.instance import InstancePipeline, InstanceRefusedError, Reason, schema_validation
+from src.ingestion.instance import (
+    NO_ROOM,
+    InstancePipeline,
+    InstanceRefusedError,
+    OutputWriteError,
+    Reason,
+    schema_validation,
+)
 from src.monitoring.logs import configure_logging
 from src.pipeline.config import RunConfig
 from src.pipeline.sources import InputItem, materialise
@@ -53,6 +60,9 @@ class Outcome:
     index: dict[str, Any] = field(default_factory=dict)
     #: Original identifiers for the crosswalk (PHI; never journalled or logged).
     identity: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Set (to the errno name) when the output or staging disk had no room: the run
+    #: stops without recording this input, which is done again on resume.
+    no_room: str = ""
 
     def refuse(self, reason: Reason | str, detail: str, stage: str) -> None:
         self.status = QUARANTINED
@@ -145,10 +155,15 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
         result = state.pipeline.process(local, staged, label=iid)
     except InstanceRefusedError as exc:
         outcome.refuse(exc.reason, exc.detail, exc.stage)
+    except OutputWriteError as exc:
+        outcome.no_room = _errno_name(exc.__cause__) or "ENOSPC"
     except StorageError as exc:
         outcome.refuse(Reason.STORAGE_ERROR, exc.aws_error_code or type(exc).__name__, "read")
     except (OSError, ValueError) as exc:
-        outcome.refuse(Reason.UNREADABLE, type(exc).__name__, "read")
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:  # the staging disk is full
+            outcome.no_room = _errno_name(exc) or "ENOSPC"
+        else:
+            outcome.refuse(Reason.UNREADABLE, type(exc).__name__, "read")
     else:
         outcome.status = PROCESSED
         outcome.stage = "write"
@@ -161,6 +176,14 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
         outcome.identity = result.original
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _errno_name(exc: BaseException | None) -> str:
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return errno.errorcode.get(exc.errno, "")
+    return ""
 
 
 __all__ = ["PROCESSED", "QUARANTINED", "SKIPPED", "Outcome", "init_worker", "process"]
