@@ -118,17 +118,30 @@ def _key(config: Any) -> Any:
 @click.version_option(package_name="medical-imaging-pipeline", prog_name="medpipe")
 @click.option(
     "--log-level",
-    default="WARNING",
-    show_default=True,
+    default=None,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    help="Threshold of the JSON log lines written to stderr.",
+    help="Threshold of the log lines written to stderr (default WARNING; INFO with -v).",
 )
-def main(log_level: str) -> None:
-    """De-identify DICOM (PS3.15 Annex E) on one machine or with AWS.
+@click.option(
+    "-v", "--verbose", is_flag=True, help="One line per quarantined input (and other news)."
+)
+@click.option(
+    "--log-format",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "json", "human"]),
+    help="json: the documented JSON lines; human: short lines; auto: human on a "
+    "terminal, json otherwise.",
+)
+def main(log_level: str | None, verbose: bool, log_format: str) -> None:
+    """De-identify DICOM (PS3.15 Annex E) on one machine, as a DICOM node, or with AWS.
 
     Start with `medpipe samples ./samples` and `medpipe run ./samples ./output`.
     """
     from src.ingestion.dicom_parser import quiet_pydicom
 
-    configure_logging(log_level.upper())
+    level = (log_level or ("INFO" if verbose else "WARNING")).upper()
+    if log_format == "auto":
+        log_format = "human" if sys.stderr.isatty() else "json"
+    configure_logging(level, fmt=log_format)
     quiet_pydicom()

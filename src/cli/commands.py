@@ -113,6 +113,12 @@ def run(
     )
     for line in summary.lines():
         click.echo(line)
+    if summary.quarantined:
+        where = output_uri.rstrip("/") + "/quarantine/"
+        click.echo(
+            f"the refused inputs are in {where} (original data with PHI: do not share it); "
+            "manifest.json gives each one's reason"
+        )
     if not summary.balanced:
         _fail("the run does not balance: some inputs are unaccounted for", 1)
 

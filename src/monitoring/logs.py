@@ -83,8 +83,31 @@ class PipelineJsonFormatter(JsonFormatter):
         return ""
 
 
-def configure_logging(level: int | str = logging.INFO, stream: TextIO | None = None) -> None:
-    """Send the ``src`` loggers' records to ``stream`` as JSON lines.
+_FORMAT = "json"
+
+
+def current_format() -> str:
+    """The format the last :func:`configure_logging` chose (worker processes follow it)."""
+    return _FORMAT
+
+
+class HumanFormatter(logging.Formatter):
+    """One short line per record for a terminal: the message and its details, which hold
+    ids, tags, reasons and counts (never PHI), as ``key=value``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        details = getattr(record, "details", None) or {}
+        parts = [
+            f"{k}={v}" for k, v in details.items() if v not in ("", None, [], {}) and k != "seconds"
+        ]
+        tail = f" ({', '.join(parts)})" if parts else ""
+        return f"medpipe: {record.getMessage().lower()}{tail}"
+
+
+def configure_logging(
+    level: int | str = logging.INFO, stream: TextIO | None = None, fmt: str = "json"
+) -> None:
+    """Send the ``src`` loggers' records to ``stream`` as JSON lines (or human lines).
 
     Parameters
     ----------
@@ -92,9 +115,13 @@ def configure_logging(level: int | str = logging.INFO, stream: TextIO | None = N
         The threshold for the ``src`` logger tree.
     stream : file-like, optional
         Where to write; standard error by default.
+    fmt : str
+        ``"json"`` (the documented Logging Format, default) or ``"human"``.
     """
+    global _FORMAT
+    _FORMAT = fmt
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(PipelineJsonFormatter())
+    handler.setFormatter(HumanFormatter() if fmt == "human" else PipelineJsonFormatter())
     root = logging.getLogger("src")
     for old in list(root.handlers):
         if getattr(old, "_medpipe", False):

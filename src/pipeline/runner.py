@@ -38,6 +38,7 @@ from src.atomic import TMP_PREFIX
 from src.errors import ConfigurationError, StorageError
 from src.ingestion.instance import NO_ROOM, OutputWriteError, Reason
 from src.ingestion.pseudonyms import KeyMaterial
+from src.monitoring.logs import current_format
 from src.pipeline.config import RunConfig
 from src.pipeline.crosswalk import Crosswalk, check_location
 from src.pipeline.journal import Journal
@@ -321,7 +322,8 @@ def _outcomes(
     ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
     chunk = max(1, min(16, len(todo) // (workers * 8)))
     level = logging.getLogger("src").getEffectiveLevel()
-    pool = ctx.Pool(workers, initializer=init_worker, initargs=(config, key, staging, level))
+    fmt = current_format()
+    pool = ctx.Pool(workers, initializer=init_worker, initargs=(config, key, staging, level, fmt))
     try:
         yield from pool.imap(process, todo, chunksize=chunk)
         pool.close()

@@ -98,7 +98,13 @@ class _WorkerState:
 _STATE: _WorkerState | None = None
 
 
-def init_worker(config: RunConfig, key: bytes, staging: str, log_level: int | None = None) -> None:
+def init_worker(
+    config: RunConfig,
+    key: bytes,
+    staging: str,
+    log_level: int | None = None,
+    log_format: str = "json",
+) -> None:
     """Process-pool initializer: build the core once per process."""
     global _STATE
     # Ctrl-C reaches the whole process group: the coordinator handles it and stops the
@@ -106,7 +112,7 @@ def init_worker(config: RunConfig, key: bytes, staging: str, log_level: int | No
     if multiprocessing.parent_process() is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_level is not None:
-        configure_logging(log_level)
+        configure_logging(log_level, fmt=log_format)
     quiet_pydicom()
     parser = DICOMParser(max_inflated_bytes=config.max_inflated_bytes)
     deidentifier = Deidentifier(profile=config.profile, key=key, parser=parser)
