@@ -1,4 +1,4 @@
-"""The other commands: inspect, validate, url, config, audit, lookup, samples."""
+"""The other commands: inspect, validate, url, config, audit, key, lookup, samples."""
 
 from __future__ import annotations
 
@@ -186,6 +186,36 @@ def audit(
         click.echo(f"HIT {hit.source} in {hit.found_in}")
     if not report.clean:
         sys.exit(1)
+
+
+@main.group()
+def key() -> None:
+    """Manage the de-identification key."""
+
+
+@key.command("create")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Create the key file that this config's [key] file names.",
+)
+@friendly_errors
+def key_create(path: str | None, config_path: str | None) -> None:
+    """Create a new random key at PATH (default: the configured key file, else
+    ~/.config/medpipe/deid.key), mode 0600. An existing key is never replaced."""
+    from src.ingestion.pseudonyms import ENV_KEY_FILE, create_key_file, default_key_file
+    from src.pipeline.config import load_config
+
+    target = path or load_config(config_path).key_file or os.environ.get(ENV_KEY_FILE)
+    material = create_key_file(target or default_key_file())
+    click.echo(
+        f"created {material.source.removeprefix('key file ')} (fingerprint "
+        f"{material.fingerprint()}): back it up and keep it secret; the same key gives the "
+        "same pseudonyms"
+    )
 
 
 @main.command()

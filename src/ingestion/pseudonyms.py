@@ -59,6 +59,28 @@ def _check(key: bytes, source: str) -> KeyMaterial:
     return KeyMaterial(key, source)
 
 
+def _why(exc: OSError) -> str:
+    return (exc.strerror or type(exc).__name__).lower()
+
+
+def create_key_file(path: str | os.PathLike[str]) -> KeyMaterial:
+    """Write a new random key to ``path`` (mode 0600); refuses to replace a key.
+
+    Raises
+    ------
+    KeyConfigurationError
+        If ``path`` exists or cannot be written.
+    """
+    target = Path(path)
+    if target.exists():
+        raise KeyConfigurationError(f"{target} already exists; a key is never replaced")
+    try:
+        _create_key_file(target)
+    except OSError as exc:
+        raise KeyConfigurationError(f"cannot create {target} ({_why(exc)})") from exc
+    return _check(target.read_text(encoding="utf-8").strip().encode("utf-8"), f"key file {target}")
+
+
 def _create_key_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deid-key-")
@@ -121,12 +143,23 @@ def resolve_key(
     path = Path(explicit) if explicit else default_key_file()
     if not path.exists():
         if explicit or not create:
-            raise KeyConfigurationError(f"key file {path} does not exist")
-        _create_key_file(path)
+            raise KeyConfigurationError(
+                f"key file {path} does not exist (create one with `medpipe key create "
+                f"{path}`, or set {ENV_KEY})"
+            )
+        try:
+            _create_key_file(path)
+        except OSError as exc:
+            raise KeyConfigurationError(
+                f"cannot create the key file {path} ({_why(exc)}); give --key-file or set {ENV_KEY}"
+            ) from exc
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise KeyConfigurationError(f"cannot read key file {path}") from exc
+        raise KeyConfigurationError(
+            f"cannot read key file {path} ({_why(exc)}): it must be readable by this user "
+            "(and by no one else: mode 0600)"
+        ) from exc
     return _check(text.encode("utf-8"), f"key file {path}")
 
 

@@ -422,3 +422,22 @@ def test_the_manifest_keeps_every_run_and_totals_that_match_the_index(corpus, tm
     rows = (out / "index.jsonl").read_text().splitlines()
     assert manifest["totals"]["processed"] == manifest["totals"]["index_rows"] == len(rows)
     assert manifest["totals"]["inputs"] == len(manifest["inputs"])
+
+
+def test_key_create_makes_a_private_key_once_and_a_missing_key_says_how(tmp_path):
+    import stat
+
+    path = tmp_path / "keys" / "deid.key"
+    env = {"MEDPIPE_DEID_KEY": ""}
+    made = medpipe("key", "create", str(path), env=env)
+    assert "fingerprint" in made.stdout
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(path.read_text().strip()) == 64
+    again = medpipe("key", "create", str(path), env=env, check=False)
+    assert again.returncode != 0 and "never replaced" in again.stderr
+    missing = medpipe("lookup", "MRN1", "--key-file", str(tmp_path / "nope"), env=env, check=False)
+    assert missing.returncode != 0
+    assert f"medpipe key create {tmp_path / 'nope'}" in missing.stderr
+    one = medpipe("lookup", "MRN1", "--key-file", str(path), env=env).stdout
+    assert one == medpipe("lookup", "MRN1", "--key-file", str(path), env=env).stdout
+    assert one.startswith("ANON-")
