@@ -111,6 +111,23 @@ def make_client(
     )
 
 
+def require_credentials(what: str) -> None:
+    """Fail before any work when no AWS credentials can be found for ``what``.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming where credentials are looked for (never their values).
+    """
+    from src.errors import ConfigurationError
+
+    if boto3.Session().get_credentials() is None:
+        raise ConfigurationError(
+            f"{what} is on S3 but no AWS credentials were found (set AWS_PROFILE, "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role applies)"
+        )
+
+
 def error_code(exc: ClientError) -> str:
     """The AWS error code of a ``ClientError`` (or its HTTP status as text)."""
     err = exc.response.get("Error", {})

@@ -83,6 +83,15 @@ def run(
     from src.pipeline.runner import run as run_pipeline
 
     check_locations(input_uri, output_uri)
+    s3 = [
+        name
+        for name, uri in (("INPUT", input_uri), ("OUTPUT", output_uri))
+        if uri.startswith("s3://")
+    ]
+    if s3:
+        from src.aws import require_credentials
+
+        require_credentials(" and ".join(s3))
     config = _build_config(
         config_path,
         key_file,

@@ -160,7 +160,10 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
         outcome.original = local
         result = state.pipeline.process(local, staged, label=iid)
     except InstanceRefusedError as exc:
-        outcome.refuse(exc.reason, exc.detail, exc.stage)
+        detail = exc.detail
+        if exc.reason == Reason.NOT_DICOM and outcome.original:
+            detail = _archive_detail(outcome.original, item.kind) or detail
+        outcome.refuse(exc.reason, detail, exc.stage)
     except OutputWriteError as exc:
         outcome.no_room = _errno_name(exc.__cause__) or "ENOSPC"
     except StorageError as exc:
@@ -182,6 +185,24 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
         outcome.identity = result.original
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _archive_detail(path: str, kind: str) -> str:
+    """Say so when a refused input is an archive that was not opened (only zip files in
+    a local INPUT are)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return ""
+    where = {"zip": "inside a zip archive", "s3": "in S3"}.get(kind, "")
+    if head[:4] == b"PK\x03\x04":
+        return f"a zip archive {where or 'here'} is not opened: unpack it into INPUT first"
+    if head[257:262] == b"ustar":
+        return "a tar archive is not opened: unpack it into INPUT first"
+    if head[:2] == b"\x1f\x8b":
+        return "a gzip file is not opened: unpack it into INPUT first"
+    return ""
 
 
 def _errno_name(exc: BaseException | None) -> str:

@@ -441,3 +441,44 @@ def test_key_create_makes_a_private_key_once_and_a_missing_key_says_how(tmp_path
     one = medpipe("lookup", "MRN1", "--key-file", str(path), env=env).stdout
     assert one == medpipe("lookup", "MRN1", "--key-file", str(path), env=env).stdout
     assert one.startswith("ANON-")
+
+
+def test_archives_that_are_not_opened_say_so(tmp_path, corpus):
+    import io
+    import tarfile
+    import zipfile
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    with tarfile.open(inputs / "study.tar", "w") as tar:
+        tar.add(corpus.files[0], arcname="a.dcm")
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        z.write(corpus.files[1], "b.dcm")
+    with zipfile.ZipFile(inputs / "outer.zip", "w") as z:
+        z.writestr("inner.zip", inner.getvalue())
+        z.write(corpus.files[2], "c.dcm")
+    out = tmp_path / "out"
+    medpipe("run", str(inputs), str(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    details = sorted(e["detail"] for e in manifest["inputs"] if e["status"] == "quarantined")
+    assert details == [
+        "a tar archive is not opened: unpack it into INPUT first",
+        "a zip archive inside a zip archive is not opened: unpack it into INPUT first",
+    ]
+    assert manifest["totals"]["processed"] == 1
+
+
+def test_missing_s3_credentials_are_found_before_any_work(tmp_path, corpus):
+    env = {
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_SESSION_TOKEN": "",
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    proc = medpipe("run", str(corpus.root), "s3://bucket/out", env=env, check=False, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "OUTPUT is on S3 but no AWS credentials" in lines[0]
