@@ -10,6 +10,10 @@ command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 # Orthanc and its DICOMweb plugin: the PACS that `medpipe send` is tested against.
 command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+# Headless Chromium renders report.html in a screenshot test.
+if [ "${1:-}" != "bench" ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 # unshare and ip put peers that bind every interface in a loopback-only namespace.
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)

@@ -1,5 +1,5 @@
-"""What a run leaves in OUTPUT besides the files: the index (JSON lines and Parquet) and
-manifest.json with every invocation's account, and the run's metrics."""
+"""What a run leaves in OUTPUT besides the files: the index (JSON lines and Parquet),
+manifest.json with every invocation's account, report.html, and the run's metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from src.errors import StorageError
 from src.pipeline.config import RunConfig
+from src.pipeline.report_html import render as render_page
 from src.pipeline.summary import RunSummary
 from src.pipeline.worker import PROCESSED, QUARANTINED
 from src.storage.index_table import to_parquet
@@ -93,6 +94,9 @@ def write_reports(
         json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"),
         content_type="application/json",
     )
+    # The same account for a person: one self-contained page.
+    page = render_page([e["index"] for e in rows], manifest)
+    sink.put("report.html", page, content_type="text/html; charset=utf-8")
     if config.metrics == "cloudwatch":
         from src.monitoring.cloudwatch_handler import CloudWatchHandler
 
