@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import logging
 import os
@@ -338,6 +339,8 @@ class InstancePipeline:
             raise InstanceRefusedError(Reason.INTERNAL_ERROR, type(exc).__name__, stage[0]) from exc
         index["output"] = key
         index["burned_in_annotation_risk"] = report.burned_in_annotation_risk
+        with open(output_path, "rb") as written:  # for a data set's integrity manifest
+            index["output_sha256"] = hashlib.file_digest(written, "sha256").hexdigest()
         return InstanceResult(
             output_key=key,
             output_path=os.fspath(output_path),

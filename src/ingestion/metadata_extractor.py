@@ -44,6 +44,12 @@ _FIELDS: tuple[tuple[str, str, str], ...] = (
     ("image", "number_of_frames", "NumberOfFrames"),
     ("image", "pixel_spacing", "PixelSpacing"),
     ("image", "photometric_interpretation", "PhotometricInterpretation"),
+    ("image", "image_position_patient", "ImagePositionPatient"),
+    ("image", "image_orientation_patient", "ImageOrientationPatient"),
+    ("image", "rescale_intercept", "RescaleIntercept"),
+    ("image", "rescale_slope", "RescaleSlope"),
+    ("image", "window_center", "WindowCenter"),
+    ("image", "window_width", "WindowWidth"),
     ("acquisition", "acquisition_date", "AcquisitionDate"),
     ("acquisition", "acquisition_time", "AcquisitionTime"),
     ("acquisition", "acquisition_number", "AcquisitionNumber"),
@@ -57,7 +63,7 @@ _FIELDS: tuple[tuple[str, str, str], ...] = (
     ("acquisition", "magnetic_field_strength", "MagneticFieldStrength"),
 )
 
-_LIST_KEYS = {"pixel_spacing"}
+_LIST_KEYS = {"pixel_spacing", "image_position_patient", "image_orientation_patient"}
 
 
 def _scalar(value: Any, vr: str) -> Any:

@@ -27,8 +27,11 @@ _INT = tuple(
 _FLOAT = tuple(
     "acquisition_slice_thickness acquisition_kvp acquisition_exposure_time "
     "acquisition_repetition_time acquisition_echo_time "
-    "acquisition_magnetic_field_strength".split()
+    "acquisition_magnetic_field_strength image_rescale_intercept image_rescale_slope "
+    "image_window_center image_window_width".split()
 )
+#: Geometry as arrays of numbers, for ML loaders (patient coordinates in mm).
+_ARRAY = ("image_position_patient", "image_orientation_patient")
 _TEXT = (
     "patient_id patient_name patient_birth_date patient_sex patient_age study_instance_uid "
     "study_date study_time study_description study_accession_number series_instance_uid "
@@ -36,7 +39,7 @@ _TEXT = (
     "image_sop_class_uid "
     "image_pixel_spacing image_photometric_interpretation image_transfer_syntax_uid "
     "acquisition_date acquisition_time acquisition_manufacturer "
-    "acquisition_manufacturer_model_name output"
+    "acquisition_manufacturer_model_name output output_sha256"
 ).split()
 
 #: Column name -> Athena/Glue type of the index table.
@@ -44,6 +47,7 @@ COLUMNS: dict[str, str] = {
     **{name: "string" for name in _TEXT},
     **{name: "bigint" for name in _INT},
     **{name: "double" for name in _FLOAT},
+    **{name: "array<double>" for name in _ARRAY},
     "burned_in_annotation_risk": "boolean",
 }
 
@@ -71,6 +75,7 @@ def to_parquet(rows: list[dict[str, Any]]) -> bytes:
 
     types = {"string": pa.string(), "bigint": pa.int64(), "double": pa.float64()}
     types["boolean"] = pa.bool_()
+    types["array<double>"] = pa.list_(pa.float64())
     flat = [flatten(r) for r in rows]
     arrays = {}
     for column, kind in COLUMNS.items():
@@ -85,7 +90,16 @@ def to_parquet(rows: list[dict[str, Any]]) -> bytes:
 def _coerce(value: Any, kind: str) -> Any:
     if value is None or value == "":
         return None
+    if kind != "string" and isinstance(value, str) and value.startswith("["):
+        value = json.loads(value)  # a multi-valued element, flattened to JSON text
     try:
+        if kind == "array<double>":
+            values = value if isinstance(value, list) else [value]
+            return [float(v) for v in values]
+        if isinstance(value, list):  # window values: the first (default) window
+            value = value[0] if value else None
+            if value is None:
+                return None
         if kind == "bigint":
             return int(value)
         if kind == "double":

@@ -385,6 +385,32 @@ def test_index_parquet_has_one_typed_row_per_processed_file(corpus, tmp_path):
     assert outputs == {json.loads(line)["output"] for line in jsonl}
     for value in corpus.planted:
         assert value.encode() not in (out / "index.parquet").read_bytes()
+    # Geometry, rescale and window for ML loaders, read back against the files themselves
+    # (pydicom as the oracle), and each output's SHA-256.
+    import hashlib
+
+    import pydicom
+
+    assert schema["image_position_patient"] == "list<element: double>"
+    assert schema["image_window_center"] == "double"
+    checked = 0
+    for row in table.to_pylist():
+        path = out / row["output"]
+        assert row["output_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if "ImagePositionPatient" in ds:
+            assert row["image_position_patient"] == [float(v) for v in ds.ImagePositionPatient]
+            assert row["image_orientation_patient"] == [
+                float(v) for v in ds.ImageOrientationPatient
+            ]
+            checked += 1
+        if "RescaleSlope" in ds:
+            assert row["image_rescale_slope"] == float(ds.RescaleSlope)
+            assert row["image_rescale_intercept"] == float(ds.RescaleIntercept)
+        if "WindowCenter" in ds:
+            first = ds.WindowCenter if ds["WindowCenter"].VM == 1 else ds.WindowCenter[0]
+            assert row["image_window_center"] == float(first)
+    assert checked > 0
 
 
 def test_another_key_or_profile_into_an_existing_output_stops_with_one_line(corpus, tmp_path):
