@@ -33,7 +33,8 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in all_files(root)
-        if ".medpipe" not in p.parts and p.name != "manifest.json"
+        # The manifest and report.html hold the run history (timings, worker counts).
+        if ".medpipe" not in p.parts and p.name not in ("manifest.json", "report.html")
     }
 
 
