@@ -147,8 +147,8 @@ def receive(
     written = receiver.stop()
     for line in intake.summary.lines():
         click.echo(line)
-    if options.forward is not None:
-        for line in receiver.forwarded.lines():
+    if receiver.forwarder is not None:
+        for line in receiver.forwarder.summary.lines():
             click.echo(f"forward: {line}")
     if not written:
         _fail(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import queue
 import socket
 import ssl
 import tempfile
@@ -36,10 +35,9 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from src.errors import ConfigurationError, StorageError
 from src.network.destinations import Destination, check_ae_title
+from src.network.forward import Forwarder
 from src.network.intake import Intake, Study, error_name
-from src.network.outgoing import Outgoing, RefusedFileError, describe
 from src.network.scu import Association
-from src.network.send import SendSummary, deliver, record_for
 
 logger = logging.getLogger(__name__)
 
@@ -162,8 +160,7 @@ class Receiver:
             check_ae_title(title)
         self.ae = self._make_ae()
         self.server: Any = None
-        self.forwarded = SendSummary(options.forward.label if options.forward else "")
-        self._forward_queue: queue.Queue[Study | None] = queue.Queue()
+        self.forwarder: Forwarder | None = None
         self._threads: list[threading.Thread] = []
         self._dirty = False
         self._stopping = threading.Event()
@@ -204,7 +201,7 @@ class Receiver:
         self._spawn(self.server.serve_forever, "scp-accept")
         self._spawn(self._watch_studies, "scp-studies")
         if self.options.forward is not None:
-            self._spawn(self._forward_loop, "scp-forward")
+            self.forwarder = Forwarder(self.intake, self.options.forward, self.options.forward_how)
         return self.address
 
     def _spawn(self, target: Any, name: str) -> None:
@@ -271,46 +268,8 @@ class Receiver:
                 "details": {"study": study.uid, "instances": len(study.keys)},
             },
         )
-        if self.options.forward is not None:
-            self._forward_queue.put(study)
-
-    def _forward_loop(self) -> None:
-        dest = self.options.forward
-        assert dest is not None
-        record = record_for(self.intake.state, dest)
-        while True:
-            study = self._forward_queue.get()
-            if study is None:
-                return
-            items: list[Outgoing] = []
-            for key in study.keys:
-                path = self.intake.local_path(key)
-                if path is None:  # S3 OUTPUT: a local copy to send from
-                    path = str(self.intake.staging / f"forward-{key.replace('/', '_')}")
-                    self.intake.sink.fetch(key, path)
-                try:
-                    items.append(describe(path))
-                except RefusedFileError as exc:
-                    self.forwarded.refused += 1
-                    self.forwarded.reasons[exc.reason] = (
-                        self.forwarded.reasons.get(exc.reason, 0) + 1
-                    )
-            self.forwarded.files += len(study.keys)
-            before = (self.forwarded.sent, self.forwarded.failed)
-            deliver(items, dest, record, self.forwarded, how=self.options.forward_how)
-            logger.info(
-                "Study forwarded",
-                extra={
-                    "operation": "forward",
-                    "status": "completed",
-                    "details": {
-                        "study": study.uid,
-                        "destination": dest.label,
-                        "sent": self.forwarded.sent - before[0],
-                        "failed": self.forwarded.failed - before[1],
-                    },
-                },
-            )
+        if self.forwarder is not None:
+            self.forwarder.submit(study)
 
     def stop(self, grace_seconds: float = 30.0) -> bool:
         """Stop accepting, let associations in flight finish, complete every study
@@ -335,8 +294,8 @@ class Receiver:
         self._stopping.set()
         for study in self.intake.studies.due(everything=True):
             self._complete(study)
-        if self.options.forward is not None:
-            self._forward_queue.put(None)
+        if self.forwarder is not None:
+            self.forwarder.close()
         for thread in self._threads:
             if thread.name != "scp-accept":
                 thread.join()
