@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import ssl
-import threading
+import time
 from typing import Any
 
 import click
@@ -128,9 +128,11 @@ def receive(
         _fail(f"cannot write to OUTPUT {output_uri} ({error_name(exc)})")
         return
     receiver = Receiver(intake, options)
-    stop = threading.Event()
+    # The handler only sets a flag: taking a lock in a signal handler (Event.set) can
+    # deadlock when a second signal arrives while the first handler holds it.
+    stopping: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda signum, _frame: stopping.append(signum))
     try:
         host, bound = receiver.start()
     except OSError as exc:
@@ -142,7 +144,8 @@ def receive(
         "Ctrl-C to stop",
         err=True,
     )
-    stop.wait()
+    while not stopping:
+        time.sleep(0.2)
     click.echo("medpipe: stopping: finishing associations in flight", err=True)
     written = receiver.stop()
     for line in intake.summary.lines():
