@@ -87,6 +87,20 @@ _DIRECTORY_RECORDS = 0x00041220
 _TIMEZONE_OFFSET = 0x00080201
 
 
+def _valid_number_string(text: str, vr: str) -> bool:
+    """Whether ``text`` is a valid IS or DS value (always true for other VRs)."""
+    if vr not in ("IS", "DS"):
+        return True
+    parse = int if vr == "IS" else float
+    try:
+        for part in text.split("\\"):
+            if part.strip():
+                parse(part.strip())
+    except ValueError:
+        return False
+    return True
+
+
 def _peek_value(ds: Dataset, tag: int) -> Any:
     elem = peek(ds, tag)
     return None if elem is None else elem.value
@@ -129,6 +143,8 @@ class DatasetWalker:
             if vr in ("OB", "UN") and (known := _text_dictionary_vr(tag)) is not None:
                 # Text stored with a non-text VR is decided (and written) as what it is.
                 value = _decode_opaque(ds[tag].value, ctx.encoding)
+                if not _valid_number_string(value, known):
+                    value = ""  # bytes that are no IS/DS number: nothing diagnostic to keep
                 ds[tag] = DataElement(tag, known, value)
                 raw, vr = ds.get_item(tag), known
             group = tag >> 16
