@@ -14,9 +14,10 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from src.errors import ConfigurationError
+from src.pipeline.state import STATE_DIR
+from src.storage.store import QUARANTINE_PREFIX
 
-STATE_DIR = ".medpipe"
-QUARANTINE_DIR = "quarantine"
+QUARANTINE_DIR = QUARANTINE_PREFIX
 _HEADER_TAGS = [
     "PatientIdentityRemoved",
     "SOPClassUID",

@@ -22,7 +22,6 @@ from src.errors import ConfigurationError
 from src.network import scu, stow
 from src.network.destinations import Destination, parse_destination
 from src.network.outgoing import (
-    STATE_DIR,
     Outgoing,
     RefusedFileError,
     SentRecord,
@@ -30,6 +29,7 @@ from src.network.outgoing import (
     find_files,
     output_root,
 )
+from src.pipeline.state import STATE_DIR
 
 logger = logging.getLogger(__name__)
 

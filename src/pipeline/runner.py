@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from tqdm import tqdm
 
-from src.atomic import TMP_PREFIX
 from src.errors import ConfigurationError, StorageError
 from src.ingestion.instance import NO_ROOM, OutputWriteError, Reason
 from src.ingestion.pseudonyms import KeyMaterial
@@ -52,6 +48,7 @@ from src.pipeline.sources import (
     iter_store,
     parse_location,
 )
+from src.pipeline.state import state_dir_for, sweep_leftovers
 from src.pipeline.summary import RunSummary
 from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome, init_worker, process
 from src.storage.store import (
@@ -64,41 +61,9 @@ from src.storage.store import (
 
 logger = logging.getLogger(__name__)
 
-STATE_DIR = ".medpipe"
+
 QUARANTINE_DIR = "quarantine"
 METRIC_NAMESPACE = "MedicalImaging/Pipeline"
-
-
-def state_dir_for(output: Location, config: RunConfig) -> Path:
-    """Where OUTPUT's journal and staging live: ``OUTPUT/.medpipe``, or for an S3
-    OUTPUT ``--state-dir`` or a folder of the user's cache named by the OUTPUT."""
-    if not output.is_s3:
-        return Path(output.path) / STATE_DIR
-    if config.state_dir:
-        return Path(config.state_dir)
-    digest = hashlib.sha256(output.raw.encode()).hexdigest()[:16]
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "medpipe" / "state" / digest
-
-
-def sweep_leftovers(output: Location, staging: Path) -> int:
-    """Remove what an interrupted run left half-done: staged files and temp files."""
-    removed = 0
-    if staging.exists():
-        for entry in staging.iterdir():
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed += 1
-    if not output.is_s3 and os.path.isdir(output.path):
-        for dirpath, dirnames, filenames in os.walk(output.path):
-            dirnames[:] = [d for d in dirnames if d != STATE_DIR]
-            for name in filenames:
-                if name.startswith(TMP_PREFIX):
-                    os.unlink(os.path.join(dirpath, name))
-                    removed += 1
-    return removed
 
 
 def _open(location: Location, config: RunConfig) -> Store:
