@@ -28,8 +28,8 @@ from src.pipeline.config import RunConfig
 from src.pipeline.journal import Journal
 from src.pipeline.provenance import check_provenance
 from src.pipeline.reports import write_reports
-from src.pipeline.runner import state_dir_for, sweep_leftovers
 from src.pipeline.sources import Location, input_id, parse_location
+from src.pipeline.state import state_dir_for, sweep_leftovers
 from src.pipeline.summary import RunSummary
 from src.pipeline.worker import PROCESSED, QUARANTINED, Outcome
 from src.storage.store import (
@@ -214,7 +214,18 @@ class Intake:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)
         outcome.seconds = time.perf_counter() - started
-        self._account(outcome)
+        try:
+            self._account(outcome)
+        except OSError as exc:  # the journal could not be written: not acknowledged
+            logger.error(
+                "Instance not journalled; the sender is told to keep it",
+                extra={
+                    "operation": "receive",
+                    "status": "failed",
+                    "details": {"input_id": iid, "error": error_name(exc)},
+                },
+            )
+            return OUT_OF_RESOURCES
         return SUCCESS
 
     def _account(self, outcome: Outcome) -> None:
