@@ -170,13 +170,18 @@ def audit(
 ) -> None:
     """Search OUTPUT (and logs) for PHI values of the inputs; exit 1 on any hit.
 
-    Hits are reported by the tag path of the value in the input and the file it was
-    found in, never by the value itself.
+    The profile is the one OUTPUT's manifest.json records (flags given here override
+    it). Hits are reported by the tag path of the value in the input and the file it
+    was found in, never by the value itself.
     """
     from src.pipeline.audit import audit as run_audit
+    from src.pipeline.audit import profile_of_output
 
+    given = {name: flags.get(name) for name in flags}
+    given["uid_root"] = uid_root
     cfg = _build_config(config_path, key_file, uid_root, flags)
-    report = run_audit(output, against, logs, profile=cfg.profile, key=_key(cfg).key)
+    profile = profile_of_output(output, given) or cfg.profile
+    report = run_audit(output, against, logs, profile=profile, key=_key(cfg).key)
     click.echo(
         f"audited {report.files_scanned} files ({report.bytes_scanned / 1e6:.1f} MB) "
         f"for {report.values} identifying values from {report.inputs} inputs: "

@@ -16,7 +16,9 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -30,6 +32,16 @@ MIN_TEXT = 4
 MIN_UID = 10
 _SKIP_DIRS = {"quarantine", ".medpipe"}
 _DUMMIES = {"ANON", "ANONYMIZED", "ANONYMOUS", "19000101", "000000"}
+# The attributes that say how the object was de-identified (written by the engine).
+_MARKERS = frozenset(
+    {
+        "DeidentificationMethod",
+        "DeidentificationMethodCodeSequence",
+        "PatientIdentityRemoved",
+        "LongitudinalTemporalInformationModified",
+        "BurnedInAnnotation",
+    }
+)
 
 
 @dataclass
@@ -113,13 +125,25 @@ def collect_identifiers(
     for path_text, value, vr in _walk(dataset, ""):
         originals.setdefault(path_text, (value, vr))
     result = deidentifier.deidentify(dataset)
+    # What the de-identifier itself wrote is not evidence of a leak: a dummy that equals
+    # the input ("+0000" for "+0000") and the marker attributes' text (the code meanings
+    # of the De-identification Method Code Sequence contain words such as "Dates").
+    written: dict[str, set[str]] = {}
+    for path_text, value, _vr in _walk(result.dataset, ""):
+        written.setdefault(path_text, set()).add(value)
+    markers = [
+        value
+        for path_text, values in written.items()
+        if path_text.split("[", 1)[0].split(".", 1)[0] in _MARKERS
+        for value in values
+    ]
     # A Code Meaning replaced by the standard's own meaning for that code is not PHI.
     benign = {"K", "standard-code"}
     kept = [
         originals[a.path][0].strip()
         for a in result.actions
         if (a.action in benign or a.reason in benign) and a.path in originals
-    ]
+    ] + markers
     found: dict[str, tuple[str, str]] = {}
     for action in result.actions:
         if action.action == "K" or action.reason == "standard-code":
@@ -128,6 +152,8 @@ def collect_identifiers(
         if entry is None:
             continue
         raw, vr = entry
+        if raw in written.get(action.path, ()):
+            continue  # the profile's own replacement happens to equal the input
         candidates = [raw]
         if vr == "PN":
             candidates += [p for p in re.split(r"[\^=]+", raw) if len(p) >= 3]
@@ -159,9 +185,56 @@ def _walk(ds: Dataset, prefix: str) -> Iterable[tuple[str, str, str]]:
             yield path, text, str(elem.VR)
 
 
+class _ReportText(HTMLParser):
+    """The values shown in report.html: table cells, plot labels and figures.
+
+    Headings, column heads, card labels and notes are the page's own words.
+    """
+
+    _VALUES = frozenset({"td", "text", "code", "b"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.open: list[str] = []
+        self.values: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open and self.open.pop() != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        if self.open and self.open[-1] in self._VALUES:
+            self.values.append(data)
+
+
+def _parquet_values(path: Path) -> bytes:
+    """The string cells of a Parquet table (column names are ours)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    values: list[str] = []
+    for column in table.columns:
+        for value in column.to_pylist():
+            items = value if isinstance(value, list) else [value]
+            values += [str(item) for item in items if item is not None]
+    return "\n".join(values).encode("utf-8")
+
+
 def _searchable(path: Path) -> bytes:
-    """A file's bytes; for JSON and JSON Lines, only its string values (keys are ours)."""
+    """A file's bytes; for our JSON, Parquet and HTML reports, only their values."""
+    if path.suffix == ".parquet":
+        try:
+            return _parquet_values(path)
+        except (OSError, ValueError):
+            return path.read_bytes()
     data = path.read_bytes()
+    if path.suffix == ".html":
+        parser = _ReportText()
+        parser.feed(data.decode("utf-8", "replace"))
+        return "\n".join(parser.values).encode("utf-8")
     if path.suffix not in (".json", ".jsonl"):
         return data
     values: list[str] = []
@@ -194,6 +267,25 @@ def _files(root: Path) -> Iterable[Path]:
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
         for name in sorted(filenames):
             yield Path(dirpath) / name
+
+
+def profile_of_output(
+    output: str | os.PathLike[str], overrides: dict[str, Any] | None = None
+) -> ConfidentialityProfile | None:
+    """The profile OUTPUT was written with, from its manifest.json (None without one).
+
+    ``overrides`` (option name to value; None means "not given") win over the manifest.
+    """
+    try:
+        recorded = json.loads((Path(output) / "manifest.json").read_text())["profile"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    values = dict(recorded)
+    values["attribute_types"] = {
+        int(tag, 16): kind for tag, kind in (values.get("attribute_types") or {}).items()
+    }
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return ConfidentialityProfile.from_mapping(values)
 
 
 def audit(
