@@ -57,6 +57,13 @@ from src.cli.app import _build_config, _fail, _key, friendly_errors, main, profi
     default=None,
     help="Allow the crosswalk inside OUTPUT (then never share OUTPUT as a whole).",
 )
+@click.option(
+    "--new-version",
+    is_flag=True,
+    default=False,
+    help="If OUTPUT was written with another key or profile, write this run to the "
+    "next version beside it (OUTPUT-v2, OUTPUT-v3, ...) instead of stopping.",
+)
 @friendly_errors
 def run(
     input_uri: str,
@@ -72,12 +79,13 @@ def run(
     state_dir: str | None,
     crosswalk: str | None,
     crosswalk_in_output: bool | None,
+    new_version: bool,
     **flags: Any,
 ) -> None:
     """De-identify every DICOM file under INPUT into OUTPUT.
 
     INPUT and OUTPUT are folders or s3://bucket/prefix. Files are found by content,
-    recursively (zip archives are opened). Re-running resumes and skips finished work.
+    recursively (local zip archives are opened). Re-running resumes and skips finished work.
     """
     from src.pipeline.runner import check_locations
     from src.pipeline.runner import run as run_pipeline
@@ -112,6 +120,18 @@ def run(
         local = None if output_uri.startswith("s3://") else output_uri
         check_location(crosswalk, local, bool(crosswalk_in_output))
     key = _key(config)
+    if new_version:
+        from src.pipeline.provenance import choose_version
+        from src.storage.store import open_store
+
+        output_uri, version = choose_version(
+            output_uri,
+            lambda uri: open_store(uri, endpoint_url=endpoint_url, region_name=region_name),
+            key.fingerprint(),
+            config.profile.as_dict(),
+        )
+        check_locations(input_uri, output_uri)
+        click.echo(f"medpipe: data-set version {version} is {output_uri}", err=True)
     click.echo(
         f"medpipe: de-identifying {input_uri} -> {output_uri} "
         f"({config.worker_count()} workers, key from {key.source})",

@@ -9,12 +9,39 @@ fingerprint is a one-way label of the key.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from src.errors import ConfigurationError, ObjectNotFoundError
 from src.storage.store import Store
 
 PROVENANCE_KEY = ".medpipe/provenance.json"
+
+
+def _recorded(store: Store) -> dict[str, Any] | None:
+    try:
+        with store.open(PROVENANCE_KEY) as fh:
+            recorded: dict[str, Any] = json.loads(fh.read())
+    except (FileNotFoundError, ObjectNotFoundError):
+        return None
+    return recorded
+
+
+def provenance_conflict(store: Store, key_fingerprint: str, profile: dict[str, Any]) -> str | None:
+    """Why OUTPUT cannot take this key and profile, or None when it can (or is new)."""
+    recorded = _recorded(store)
+    if recorded is None:
+        return None
+    if recorded.get("key_fingerprint") != key_fingerprint:
+        return (
+            f"OUTPUT was written with another key (fingerprint "
+            f"{recorded.get('key_fingerprint')}, this run's is {key_fingerprint})"
+        )
+    before = recorded.get("profile", {})
+    changed = sorted(k for k in set(before) | set(profile) if before.get(k) != profile.get(k))
+    if changed:
+        return f"OUTPUT was written with another profile ({', '.join(changed)} differ)"
+    return None
 
 
 def check_provenance(store: Store, key_fingerprint: str, profile: dict[str, Any]) -> None:
@@ -25,26 +52,50 @@ def check_provenance(store: Store, key_fingerprint: str, profile: dict[str, Any]
     ConfigurationError
         Naming what differs (the fingerprints, or the profile settings), never the key.
     """
-    wanted = {"key_fingerprint": key_fingerprint, "profile": profile}
-    try:
-        with store.open(PROVENANCE_KEY) as fh:
-            recorded = json.loads(fh.read())
-    except (FileNotFoundError, ObjectNotFoundError):
+    conflict = provenance_conflict(store, key_fingerprint, profile)
+    if conflict:
+        raise ConfigurationError(
+            f"{conflict}; use the same settings or a new OUTPUT "
+            "(run --new-version writes one beside it)"
+        )
+    if _recorded(store) is None:
+        wanted = {"key_fingerprint": key_fingerprint, "profile": profile}
         store.put(PROVENANCE_KEY, json.dumps(wanted, indent=1, sort_keys=True).encode())
-        return
-    if recorded.get("key_fingerprint") != key_fingerprint:
-        raise ConfigurationError(
-            f"OUTPUT was written with another key (fingerprint "
-            f"{recorded.get('key_fingerprint')}, this run's is {key_fingerprint}); "
-            "use the same key, or a new OUTPUT"
-        )
-    before = recorded.get("profile", {})
-    changed = sorted(k for k in set(before) | set(profile) if before.get(k) != profile.get(k))
-    if changed:
-        raise ConfigurationError(
-            f"OUTPUT was written with another profile ({', '.join(changed)} differ); "
-            "use the same settings, or a new OUTPUT"
-        )
 
 
-__all__ = ["PROVENANCE_KEY", "check_provenance"]
+def version_location(output_uri: str, version: int) -> str:
+    """OUTPUT's name for data-set version ``version`` (``out`` -> ``out-v2``)."""
+    if version == 1:
+        return output_uri
+    base = output_uri.rstrip("/")
+    if base.startswith("s3://") and "/" not in base[5:]:
+        return f"{base}/v{version}"
+    return f"{base}-v{version}"
+
+
+def choose_version(
+    output_uri: str,
+    open_output: Callable[[str], Store],
+    key_fingerprint: str,
+    profile: dict[str, Any],
+) -> tuple[str, int]:
+    """The first version of OUTPUT that this key and profile may write into.
+
+    Version 1 is OUTPUT itself, version N is ``OUTPUT-vN``. A version written with the
+    same key and profile is reused, so that ``--new-version`` re-runs are idempotent.
+    """
+    version = 1
+    while True:
+        candidate = version_location(output_uri, version)
+        if provenance_conflict(open_output(candidate), key_fingerprint, profile) is None:
+            return candidate, version
+        version += 1
+
+
+__all__ = [
+    "PROVENANCE_KEY",
+    "check_provenance",
+    "choose_version",
+    "provenance_conflict",
+    "version_location",
+]

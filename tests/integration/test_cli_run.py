@@ -439,6 +439,43 @@ def test_another_key_or_profile_into_an_existing_output_stops_with_one_line(corp
     assert len(pseudonyms) == len(corpus.patients)
 
 
+def test_new_version_writes_another_key_or_profile_beside_output(corpus, tmp_path):
+    out = tmp_path / "out"
+    medpipe("run", str(corpus.root), str(out), "--no-progress")
+    first = sorted(p.relative_to(out) for p in out.rglob("*.dcm"))
+    v2 = medpipe(
+        "run", str(corpus.root), str(out), "--no-progress", "--retain-uids", "--new-version"
+    )
+    assert f"version 2 is {out}-v2" in v2.stderr
+    assert "(balanced)" in v2.stdout
+    version2 = tmp_path / "out-v2"
+    assert len(list(version2.rglob("*.dcm"))) == len(first)
+    # Version 1 is untouched; UIDs were retained only in version 2.
+    assert sorted(p.relative_to(out) for p in out.rglob("*.dcm")) == first
+    sop = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in corpus.files}
+    kept = {
+        pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in version2.rglob("*.dcm")
+    }
+    assert kept == sop
+    # Idempotent: the same flags again reuse version 2; a third key makes version 3.
+    again = medpipe(
+        "run", str(corpus.root), str(out), "--no-progress", "--retain-uids", "--new-version"
+    )
+    assert "version 2" in again.stderr and f"+ {len(corpus.files)} (balanced)" in again.stdout
+    default = medpipe("run", str(corpus.root), str(out), "--no-progress", "--new-version")
+    assert "version 1" in default.stderr
+    v3 = medpipe(
+        "run",
+        str(corpus.root),
+        str(out),
+        "--no-progress",
+        "--new-version",
+        env={"MEDPIPE_DEID_KEY": "a-third-key-for-version-three-0123"},
+    )
+    assert f"version 3 is {out}-v3" in v3.stderr
+    assert not (tmp_path / "out-v4").exists()
+
+
 def test_the_manifest_keeps_every_run_and_totals_that_match_the_index(corpus, tmp_path):
     out = tmp_path / "out"
     medpipe("run", str(corpus.root), str(out), "--no-progress")

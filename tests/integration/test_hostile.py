@@ -216,6 +216,18 @@ def test_every_bad_input_is_quarantined_with_its_reason(hostile):
     assert set(reasons) == set(expected), set(reasons) ^ set(expected)
     for name, prefix in expected.items():
         assert reasons[name].startswith(prefix), (name, reasons[name])
+    # The README's promise: quarantine holds each refused input byte for byte, and an
+    # input that could not be read is there by its reason alone.
+    copies = 0
+    for reason_file in (out / "quarantine").glob("*.reason.json"):
+        entry = json.loads(reason_file.read_text())
+        source = hostile["base"] / "in" / entry["source"]
+        copy = reason_file.with_name(entry["input_id"] + ".bin")
+        assert copy.exists() == entry["copied"], entry["reason"]
+        if entry["copied"] and source.is_file() and not source.is_symlink():
+            assert copy.read_bytes() == source.read_bytes(), entry["reason"]
+            copies += 1
+    assert copies >= len(expected) // 2
     manifest = json.loads((out / "manifest.json").read_text())
     run = manifest["run"]
     assert run["balanced"] and run["quarantined"] == len(expected)
