@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,24 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 TEST_KEY = os.environ["MEDPIPE_DEID_KEY"]
+
+
+def identity_removed_expected(original: Any) -> str:
+    """What Patient Identity Removed must say without Clean Pixel Data (PS3.3 C.7.1.1:
+    removed from the Attributes *and* the Pixel Data): NO for an image whose pixels may
+    carry burned-in text: a Secondary Capture or video object, Burned In Annotation
+    YES, or, without that attribute, a modality that burns text in."""
+    from pydicom.uid import UID
+
+    sop_name = UID(str(original.get("SOPClassUID", ""))).name
+    burned = str(original.get("BurnedInAnnotation", "")).upper()
+    at_risk = (
+        "Secondary Capture" in sop_name
+        or "Video" in sop_name
+        or burned == "YES"
+        or (burned != "NO" and original.get("Modality") in ("US", "SC", "OT", "XA", "ES"))
+    )
+    return "NO" if at_risk else "YES"
 
 
 def pydicom_files() -> list[str]:

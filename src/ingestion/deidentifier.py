@@ -130,7 +130,7 @@ class Deidentifier:
     ) -> None:
         base = profile or ConfidentialityProfile()
         self.fsync = fsync
-        self._marker_cache: dict[tuple[int, bool, bool], bytes] = {}
+        self._marker_cache: dict[tuple[int, bool, bool, str], bytes] = {}
         if uid_root is not None:
             base = ConfidentialityProfile(**{**base.__dict__, "uid_root": uid_root})
         self.profile = base
@@ -243,7 +243,7 @@ class Deidentifier:
             ) from exc
         pixel_mask = self._embedded_overlays(dataset, embedded, ctx)
         rebuild_file_meta(dataset, self.profile.retain_uids, self._pseudo)
-        history = mark(dataset, self.profile)
+        history = mark(dataset, self.profile, pixels_at_risk=burned_in)
         return DeidentificationResult(
             dataset=dataset,
             actions=ctx.actions,
@@ -376,13 +376,17 @@ class Deidentifier:
 
     def _marker_bytes(self, ds: Dataset, tag: int, implicit: bool, little: bool) -> bytes:
         """The encoded de-identification markers: the same for every file of a profile
-        (unless the file carried an earlier history: then :func:`_encode_element`)."""
-        key = (tag, implicit, little)
+        (unless the file carried an earlier history: then :func:`_encode_element`).
+        Patient Identity Removed is YES or NO by the pixels' risk, so it is keyed too."""
+        value = str(ds[tag].value) if tag == _PATIENT_IDENTITY_REMOVED else ""
+        key = (tag, implicit, little, value)
         cached = self._marker_cache.get(key)
         if cached is None:
             cached = self._marker_cache[key] = _encode_element(ds, tag, implicit, little)
         return cached
 
+
+_PATIENT_IDENTITY_REMOVED = 0x00120062
 
 __all__ = [
     "MAX_SEQUENCE_DEPTH",

@@ -33,13 +33,19 @@ def _values(ds: Dataset, keyword: str) -> list[object]:
     return list(value) if isinstance(value, MultiValue) else [value]
 
 
-def mark(ds: Dataset, profile: ConfidentialityProfile) -> bool:
+def mark(ds: Dataset, profile: ConfidentialityProfile, pixels_at_risk: bool = False) -> bool:
     """Set the attributes PS3.15 requires; returns whether an earlier history was kept.
 
     A dataset de-identified before keeps its De-identification Method values and Code
     Sequence items; ours are appended, so the history survives.
+
+    PS3.3 C.7.1.1 defines Patient Identity Removed as the identity removed from the
+    Attributes *and* the Pixel Data. An image whose pixels may carry burned-in text
+    (``pixels_at_risk``) and were neither cleaned nor verified text-free is therefore
+    marked NO, so that nothing downstream (``medpipe send`` among them) treats it as
+    safe to share.
     """
-    ds.PatientIdentityRemoved = "YES"
+    ds.PatientIdentityRemoved = "NO" if pixels_at_risk else "YES"
     ours = profile.method_description()
     earlier = [str(v) for v in _values(ds, "DeidentificationMethod") if str(v) not in ours]
     ds.DeidentificationMethod = earlier + ours

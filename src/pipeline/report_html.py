@@ -121,7 +121,8 @@ def render(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> bytes:
         else ""
     )
     risk_note = (
-        f'<p class="warn">{risk} file(s) may carry burned-in text in their pixels '
+        f'<p class="warn">{risk} file(s) may carry burned-in text in their pixels: '
+        "they are marked Patient Identity Removed = NO and are not sent on "
         "(index: <code>burned_in_annotation_risk</code>).</p>"
         if risk
         else ""

@@ -77,7 +77,8 @@ class RunSummary:
         if self.burned_in_annotation_risk:
             out.append(
                 f"{self.burned_in_annotation_risk} file(s) may carry burned-in text in "
-                "their pixels (see index.jsonl: burned_in_annotation_risk)"
+                "their pixels: written with Patient Identity Removed = NO, and "
+                "`medpipe send` refuses them (see index.jsonl: burned_in_annotation_risk)"
             )
         for reason, count in sorted(self.reasons.items()):
             out.append(f"quarantined {count}: {reason}")

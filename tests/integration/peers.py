@@ -206,3 +206,23 @@ def orthanc_config(folder: Path) -> Path:
     path = folder / "orthanc.json"
     path.write_text(json.dumps(config))
     return path
+
+
+def set_aside_at_risk(output: Path) -> list[Path]:
+    """Move the outputs marked Patient Identity Removed = NO (images whose pixels may
+    carry burned-in text) out of ``output``, into a sibling ``at-risk`` folder: the
+    sender refuses them, and the tests that count what arrives send the rest."""
+    import pydicom
+
+    aside = output.parent / "at-risk"
+    aside.mkdir(exist_ok=True)
+    moved = []
+    for path in sorted(output.rglob("*.dcm")):
+        if "quarantine" in path.parts:
+            continue
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if ds.PatientIdentityRemoved != "YES":
+            target = aside / f"{len(moved):04d}.dcm"
+            path.rename(target)
+            moved.append(target)
+    return moved

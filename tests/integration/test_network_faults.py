@@ -18,8 +18,8 @@ import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationContexts, evt
 
 from src.pipeline.sources import input_id
-from tests.conftest import TEST_KEY, free_port, medpipe
-from tests.integration.peers import Receiver, need
+from tests.conftest import TEST_KEY, free_port, identity_removed_expected, medpipe
+from tests.integration.peers import Receiver, need, set_aside_at_risk
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(600)]
 
@@ -182,6 +182,7 @@ class DroppingPeer:
 def outgoing(tmp_path_factory: pytest.TempPathFactory, corpus) -> Path:
     out = tmp_path_factory.mktemp("faults") / "out"
     medpipe("run", str(corpus.root), str(out), "-j", "1")
+    set_aside_at_risk(out)
     return out
 
 
@@ -291,10 +292,16 @@ def test_a_completed_study_is_forwarded(tmp_path: Path, corpus) -> None:
     archive.stop()
     assert code == 0
     n = len(corpus.files)
+    # Images whose pixels may carry burned-in text are marked Patient Identity Removed
+    # = NO and are refused, never forwarded.
+    risky = sum(identity_removed_expected(pydicom.dcmread(p)) == "NO" for p in corpus.files)
+    assert risky > 0
+    ok = n - risky
     assert (
-        f"forward: files = sent + already sent + refused + failed: {n} = {n} + 0 + 0 + 0" in summary
+        f"forward: files = sent + already sent + refused + failed: {n} = {ok} + 0 + {risky} + 0"
+        in summary
     )
-    assert len(dicom_files(tmp_path / "archive")) == n
+    assert len(dicom_files(tmp_path / "archive")) == ok
 
 
 def _certificates(folder: Path) -> dict[str, Path]:
@@ -424,7 +431,8 @@ def test_tls_with_client_verification(tmp_path: Path, corpus, outgoing: Path) ->
         code, _ = receiver.stop()
     assert code == 0
     totals = json.loads((out / "manifest.json").read_text())["totals"]
-    assert totals["processed"] == len(corpus.files) * 2  # dcmtk's and medpipe's copies
+    # dcmtk sent the corpus; medpipe sent what it may share (no image at risk of burned-in text)
+    assert totals["processed"] == len(corpus.files) + len(dicom_files(outgoing))
 
 
 def test_receive_into_s3_answers_success_only_after_the_upload(

@@ -35,7 +35,7 @@ from src.ingestion.profile import (
     load_table_e1_1,
 )
 from src.ingestion.pseudonyms import Pseudonymizer
-from tests.conftest import TEST_KEY, pydicom_files
+from tests.conftest import TEST_KEY, identity_removed_expected, pydicom_files
 
 BASIC = ConfidentialityProfile(retain_longitudinal_modified_dates=False)
 PATIENT_NAME = "Whitfield^Jonathan"
@@ -506,7 +506,33 @@ def test_compressed_pixel_data_passes_through_unchanged(tmp_path):
         a, b = pydicom.dcmread(src), pydicom.dcmread(out)
         assert a.file_meta.TransferSyntaxUID == b.file_meta.TransferSyntaxUID
         assert a.PixelData == b.PixelData
-        assert b.PatientIdentityRemoved == "YES"
+        assert b.PatientIdentityRemoved == identity_removed_expected(a)
+
+
+def test_an_image_at_risk_of_burned_in_text_is_not_markedidentity_removed_expected(
+    corpus, tmp_path
+):
+    from pydicom.data import get_testdata_file
+
+    from src.network.outgoing import RefusedFileError, describe
+
+    seen = set()
+    ultrasound = next(p for p in corpus.files if "/us/" in p.as_posix())
+    sources = [get_testdata_file(n) for n in ("SC_rgb_rle.dcm", "CT_small.dcm", "MR_small.dcm")]
+    for i, source in enumerate([ultrasound, *sources]):
+        out = tmp_path / f"{i}.dcm"
+        name = Path(source).name
+        result = Deidentifier(key=TEST_KEY).deidentify_file_with_report(src, out)
+        marked = pydicom.dcmread(out).PatientIdentityRemoved
+        assert marked == identity_removed_expected(pydicom.dcmread(src)), name
+        assert result.burned_in_annotation_risk == (marked == "NO")
+        seen.add(marked)
+        if marked == "NO":
+            with pytest.raises(RefusedFileError, match="Patient Identity Removed"):
+                describe(str(out))
+        else:
+            assert describe(str(out)).sop_instance_uid
+    assert seen == {"YES", "NO"}
 
 
 def test_every_pydicom_file_round_trips(tmp_path):
@@ -523,7 +549,7 @@ def test_every_pydicom_file_round_trips(tmp_path):
         back = pydicom.dcmread(out)
         for elem in back.iterall():
             _ = elem.value
-        assert back.PatientIdentityRemoved == "YES"
+        assert back.PatientIdentityRemoved == identity_removed_expected(original), path
         name = str(original.get("PatientName", "") or "")
         if len(name) > 3:
             assert name.encode("latin-1", "ignore") not in out.read_bytes()
@@ -595,7 +621,7 @@ def test_every_output_element_obeys_the_table(corpus, tmp_path):
                 assert str(elem.value) not in originals, elem.keyword
             if elem.VR == "PN" and elem.tag != 0x00100010:
                 assert str(elem.value) in ("", "ANONYMIZED"), elem.keyword
-        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.PatientIdentityRemoved == identity_removed_expected(ds)
         study_uids.setdefault(str(out.parent.parent), set()).add(ds.StudyInstanceUID)
         sop_uids.add(ds.SOPInstanceUID)
         if ds.Modality == "SR":
