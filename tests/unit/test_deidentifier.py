@@ -509,9 +509,7 @@ def test_compressed_pixel_data_passes_through_unchanged(tmp_path):
         assert b.PatientIdentityRemoved == identity_removed_expected(a)
 
 
-def test_an_image_at_risk_of_burned_in_text_is_not_markedidentity_removed_expected(
-    corpus, tmp_path
-):
+def test_an_image_at_risk_of_burned_in_text_is_not_marked_identity_removed(corpus, tmp_path):
     from pydicom.data import get_testdata_file
 
     from src.network.outgoing import RefusedFileError, describe
@@ -522,9 +520,9 @@ def test_an_image_at_risk_of_burned_in_text_is_not_markedidentity_removed_expect
     for i, source in enumerate([ultrasound, *sources]):
         out = tmp_path / f"{i}.dcm"
         name = Path(source).name
-        result = Deidentifier(key=TEST_KEY).deidentify_file_with_report(src, out)
+        result = Deidentifier(key=TEST_KEY).deidentify_file_with_report(source, out)
         marked = pydicom.dcmread(out).PatientIdentityRemoved
-        assert marked == identity_removed_expected(pydicom.dcmread(src)), name
+        assert marked == identity_removed_expected(pydicom.dcmread(source)), name
         assert result.burned_in_annotation_risk == (marked == "NO")
         seen.add(marked)
         if marked == "NO":
