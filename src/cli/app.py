@@ -8,6 +8,7 @@ check finds problems, 130 when interrupted). No traceback is shown for bad input
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -30,6 +31,11 @@ PROFILE_FLAGS = (
     ("clean_descriptors", "Keep descriptions with identifiers scrubbed out."),
     ("clean_structured_content", "Keep SR content with identifiers scrubbed out."),
     ("clean_graphics", "Keep curves and overlays (flagged for review)."),
+    (
+        "clean_pixels",
+        "Clean Pixel Data: find burned-in text in images at risk, mask it, verify "
+        "(an image with text still found after cleaning is quarantined: pixel-phi-remains).",
+    ),
 )
 
 
@@ -74,6 +80,20 @@ def profile_options(func: F) -> F:
         flag = name.replace("_", "-")
         func = click.option(f"--{flag}/--no-{flag}", name, default=None, help=text)(func)
     func = click.option(
+        "--pixel-text",
+        type=click.Choice(["all", "phi"]),
+        default=None,
+        help="With --clean-pixels: mask every text box found (all, the default) or only "
+        "text that reads as this patient's identifiers or a PHI pattern (phi).",
+    )(func)
+    func = click.option(
+        "--pixel-regions",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="With --clean-pixels: a region rules file (TOML; see docs/pixels.md) added "
+        "to the shipped starter set.",
+    )(func)
+    func = click.option(
         "--uid-root", default=None, help="Root of replacement UIDs (default 2.25)."
     )(func)
     func = click.option(
@@ -105,6 +125,10 @@ def _build_config(
     config = load_config(config_path)
     profile = {name: flags.pop(name, None) for name, _ in PROFILE_FLAGS}
     profile["uid_root"] = uid_root
+    for name in ("pixel_regions", "pixel_text"):
+        profile[name] = flags.pop(name, None)
+    if profile["pixel_regions"]:
+        profile["pixel_regions"] = os.path.abspath(profile["pixel_regions"])
     return with_overrides(config, profile, key_file=key_file, **run)
 
 

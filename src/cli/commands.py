@@ -215,6 +215,11 @@ def deidentify(
         )
     click.echo(
         f"wrote {written}: {result.removed} elements removed or replaced"
+        + (
+            f"; Clean Pixel Data: {len(result.pixels.boxes)} box(es) masked and verified"
+            if result.pixels is not None and result.pixels.verified
+            else ""
+        )
         + ("; pixels may carry burned-in text" if result.burned_in_annotation_risk else "")
     )
 

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydicom.dataset import Dataset
@@ -35,6 +35,10 @@ from src.errors import (
 from src.ingestion.deidentifier import DeidentificationResult, Deidentifier
 from src.ingestion.dicom_parser import is_image
 from src.ingestion.metadata_extractor import MetadataExtractor
+from src.ingestion.output_layout import original_identity, output_key
+
+if TYPE_CHECKING:
+    from src.pixels.cleaner import PixelCleaner, PixelOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class Reason(StrEnum):
     DUPLICATE_SOP_INSTANCE = "duplicate-sop-instance"
     UNREADABLE = "unreadable"
     NOT_A_REGULAR_FILE = "not-a-regular-file"
+    PIXEL_PHI_REMAINS = "pixel-phi-remains"
     STORAGE_ERROR = "storage-error"
     INTERNAL_ERROR = "internal-error"
 
@@ -114,26 +119,6 @@ def schema_validation(metadata: dict[str, Any]) -> None:
         raise MetadataValidationError(validation_reason(exc), details={"fields": fields}) from None
 
 
-def output_key(ds: Dataset, pseudonym: str) -> str:
-    """``<patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm`` of a de-identified dataset.
-
-    Raises
-    ------
-    DeidentificationError
-        If a part is missing or could escape the layout (``/``, ``..``, NUL).
-    """
-    parts = [
-        pseudonym,
-        str(ds.get("StudyInstanceUID", "") or ""),
-        str(ds.get("SeriesInstanceUID", "") or ""),
-        str(ds.get("SOPInstanceUID", "") or ""),
-    ]
-    for part in parts:
-        if not part or "/" in part or part in (".", "..") or "\x00" in part:
-            raise DeidentificationError("de-identified dataset lacks a usable UID for its path")
-    return "/".join(parts[:3]) + f"/{parts[3]}.dcm"
-
-
 @dataclass
 class InstanceResult:
     """A de-identified instance, written to the caller's output path (no PHI here).
@@ -163,30 +148,15 @@ class InstanceResult:
     removed: int = field(default=0)
     #: The original identifiers (PHI: for a crosswalk the user asked for, never logged).
     original: dict[str, str] = field(default_factory=dict, repr=False)
+    #: What Clean Pixel Data did (None when it did not run: option off, or no risk).
+    pixels: PixelOutcome | None = None
 
     @property
     def burned_in_annotation_risk(self) -> bool:
+        """The pixels may carry burned-in text: at risk, and not cleaned and verified."""
+        if self.pixels is not None and self.pixels.verified:
+            return False
         return self.report.burned_in_annotation_risk
-
-
-_IDENTITY = (
-    ("patient_id", 0x00100020),
-    ("issuer_of_patient_id", 0x00100021),
-    ("accession_number", 0x00080050),
-    ("study_instance_uid", 0x0020000D),
-    ("series_instance_uid", 0x0020000E),
-    ("sop_instance_uid", 0x00080018),
-)
-
-
-def original_identity(ds: Dataset) -> dict[str, str]:
-    """The identifiers a crosswalk joins on, read from the original dataset."""
-    out = {}
-    for name, tag in _IDENTITY:
-        elem = ds.get(tag)
-        value = "" if elem is None or elem.value is None else str(elem.value)
-        out[name] = value.strip()
-    return out
 
 
 def _parse_refusal(exc: InvalidDICOMError) -> InstanceRefusedError:
@@ -240,6 +210,21 @@ class InstancePipeline:
         self.keep_identity = keep_identity
         self.validate = validate
         self.extractor = extractor or MetadataExtractor()
+        self._pixels: PixelCleaner | None = None
+
+    @property
+    def pixel_cleaner(self) -> PixelCleaner | None:
+        """The Clean Pixel Data step, when the profile asks for it (built on first use)."""
+        profile = self.deidentifier.profile
+        if not profile.clean_pixels:
+            return None
+        if self._pixels is None:
+            from src.pixels.cleaner import PixelCleaner
+            from src.pixels.regions import RegionRules
+
+            regions = RegionRules([profile.pixel_regions] if profile.pixel_regions else [])
+            self._pixels = PixelCleaner(regions, mode=profile.pixel_text)
+        return self._pixels
 
     def process(
         self,
@@ -279,10 +264,15 @@ class InstancePipeline:
         image = [False]
 
         identity: dict[str, str] = {}
+        cleaner = self.pixel_cleaner
+        header: dict[str, str] = {}  # what the region rules read (PHI in "phi" mode)
+        pixels: PixelOutcome | None = None
 
         def before(original: Dataset) -> None:
             stage[0] = "validate"
             image[0] = is_image(original)
+            if cleaner is not None:
+                header.update(cleaner.context(original))
             if self.keep_identity:
                 identity.update(original_identity(original))
             if self.validate is not None:
@@ -296,6 +286,20 @@ class InstancePipeline:
                     Reason.IMAGE_WITHOUT_PIXEL_DATA, "an image without pixel data", "parse"
                 )
             ds = report.dataset
+            if cleaner is not None and report.burned_in_annotation_risk and report.has_pixel_data:
+                stage[0] = "clean-pixels"
+                pixels = cleaner.clean_file(output_path, header)
+                if pixels.remaining:
+                    raise InstanceRefusedError(
+                        Reason.PIXEL_PHI_REMAINS,
+                        f"text found again in {len(pixels.remaining)} box(es) after cleaning",
+                        "clean-pixels",
+                    )
+                if pixels.verified:  # the header changed on disk: describe what was written
+                    from pydicom import dcmread
+
+                    ds = dcmread(output_path, stop_before_pixels=True)
+                    memo.clear()
             key = output_key(ds, report.patient_pseudonym)
             index = self.extractor.extract_metadata(ds, memo=memo)
         except InstanceRefusedError:
@@ -337,19 +341,24 @@ class InstancePipeline:
                 },
             )
             raise InstanceRefusedError(Reason.INTERNAL_ERROR, type(exc).__name__, stage[0]) from exc
-        index["output"] = key
-        index["burned_in_annotation_risk"] = report.burned_in_annotation_risk
-        with open(output_path, "rb") as written:  # for a data set's integrity manifest
-            index["output_sha256"] = hashlib.file_digest(written, "sha256").hexdigest()
-        return InstanceResult(
+        result = InstanceResult(
             output_key=key,
             output_path=os.fspath(output_path),
             index=index,
             report=report,
-            bytes_out=os.path.getsize(output_path),
             removed=len(report.removed_tags),
             original=identity,
+            pixels=pixels,
         )
+        index["output"] = key
+        index["burned_in_annotation_risk"] = result.burned_in_annotation_risk
+        if pixels is not None:
+            index["clean_pixel_data"] = pixels.verified
+            index["pixel_boxes"] = pixels.as_index()
+        with open(output_path, "rb") as written:  # for a data set's integrity manifest
+            index["output_sha256"] = hashlib.file_digest(written, "sha256").hexdigest()
+        result.bytes_out = os.path.getsize(output_path)
+        return result
 
     def _run(
         self,

@@ -15,7 +15,12 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from src import __version__
-from src.ingestion.profile import BASIC_PROFILE_CODE, OPTION_CODES, ConfidentialityProfile
+from src.ingestion.profile import (
+    BASIC_PROFILE_CODE,
+    OPTION_CODES,
+    Code,
+    ConfidentialityProfile,
+)
 from src.ingestion.pseudonyms import Pseudonymizer
 
 #: File Meta Information Version, Media Storage SOP Class and Instance, Transfer Syntax,
@@ -99,3 +104,33 @@ def _encode_element(ds: Dataset, tag: int, implicit: bool, little: bool) -> byte
     buffer.is_little_endian = little
     write_data_element(buffer, ds[tag])
     return buffer.getvalue()
+
+
+#: CID 7050: the pixels were examined and any burned-in identifying text removed.
+CLEAN_PIXEL_DATA_CODE = Code("113101", "DCM", "Clean Pixel Data Option")
+
+
+def mark_clean_pixels(ds: Dataset) -> None:
+    """Record that Clean Pixel Data was applied to an image (PS3.15 E.3.1).
+
+    Burned In Annotation becomes NO; the Clean Pixel Data code joins the De-identification
+    Method Code Sequence and its meaning the De-identification Method; Patient Identity
+    Removed becomes YES, since the pixels were the only reason it was NO.
+    """
+    code = CLEAN_PIXEL_DATA_CODE
+    ds.BurnedInAnnotation = "NO"
+    ds.PatientIdentityRemoved = "YES"
+    methods = [str(v) for v in _values(ds, "DeidentificationMethod")]
+    if code.meaning not in methods:
+        ds.DeidentificationMethod = [*methods, code.meaning]
+    items = list(ds.get("DeidentificationMethodCodeSequence") or [])
+    if not any(
+        (i.get("CodeValue"), i.get("CodingSchemeDesignator")) == (code.value, code.scheme)
+        for i in items
+    ):
+        item = Dataset()
+        item.CodeValue = code.value
+        item.CodingSchemeDesignator = code.scheme
+        item.CodeMeaning = code.meaning
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = DicomSequence(items)

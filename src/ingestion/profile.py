@@ -117,6 +117,15 @@ clean_graphics : bool
         action codes. Unknown attributes get the most protective allowed code.
     max_date_shift_days : int
         Upper bound of the keyed per-patient date offset (always at least one day back).
+    clean_pixels : bool
+        The Clean Pixel Data option (PS3.15 E.3.1): images at risk of burned-in text
+        are searched and their text masked (:mod:`src.pixels`). Not a column of E.1-1:
+        it changes no attribute rule, only pixels and the markers.
+    pixel_regions : str
+        A region rules file added to the shipped starter set (``""``: none).
+    pixel_text : {"all", "phi"}
+        Mask every text box found (default), or only text that matches this patient's
+        identifiers or a PHI pattern.
 
     Examples
     --------
@@ -137,8 +146,13 @@ clean_graphics : bool
     uid_root: str = "2.25"
     attribute_types: Mapping[int, str] = field(default_factory=dict, hash=False)
     max_date_shift_days: int = 3650
+    clean_pixels: bool = False
+    pixel_regions: str = ""
+    pixel_text: str = "all"
 
     def __post_init__(self) -> None:
+        if self.pixel_text not in ("all", "phi"):
+            raise ValueError("pixel_text must be 'all' or 'phi'")
         if self.retain_longitudinal_full_dates and self.retain_longitudinal_modified_dates:
             raise ValueError(
                 "choose one of retain_longitudinal_full_dates and "
@@ -167,6 +181,9 @@ clean_graphics : bool
         out: dict[str, Any] = {opt.value: getattr(self, opt.value) for opt in Option}
         out["uid_root"] = self.uid_root
         out["max_date_shift_days"] = self.max_date_shift_days
+        out["clean_pixels"] = self.clean_pixels
+        out["pixel_regions"] = self.pixel_regions
+        out["pixel_text"] = self.pixel_text
         out["attribute_types"] = {f"{t:08X}": v for t, v in self.attribute_types.items()}
         return out
 

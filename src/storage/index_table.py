@@ -39,7 +39,7 @@ _TEXT = (
     "image_sop_class_uid "
     "image_pixel_spacing image_photometric_interpretation image_transfer_syntax_uid "
     "acquisition_date acquisition_time acquisition_manufacturer "
-    "acquisition_manufacturer_model_name output output_sha256"
+    "acquisition_manufacturer_model_name output output_sha256 pixel_boxes"
 ).split()
 
 #: Column name -> Athena/Glue type of the index table.
@@ -49,6 +49,7 @@ COLUMNS: dict[str, str] = {
     **{name: "double" for name in _FLOAT},
     **{name: "array<double>" for name in _ARRAY},
     "burned_in_annotation_risk": "boolean",
+    "clean_pixel_data": "boolean",
 }
 
 

@@ -1,0 +1,260 @@
+"""Clean Pixel Data for one de-identified instance: detect, mask, verify, mark, rewrite.
+
+Only images at risk come here (the per-instance pipeline decides; a CT or MR series
+without risk costs nothing). Boxes come from two detectors, combined: the region rules
+that match the original header, and OCR text detection on every frame. Every box is
+filled; then the detector runs again on each cleaned frame, and text still found there
+makes the outcome *unverified*: the pipeline quarantines such an image
+(``pixel-phi-remains``), it never ships.
+
+An image in which nothing was found keeps its Pixel Data byte for byte; only the
+markers change (Burned In Annotation NO, code 113101, Patient Identity Removed YES).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from src.atomic import atomic_write
+from src.ingestion.markers import mark_clean_pixels
+from src.pixels.detector import TextBox, TextDetector
+from src.pixels.frames import (
+    UnsupportedPixelDataError,
+    decode,
+    fill_value,
+    mask,
+    render,
+    write_back,
+)
+from src.pixels.regions import RegionRules
+
+#: What the opt-in ``phi`` mode compares recognised text with (held in memory only).
+IDENTIFIER_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "OperatorsName",
+    "PerformingPhysicianName",
+    "StudyDate",
+)
+#: How many pixels a detected box grows by on every side before it is filled.
+MARGIN = 3
+#: Extra detect-and-fill rounds before an image with text still found is given up on.
+ROUNDS = 2
+
+
+@dataclass
+class PixelOutcome:
+    """What Clean Pixel Data did to one image (coordinates only, never text).
+
+    Attributes
+    ----------
+    examined : bool
+        Every frame was decoded and searched.
+    boxes : list of TextBox
+        The boxes filled.
+    remaining : list of TextBox
+        Text found again after cleaning (the image must not ship).
+    reason : str
+        Why the image was not examined (a named attribute, never a value).
+    frames : int
+        Frames searched.
+    """
+
+    examined: bool
+    boxes: list[TextBox] = field(default_factory=list)
+    remaining: list[TextBox] = field(default_factory=list)
+    reason: str = ""
+    frames: int = 0
+
+    @property
+    def verified(self) -> bool:
+        """Examined, and no text found after cleaning."""
+        return self.examined and not self.remaining
+
+    def as_index(self) -> list[dict[str, Any]]:
+        """The cleaned boxes for the index row."""
+        return [b.as_dict() for b in self.boxes]
+
+
+def _grow(box: TextBox, rows: int, cols: int) -> TextBox:
+    x0, y0 = max(0, box.x - MARGIN), max(0, box.y - MARGIN)
+    x1, y1 = min(cols, box.x + box.width + MARGIN), min(rows, box.y + box.height + MARGIN)
+    return TextBox(box.frame, x0, y0, x1 - x0, y1 - y0, box.source)
+
+
+def _verification_view(rgb: Any, boxes: list[TextBox], frame: int) -> Any:
+    """The cleaned frame as the verifying detector sees it.
+
+    Each filled box is painted with the median colour of the ring just outside it, so
+    that the hard edges of a black box over texture are not taken for text; glyph parts
+    left outside a box are untouched and still found.
+    """
+    import numpy as np
+
+    view = rgb.copy()
+    rows, cols = view.shape[:2]
+    for b in boxes:
+        if b.frame != frame:
+            continue
+        x0, y0 = max(0, b.x - 2), max(0, b.y - 2)
+        x1, y1 = min(cols, b.x + b.width + 2), min(rows, b.y + b.height + 2)
+        ring = np.concatenate(
+            [
+                view[y0:y1, x0 : b.x].reshape(-1, 3),
+                view[y0:y1, b.x + b.width : x1].reshape(-1, 3),
+                view[y0 : b.y, x0:x1].reshape(-1, 3),
+                view[b.y + b.height : y1, x0:x1].reshape(-1, 3),
+            ]
+        )
+        colour = np.median(ring, axis=0) if len(ring) else 0
+        view[b.y : b.y + b.height, b.x : b.x + b.width] = colour
+    return view
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+class PixelCleaner:
+    """Apply Clean Pixel Data to de-identified files.
+
+    Parameters
+    ----------
+    regions : RegionRules, optional
+        Defaults to the shipped starter set.
+    detector : TextDetector, optional
+        Created on first use (loading the model takes a moment).
+    mode : {"all", "phi"}
+        ``"all"`` (the default) fills every text box the detector finds; ``"phi"``
+        fills only text whose recognised content matches this patient's identifiers
+        or a PHI pattern (:mod:`src.pixels.recognizer`). Region rules always apply.
+    """
+
+    def __init__(
+        self,
+        regions: RegionRules | None = None,
+        detector: TextDetector | None = None,
+        mode: str = "all",
+    ) -> None:
+        if mode not in ("all", "phi"):
+            raise ValueError("mode must be 'all' or 'phi'")
+        self.regions = regions if regions is not None else RegionRules()
+        self._detector = detector
+        self.mode = mode
+        self._recognizer: Any = None
+
+    @property
+    def detector(self) -> TextDetector:
+        if self._detector is None:
+            self._detector = TextDetector()
+        return self._detector
+
+    def context(self, original: Dataset) -> dict[str, str]:
+        """What the rules and the ``phi`` mode need from the original header (PHI: in memory)."""
+        wanted = set(self.regions.keywords)
+        if self.mode == "phi":
+            wanted.update(IDENTIFIER_KEYWORDS)
+        return {k: _text(original.get(k)) for k in sorted(wanted) if k in original}
+
+    def _find(self, ds: Dataset, frames: Any, header: Mapping[str, str]) -> list[TextBox]:
+        rows, cols = frames.array.shape[1:3]
+        boxes = self.regions.boxes(header, rows, cols, frames.count)
+        for index in range(frames.count):
+            rgb = render(ds, frames, index)
+            found = self._select(rgb, self.detector.detect(rgb, index), header)
+            boxes.extend(_grow(b, rows, cols) for b in found)
+        return boxes
+
+    def _select(self, rgb: Any, boxes: list[TextBox], header: Mapping[str, str]) -> list[TextBox]:
+        """The boxes to fill: all of them, or in ``phi`` mode those that read as PHI."""
+        if self.mode != "phi" or not boxes:
+            return boxes
+        from src.pixels.recognizer import PHIMatcher, TextRecognizer
+
+        if self._recognizer is None:
+            self._recognizer = TextRecognizer()
+        matcher = PHIMatcher(header)
+        return [b for b in boxes if matcher.matches(self._recognizer.read(rgb, b))]
+
+    def clean_dataset(self, ds: Dataset, header: Mapping[str, str] | None = None) -> PixelOutcome:
+        """Clean ``ds`` in memory; see :meth:`clean_file`."""
+        header = header or {}
+        try:
+            frames = decode(ds)
+        except UnsupportedPixelDataError as exc:
+            return PixelOutcome(examined=False, reason=exc.message)
+        boxes = self._find(ds, frames, header)
+        outcome = PixelOutcome(examined=True, boxes=boxes, frames=frames.count)
+        if not boxes:
+            mark_clean_pixels(ds)
+            return outcome
+        fill = fill_value(ds, frames)
+        mask(frames, boxes, fill)
+        # Verify: search every changed frame again. Text found now (an edge left
+        # uncovered, or text the first look missed) is filled too, up to ROUNDS times;
+        # what the last look still finds makes the image unverified.
+        pending = sorted({b.frame for b in boxes})
+        for round_ in range(ROUNDS + 1):
+            found: list[TextBox] = []
+            for index in pending:
+                view = _verification_view(render(ds, frames, index), outcome.boxes, index)
+                hits = self._select(view, self.detector.detect(view, index), header)
+                found.extend(_grow(b, *frames.array.shape[1:3]) for b in hits)
+            if not found:
+                break
+            if round_ == ROUNDS:
+                outcome.remaining = found
+                return outcome
+            mask(frames, found, fill)
+            outcome.boxes.extend(found)
+            pending = sorted({b.frame for b in found})
+        try:
+            write_back(ds, frames)
+        except UnsupportedPixelDataError as exc:
+            outcome.examined = False
+            outcome.reason = exc.message
+            return outcome
+        mark_clean_pixels(ds)
+        return outcome
+
+    def clean_file(
+        self, path: str | os.PathLike[str], header: Mapping[str, str] | None = None
+    ) -> PixelOutcome:
+        """Clean the de-identified file at ``path`` in place (atomically).
+
+        Parameters
+        ----------
+        path : path
+            A de-identified Part 10 file.
+        header : mapping, optional
+            :meth:`context` of the original instance (region-rule conditions).
+
+        Returns
+        -------
+        PixelOutcome
+            The file is rewritten only when the outcome is verified.
+        """
+        ds = dcmread(path)
+        outcome = self.clean_dataset(ds, header)
+        if outcome.verified:
+            with atomic_write(path) as out:
+                ds.save_as(out, enforce_file_format=True)
+        return outcome
+
+
+__all__ = ["IDENTIFIER_KEYWORDS", "PixelCleaner", "PixelOutcome"]
