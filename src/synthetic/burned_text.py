@@ -363,7 +363,7 @@ def generate(
         ds = _dataset(bg, array, chosen, uid)
         _identify(ds, patient, seed, index)
         yield BurnedSample(
-            f"burned-{seed}-{index:04d}", ds, boxes, inks, bg.name, encoding, patient
+            f"burned-{seed}-{index:04d}", ds, boxes, inks, bg.name, chosen, patient
         )
 
 
