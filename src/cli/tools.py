@@ -1,4 +1,4 @@
-"""The other commands: inspect, validate, url, config, audit, key, lookup, samples."""
+"""The other commands: inspect, validate, url, config, audit, key, lookup, samples, review."""
 
 from __future__ import annotations
 
@@ -304,3 +304,39 @@ def samples(
         columns=size,
     )
     click.echo(f"wrote {len(corpus.files)} sample files for {patients} fake patients to {output}")
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--input",
+    "input_root",
+    type=click.Path(exists=True),
+    default=None,
+    help="The run's INPUT: show each cleaned image's original beside it (needs the run's key).",
+)
+@click.option(
+    "--to",
+    "target",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to write the page (default OUTPUT/quarantine/review.html: it holds PHI).",
+)
+@click.option(
+    "--key-file", type=click.Path(dir_okay=False), default=None, help="The run's key file."
+)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@friendly_errors
+def review(
+    output: str,
+    input_root: str | None,
+    target: str | None,
+    key_file: str | None,
+    config_path: str | None,
+) -> None:
+    """Write review.html: before/after thumbnails of every image Clean Pixel Data touched."""
+    from src.pipeline.review import write_review
+
+    config = _build_config(config_path, key_file, None, {})
+    page, count = write_review(output, _key(config).key, input_root, target)
+    click.echo(f"wrote {page}: {count} image(s) to review (it shows original pixels: PHI)")

@@ -240,6 +240,7 @@ class Intake:
                 summary.processed += 1
                 summary.bytes_out += outcome.bytes_out
                 summary.burned_in_annotation_risk += int(outcome.burned_in_annotation_risk)
+                summary.count_pixels(outcome.index)
                 study = str(outcome.index.get("study", {}).get("study_instance_uid") or "unknown")
                 self.studies.touch(study, outcome.output)
             else:

@@ -335,6 +335,7 @@ def _finish(
                 summary.bytes_in += outcome.bytes_in
                 summary.bytes_out += outcome.bytes_out
                 summary.burned_in_annotation_risk += int(outcome.burned_in_annotation_risk)
+                summary.count_pixels(outcome.index)
                 return
         summary.quarantined += 1
         summary.bytes_in += outcome.bytes_in

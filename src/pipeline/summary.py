@@ -19,6 +19,9 @@ class RunSummary:
     elapsed_seconds: float = 0.0
     workers: int = 1
     burned_in_annotation_risk: int = 0
+    #: Images Clean Pixel Data examined and verified, and the boxes it filled in them.
+    pixels_cleaned: int = 0
+    pixel_boxes: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -45,6 +48,8 @@ class RunSummary:
             "ElapsedSeconds": round(self.elapsed_seconds, 3),
             "FilesPerSecond": round(self.files_per_second, 2),
             "BurnedInAnnotationRisk": self.burned_in_annotation_risk,
+            "PixelsCleaned": self.pixels_cleaned,
+            "PixelBoxesMasked": self.pixel_boxes,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,6 +69,12 @@ class RunSummary:
             "metrics": self.metrics(),
         }
 
+    def count_pixels(self, index: dict[str, Any]) -> None:
+        """Add one processed instance's Clean Pixel Data outcome (from its index row)."""
+        if index.get("clean_pixel_data"):
+            self.pixels_cleaned += 1
+            self.pixel_boxes += len(index.get("pixel_boxes") or [])
+
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
         check = "balanced" if self.balanced else "NOT BALANCED"
@@ -74,11 +85,18 @@ class RunSummary:
             f"{self.elapsed_seconds:.2f} s with {self.workers} worker(s): "
             f"{self.files_per_second:.1f} files/s, {self.megabytes_per_second:.1f} MB/s",
         ]
+        if self.pixels_cleaned:
+            out.append(
+                f"Clean Pixel Data: {self.pixels_cleaned} image(s) searched and verified, "
+                f"{self.pixel_boxes} text box(es) masked (index.jsonl: pixel_boxes; "
+                "`medpipe review OUTPUT` shows them)"
+            )
         if self.burned_in_annotation_risk:
             out.append(
                 f"{self.burned_in_annotation_risk} file(s) may carry burned-in text in "
                 "their pixels: written with Patient Identity Removed = NO, and "
-                "`medpipe send` refuses them (see index.jsonl: burned_in_annotation_risk)"
+                "`medpipe send` refuses them (see index.jsonl: burned_in_annotation_risk; "
+                "--clean-pixels cleans what it can decode)"
             )
         for reason, count in sorted(self.reasons.items()):
             out.append(f"quarantined {count}: {reason}")

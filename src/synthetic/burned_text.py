@@ -362,9 +362,7 @@ def generate(
         uid = str(generate_uid(_ROOT, entropy_srcs=[str(seed), str(index)]))
         ds = _dataset(bg, array, chosen, uid)
         _identify(ds, patient, seed, index)
-        yield BurnedSample(
-            f"burned-{seed}-{index:04d}", ds, boxes, inks, bg.name, chosen, patient
-        )
+        yield BurnedSample(f"burned-{seed}-{index:04d}", ds, boxes, inks, bg.name, chosen, patient)
 
 
 __all__ = [
