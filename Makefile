@@ -57,11 +57,31 @@ fuzz: $(VENV)/.installed-dev
 	MEDPIPE_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/unit/test_deidentifier_properties.py -p no:cacheprovider
 
 # `sam build` calls build-<LogicalId> for each function (Metadata: BuildMethod: makefile).
-LAMBDA_DEPS := "pydicom>=3.0,<4" "pydantic>=2.6,<3" "python-json-logger>=3.1,<5" \
-	"aws-lambda-powertools>=3.0,<4" "pyarrow>=16"
-build-%Function:
-	$(PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)" --platform manylinux2014_aarch64 \
-		--implementation cp --python-version 3.12 --only-binary=:all: $(LAMBDA_DEPS)
+# The instance functions carry Clean Pixel Data (onnxruntime, numpy, the PP-OCR models of
+# the rapidocr wheel, pylibjpeg); pyarrow does not fit beside them in Lambda's 250 MB, so
+# the index function alone carries it (docs/aws.md). Lambda's python3.12 on arm64 runs
+# Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels run there.
+LAMBDA_PLATFORM := --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
+	--implementation cp --python-version 3.12 --only-binary=:all:
+LAMBDA_BASE := "pydicom>=3.0,<4" "pydantic>=2.6,<3" "python-json-logger>=3.1,<5" \
+	"aws-lambda-powertools>=3.0,<4"
+INSTANCE_DEPS := $(LAMBDA_BASE) "numpy>=1.26" "onnxruntime>=1.17" "Pillow>=10" \
+	"pylibjpeg>=2" "pylibjpeg-libjpeg>=2" "pylibjpeg-openjpeg>=2" "pylibjpeg-rle>=2"
+INDEX_DEPS := $(LAMBDA_BASE) "pyarrow>=16"
+LAMBDA_PIP = $(PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)" $(LAMBDA_PLATFORM)
+
+build-InstanceFunction build-LargeInstanceFunction:
+	$(LAMBDA_PIP) $(INSTANCE_DEPS)
+	# The models only: rapidocr's own code needs OpenCV, which the detector does not use.
+	$(LAMBDA_PIP) --no-deps "rapidocr-onnxruntime>=1.3,<2"
+	rm -rf "$(ARTIFACTS_DIR)"/onnxruntime/transformers "$(ARTIFACTS_DIR)"/onnxruntime/quantization \
+		"$(ARTIFACTS_DIR)"/onnxruntime/tools "$(ARTIFACTS_DIR)"/rapidocr_onnxruntime/models/*cls*
+	find "$(ARTIFACTS_DIR)" -name __pycache__ -prune -exec rm -rf {} +
+	cp -r src "$(ARTIFACTS_DIR)/"
+
+build-IndexFunction:
+	$(LAMBDA_PIP) $(INDEX_DEPS)
+	find "$(ARTIFACTS_DIR)" -name __pycache__ -prune -exec rm -rf {} +
 	cp -r src "$(ARTIFACTS_DIR)/"
 
 clean:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from src.errors import (
+    ConfigurationError,
     InvalidDICOMError,
     KeyConfigurationError,
     MetadataValidationError,
@@ -257,6 +258,29 @@ class DeidentificationHandler:
         }
 
 
+@lambda_handler_wrapper
+class IndexHandler:
+    """Turn the JSON rows an instance invocation left under ``index-rows/`` into Parquet.
+
+    Started by EventBridge when such an object is created in the operations bucket; the
+    Parquet object under ``index/`` takes the same name, so a repeated event rewrites it.
+    """
+
+    def handle(self, event: Any, context: Any) -> dict[str, Any]:
+        from src.storage.index_table import compact_index_rows
+
+        written = []
+        for ref in objects_from_event(event):
+            if ref.bucket != os.environ.get("MEDPIPE_OPERATIONS_BUCKET"):
+                raise ConfigurationError("index event for a bucket other than the operations one")
+            written.append(compact_index_rows(rt.store(ref.bucket), ref.key))
+        logger.info(
+            "Index rows compacted",
+            extra={"operation": "index", "status": "ok", "details": {"objects": len(written)}},
+        )
+        return {"statusCode": 200, "body": {"written": written}}
+
+
 def _run_core(bucket: str, key: str, work: str | None = None) -> tuple[Any, int]:
     """Download once and run the core; a refusal is an :class:`InvalidDICOMError` (400)."""
     from src.ingestion.instance import InstanceRefusedError, Reason
@@ -294,17 +318,20 @@ def _entry(handler: Any) -> Callable[[Any, Any], dict[str, Any]]:
 
 
 instance_handler = _entry(InstanceHandler())
+index_handler = _entry(IndexHandler())
 ingestion_handler = _entry(IngestionHandler())
 validation_handler = _entry(ValidationHandler())
 deidentification_handler = _entry(DeidentificationHandler())
 
 __all__ = [
     "DeidentificationHandler",
+    "IndexHandler",
     "IngestionHandler",
     "InstanceHandler",
     "TransientError",
     "ValidationHandler",
     "deidentification_handler",
+    "index_handler",
     "ingestion_handler",
     "instance_handler",
     "lambda_handler_wrapper",

@@ -2,12 +2,16 @@
 
 Rows are the same as the local ``index.jsonl`` rows, flattened (``study.study_date`` →
 ``study_date``, ``image.rows`` → ``image_rows``) and typed by :data:`COLUMNS`, which the
-Glue table's columns in ``infra/template.yaml`` follow (a test holds them equal). The Lambda
-pass writes one file per invocation under
-``index/date=YYYY-MM-DD/`` in the operations bucket, named after the keyed ids of the
-objects it holds, so a retried invocation overwrites its own file instead of adding a
-second one. The Glue table in ``infra/template.yaml`` reads that layout with partition
-projection.
+Glue table's columns in ``infra/template.yaml`` follow (a test holds them equal).
+
+On AWS the instance function carries the OCR detector for Clean Pixel Data, and pyarrow
+does not fit beside it in one Lambda package (250 MB unzipped). So the Lambda pass writes
+each invocation's rows as JSON under ``index-rows/date=YYYY-MM-DD/`` in the operations
+bucket (:func:`put_index_rows`), and the small index function, started by that object's
+creation, writes the same rows as Parquet under ``index/date=YYYY-MM-DD/`` with the same
+name (:func:`compact_index_rows`). Both names come from the keyed ids of the objects,
+so a retried invocation or a repeated event overwrites its own file instead of adding a
+second one. The Glue table reads ``index/`` with partition projection.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import json
 from typing import Any
 
 INDEX_PREFIX = "index"
+#: Rows waiting to become Parquet (JSON, one document per Lambda invocation).
+PENDING_PREFIX = "index-rows"
 
 _INT = tuple(
     "series_number image_instance_number image_rows image_columns image_bits_allocated "
@@ -119,11 +125,52 @@ def index_key(object_ids: list[str], today: dt.date | None = None) -> str:
     return f"{INDEX_PREFIX}/date={day}/{digest}.parquet"
 
 
+def pending_key(index: str) -> str:
+    """The ``index-rows/...json`` key whose rows become the Parquet object ``index``."""
+    return PENDING_PREFIX + index[len(INDEX_PREFIX) : -len(".parquet")] + ".json"
+
+
+def parquet_key(pending: str) -> str:
+    """The inverse of :func:`pending_key`; raises ValueError for any other key."""
+    if not (pending.startswith(PENDING_PREFIX + "/date=") and pending.endswith(".json")):
+        raise ValueError("not an index-rows object")
+    name = pending[len(PENDING_PREFIX) : -len(".json")]
+    if ".." in name or "//" in name:
+        raise ValueError("not an index-rows object")
+    return INDEX_PREFIX + name + ".parquet"
+
+
 def put_index_rows(store: Any, rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
-    """Write ``rows`` as one Parquet object into ``store``; returns its key."""
-    key = index_key([str(r.get("object_id", "")) for r in results])
-    store.put(key, to_parquet(rows), content_type="application/vnd.apache.parquet")
+    """Write ``rows`` as one JSON document under ``index-rows/``; returns its key."""
+    key = pending_key(index_key([str(r.get("object_id", "")) for r in results]))
+    body = json.dumps({"rows": rows}, default=str, separators=(",", ":")).encode("utf-8")
+    store.put(key, body, content_type="application/json")
     return key
 
 
-__all__ = ["COLUMNS", "flatten", "index_key", "put_index_rows", "to_parquet"]
+def compact_index_rows(store: Any, pending: str) -> str:
+    """Write the rows held at ``pending`` as Parquet under ``index/``; returns that key.
+
+    Raises
+    ------
+    ValueError
+        If ``pending`` is not an ``index-rows/`` object.
+    """
+    target = parquet_key(pending)
+    with store.open(pending) as fh:
+        rows = json.loads(fh.read())["rows"]
+    store.put(target, to_parquet(rows), content_type="application/vnd.apache.parquet")
+    return target
+
+
+__all__ = [
+    "COLUMNS",
+    "PENDING_PREFIX",
+    "compact_index_rows",
+    "flatten",
+    "index_key",
+    "parquet_key",
+    "pending_key",
+    "put_index_rows",
+    "to_parquet",
+]

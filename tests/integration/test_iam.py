@@ -94,7 +94,42 @@ def test_with_the_templates_policy_good_files_are_processed_and_bad_ones_quarant
     assert len(ws.keys(admin, "processed")) == 1
     reasons = [k for k in ws.keys(admin, "quarantine") if k.endswith(".reason.json")]
     assert len(reasons) == 1
-    assert len([k for k in ws.keys(admin, "operations") if k.startswith("index/")]) == 1
+    pending = [k for k in ws.keys(admin, "operations") if k.startswith("index-rows/")]
+    assert len(pending) == 1
+
+
+def test_the_index_function_turns_rows_into_parquet_with_its_own_policy(stack, monkeypatch):
+    admin = stack["s3"]
+    names = {**stack["names"], "IndexLogGroup.Arn": stack["names"]["InstanceLogGroup.Arn"]}
+    iam = boto3.client("iam", region_name=ws.REGION)
+    iam.create_user(UserName="index-function")
+    iam.put_user_policy(
+        UserName="index-function",
+        PolicyName="index",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": template.role_statements("IndexFunctionRole", names),
+            }
+        ),
+    )
+    index_creds = iam.create_access_key(UserName="index-function")["AccessKey"]
+    _as_function(monkeypatch, template.role_statements("InstanceFunctionRole", stack["names"]))
+    with enable_iam_authentication():
+        lh.instance_handler({"Records": ws.pipe_batch("raw", ["in/good.dcm"])}, None)
+    pending = [k for k in ws.keys(admin, "operations") if k.startswith("index-rows/")]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", index_creds["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", index_creds["SecretAccessKey"])
+    boto3.DEFAULT_SESSION = None
+    lh._STATE.clear()
+    with enable_iam_authentication():
+        response = lh.index_handler(ws.object_created("operations", pending[0]), None)
+        assert response["statusCode"] == 200, response
+        # The index function may read rows and write Parquet, and nothing else.
+        with pytest.raises(Exception, match="AccessDenied"):
+            boto3.client("s3", region_name=ws.REGION).get_object(Bucket="raw", Key="in/good.dcm")
+    written = [k for k in ws.keys(admin, "operations") if k.startswith("index/")]
+    assert written == response["body"]["written"] and len(written) == 1
 
 
 def test_without_put_on_the_processed_bucket_nothing_is_quarantined_and_the_batch_retries(

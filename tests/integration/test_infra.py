@@ -117,11 +117,19 @@ def _resources() -> dict[str, Any]:
 def test_every_function_runs_the_one_pass_handler_and_placeholders_match():
     resources = _resources()
     functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"}
-    assert set(functions) == {"InstanceFunction", "LargeInstanceFunction"}
-    for resource in functions.values():
+    expected = {
+        "InstanceFunction": "instance_handler",
+        "LargeInstanceFunction": "instance_handler",
+        "IndexFunction": "index_handler",  # JSON rows -> Parquet, beside no OCR
+    }
+    assert set(functions) == set(expected)
+    for name, resource in functions.items():
         module, _, attr = resource["Properties"]["Handler"].rpartition(".")
-        assert (module, attr) == ("src.orchestration.lambda_handlers", "instance_handler")
+        assert (module, attr) == ("src.orchestration.lambda_handlers", expected[name])
         assert callable(getattr(handlers, attr))
+    rule = resources["IndexRowsRule"]["Properties"]
+    assert rule["EventPattern"]["detail"]["object"]["key"] == [{"prefix": "index-rows/"}]
+    assert rule["Targets"][0]["Arn"] == {"GetAtt": "IndexFunction.Arn"}
     machines = {
         k: v for k, v in resources.items() if v["Type"] == "AWS::StepFunctions::StateMachine"
     }
@@ -222,3 +230,30 @@ def test_backfill_batches_into_express_children_and_writes_results_to_operations
     tasks = [s for s in pipeline["States"].values() if s["Type"] == "Task"]
     assert len(tasks) == 1 and pipeline["StartAt"] == "Deidentify"
     assert "Catch" not in tasks[0]  # failures fail the execution: SQS redelivers
+
+
+@pytest.mark.slow
+def test_the_instance_package_carries_the_detector_within_lambdas_size_limit(
+    tmp_path: Path,
+) -> None:
+    """`sam build`'s makefile target, for real: arm64 wheels from the registry."""
+    artifacts = tmp_path / "instance"
+    subprocess.run(
+        [
+            "make",
+            "-s",
+            "build-InstanceFunction",
+            f"ARTIFACTS_DIR={artifacts}",
+            f"PYTHON={sys.executable}",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    size = sum(p.stat().st_size for p in artifacts.rglob("*") if p.is_file())
+    assert size < 262_144_000, f"{size / 2**20:.0f} MiB unzipped is over Lambda's 250 MB"
+    assert (artifacts / "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx").is_file()
+    assert list(artifacts.glob("onnxruntime/capi/onnxruntime_pybind11_state*aarch64*.so"))
+    assert not (artifacts / "cv2").exists() and not (artifacts / "pyarrow").exists()
+    assert (artifacts / "src/pixels/detector.py").is_file()

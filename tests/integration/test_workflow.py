@@ -6,9 +6,11 @@ Pipe hands it (a list of SQS messages, built from ``tests/events``).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
+import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
@@ -61,8 +63,16 @@ def test_a_pipe_batch_is_one_lambda_call_with_one_outcome_per_object(stack, corp
     bins = [k for k in quarantined if k.endswith(".bin")]
     originals = {s3.get_object(Bucket="quarantine", Key=k)["Body"].read() for k in bins}
     assert data in originals and b"this is not DICOM" in originals
+    pending = [k for k in ws.keys(s3, "operations") if k.startswith("index-rows/date=")]
+    assert len(pending) == 1 and pending[0].endswith(".json")
+    # EventBridge hands the index function that object's creation; it writes the Parquet.
+    lh.index_handler(ws.object_created("operations", pending[0]), None)
     index = [k for k in ws.keys(s3, "operations") if k.startswith("index/date=")]
-    assert len(index) == 1 and index[0].endswith(".parquet")
+    assert index == [pending[0].replace("index-rows/", "index/").replace(".json", ".parquet")]
+    table = pq.read_table(
+        io.BytesIO(s3.get_object(Bucket="operations", Key=index[0])["Body"].read())
+    )
+    assert table.num_rows == 1 and table.column("series_modality").to_pylist() == ["CT"]
 
 
 def test_no_original_key_or_phi_reaches_the_workflow_data(stack, corpus, caplog, capsys):
@@ -243,3 +253,30 @@ def test_lambda_metrics_are_embedded_metric_format(stack, corpus, capsys):
     assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "MedicalImaging/Pipeline"
     for value in corpus.planted:
         assert value not in json.dumps(emf)
+
+
+def test_the_lambda_pass_cleans_pixels_when_the_profile_asks(stack, monkeypatch, tmp_path):
+    import pydicom
+
+    from src.synthetic.burned_text import generate
+
+    monkeypatch.setenv("MEDPIPE_PROFILE", json.dumps({"clean_pixels": True}))
+    lh._STATE.clear()
+    s3 = stack["s3"]
+    sample = next(s for s in generate(31, 18) if s.boxes and s.background == "examples_jpeg2k.dcm")
+    path = tmp_path / "us.dcm"
+    sample.dataset.save_as(path, enforce_file_format=True)
+    s3.upload_file(str(path), "raw", "in/us.dcm")
+    with route_lambdas(ROUTES):
+        details = ws.run(stack, "pipeline", ws.pipe_batch("raw", ["in/us.dcm"]), "pixels")
+    assert details["status"] == "SUCCEEDED", details
+    assert details["output"]["processed"] == 1
+    (key,) = ws.keys(s3, "processed")
+    out = pydicom.dcmread(io.BytesIO(s3.get_object(Bucket="processed", Key=key)["Body"].read()))
+    assert out.BurnedInAnnotation == "NO" and out.PatientIdentityRemoved == "YES"
+    assert "113101" in {i.CodeValue for i in out.DeidentificationMethodCodeSequence}
+    (pending,) = [k for k in ws.keys(s3, "operations") if k.startswith("index-rows/")]
+    rows = json.loads(s3.get_object(Bucket="operations", Key=pending)["Body"].read())["rows"]
+    assert rows[0]["clean_pixel_data"] is True and len(rows[0]["pixel_boxes"]) >= len(sample.boxes)
+    family = sample.patient.name.split("^")[0]
+    assert family not in _history_text(details) and family not in json.dumps(rows)
