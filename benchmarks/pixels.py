@@ -29,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = int(os.environ.get("BENCH_PIXEL_SAMPLES", "270"))
-SEED = 2026
+SEED = int(os.environ.get("BENCH_PIXEL_SEED", "2026"))
 
 
 def _covered(boxes: list[Any], shape: tuple[int, int]) -> np.ndarray[Any, Any]:

@@ -408,6 +408,10 @@ def main() -> None:
     from benchmarks import network
 
     net = network.section(network.run())
+    print("clean pixel data ...", file=sys.stderr)
+    from benchmarks import pixels
+
+    pixel_results = pixels.run()
     ct_ref, small_ref = refs(ct_rows), refs(small_rows)
     by = {r["tool"]: r["files_per_s"] for r in ct_rows}
     one = by.get("medpipe run -j 1", 0.0)
@@ -500,6 +504,7 @@ Lambda handler import: {imports["lambda_handlers"] * 1000:.0f} ms against
 (ratio {imports["ratio"]:.2f}).
 
 {net}
+{pixels.section(pixel_results)}
 ## Where the time goes
 
 cProfile of `Deidentifier.deidentify_file` over 200 CT files (cumulative):
@@ -514,7 +519,16 @@ Total benchmark time: {time.perf_counter() - started:.0f} s.
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "benchmarks.md").write_text(doc)
     (WORK / "results.json").write_text(
-        json.dumps({"ct": ct_rows, "small": small_rows, "imports": imports, "big": big}, indent=1)
+        json.dumps(
+            {
+                "ct": ct_rows,
+                "small": small_rows,
+                "imports": imports,
+                "big": big,
+                "pixels": pixel_results,
+            },
+            indent=1,
+        )
     )
     print(doc)
 

@@ -17,6 +17,9 @@ fi
 # unshare and ip put peers that bind every interface in a loopback-only namespace.
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# Fonts the burned-in text generator draws with (tests and make bench).
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+[ -d /usr/share/fonts/truetype/liberation2 ] || need+=(fonts-liberation2)
 if [ "${1:-}" = "bench" ]; then
   # The benchmark's C++ peer (gdcmanon) and the certificate it encrypts with.
   command -v gdcmanon >/dev/null 2>&1 || need+=(libgdcm-tools)

@@ -47,7 +47,9 @@ IDENTIFIER_KEYWORDS = (
     "PerformingPhysicianName",
     "StudyDate",
 )
-#: How many pixels a detected box grows by on every side before it is filled.
+#: How many pixels a detected box grows by above and below before it is filled; at the
+#: ends of a line, where detectors cut thin glyphs (I, l, 1, punctuation) short, it grows
+#: by a third of the line's height as well.
 MARGIN = 3
 #: Extra detect-and-fill rounds before an image with text still found is given up on.
 ROUNDS = 2
@@ -88,8 +90,9 @@ class PixelOutcome:
 
 
 def _grow(box: TextBox, rows: int, cols: int) -> TextBox:
-    x0, y0 = max(0, box.x - MARGIN), max(0, box.y - MARGIN)
-    x1, y1 = min(cols, box.x + box.width + MARGIN), min(rows, box.y + box.height + MARGIN)
+    side = MARGIN + box.height // 3
+    x0, y0 = max(0, box.x - side), max(0, box.y - MARGIN)
+    x1, y1 = min(cols, box.x + box.width + side), min(rows, box.y + box.height + MARGIN)
     return TextBox(box.frame, x0, y0, x1 - x0, y1 - y0, box.source)
 
 

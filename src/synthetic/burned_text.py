@@ -221,6 +221,10 @@ def _draw(
         strokes = np.zeros(shown.shape, dtype=bool)
         strokes[y : y + h, x : x + w] = ink_box
         _paint(bg, array, strokes, level)
+        # Ink that lands on a background of its own level cannot be seen by anyone: only
+        # the visible strokes (a fifth of the range or more from what was there) count.
+        after = _shown(bg, array)[y : y + h, x : x + w]
+        ink_box &= np.abs(after - shown[y : y + h, x : x + w]) >= 51
     return array, boxes, inks
 
 

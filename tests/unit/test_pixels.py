@@ -51,6 +51,13 @@ def _pick(samples: list[BurnedSample], **want: str) -> BurnedSample:
     raise LookupError(want)
 
 
+def _background(name: str) -> np.ndarray:
+    """A background as the generator holds it, before any text is drawn."""
+    from src.synthetic.burned_text import backgrounds
+
+    return next(b.array for b in backgrounds(0) if b.name == name)
+
+
 def _covered(index_boxes: list[dict[str, int]], shape: tuple[int, int]) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     for b in index_boxes:
@@ -145,10 +152,8 @@ def test_multi_frame_text_is_masked_in_the_frame_that_has_it(
     from pydicom.pixels.utils import set_pixel_data
 
     text = _pick(samples, background="generated-us-sector", encoding="native")
-    blank = next(s for s in samples if s.text_free and s.background == "generated-us-sector")
-    frames = np.stack(
-        [pixel_array(blank.dataset), pixel_array(text.dataset), pixel_array(blank.dataset)]
-    )
+    blank = np.ascontiguousarray(_background("generated-us-sector"))  # before any text
+    frames = np.stack([blank, pixel_array(text.dataset), blank])
     ds = copy.deepcopy(text.dataset)
     set_pixel_data(ds, frames, "RGB", 8, generate_instance_uid=False)
     ds.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
@@ -224,10 +229,10 @@ def test_phi_mode_keeps_device_text_and_masks_the_patient(
 
     from src.synthetic.burned_text import fonts
 
-    sample = next(s for s in samples if s.text_free and s.background == "generated-us-sector")
+    sample = _pick(samples, background="generated-us-sector", encoding="native")
     assert sample.patient is not None
     ds = copy.deepcopy(sample.dataset)
-    image = Image.fromarray(pixel_array(ds))
+    image = Image.fromarray(np.ascontiguousarray(_background("generated-us-sector")))
     draw = ImageDraw.Draw(image)
     font = ImageFont.truetype(str(next(f for f in fonts() if f.stem == "DejaVuSans")), 20)
     family = sample.patient.name.split("^")[0].upper()
