@@ -145,7 +145,7 @@ class TextDetector:
     threshold : float
         Probability above which a pixel is text.
     box_threshold : float
-        Mean probability a component needs to count as a text box.
+        Mean probability over its bounding box a component needs to count as a text box.
     unclip_ratio : float
         How far a box grows around its core (PP-OCR's DB unclip).
     max_line_height : float
@@ -243,6 +243,9 @@ class TextDetector:
             w, h = x1 - x0, y1 - y0
             if min(w, h) < 3:
                 continue
+            # Scored over the whole rectangle: scoring only its text pixels finds slanted
+            # or joined lines too, but also answers to real ultrasound texture (measured:
+            # 7 of 65 text-free images changed instead of 0; benchmarks/pixels.py).
             if float(probability[y0:y1, x0:x1].mean()) < self.box_threshold:
                 continue
             grow = w * h * self.unclip_ratio / (2 * (w + h))

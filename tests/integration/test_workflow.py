@@ -263,7 +263,7 @@ def test_the_lambda_pass_cleans_pixels_when_the_profile_asks(stack, monkeypatch,
     monkeypatch.setenv("MEDPIPE_PROFILE", json.dumps({"clean_pixels": True}))
     lh._STATE.clear()
     s3 = stack["s3"]
-    sample = next(s for s in generate(31, 18) if s.boxes and s.background == "examples_jpeg2k.dcm")
+    sample = next(s for s in generate(31, 45) if s.boxes and s.background == "examples_jpeg2k.dcm")
     path = tmp_path / "us.dcm"
     sample.dataset.save_as(path, enforce_file_format=True)
     s3.upload_file(str(path), "raw", "in/us.dcm")
