@@ -124,8 +124,10 @@ def _extend_to_ink(rgb: Any, box: TextBox) -> TextBox:
     cols = rgb.shape[1]
     while x0 > 0 and box.x - x0 < limit and ink[:, max(0, x0 - step) : x0].mean() >= share / 2:
         x0 = max(0, x0 - step)
-    while x1 < cols and x1 - (box.x + box.width) < limit and (
-        ink[:, x1 : min(cols, x1 + step)].mean() >= share / 2
+    while (
+        x1 < cols
+        and x1 - (box.x + box.width) < limit
+        and (ink[:, x1 : min(cols, x1 + step)].mean() >= share / 2)
     ):
         x1 = min(cols, x1 + step)
     return TextBox(box.frame, x0, box.y, x1 - x0, box.height, box.source)
