@@ -91,3 +91,27 @@ def test_review_page_renders_before_and_after_with_boxes(cleaned_run, tmp_path: 
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     red = int(((pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)).sum())
     assert red > 200, "the masked boxes are outlined on the thumbnails"
+
+
+@pytest.mark.peer
+def test_cleaning_adds_no_dciodvfy_error(cleaned_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """dicom3tools judges each cleaned object against the same object de-identified without
+    Clean Pixel Data: the option may change pixels and markers, never break the IOD."""
+    need("dciodvfy")
+    inputs, out, _ = cleaned_run
+    plain = tmp_path / "plain"
+    medpipe("run", "-j", "2", str(inputs), str(plain))
+
+    def errors(path: Path) -> list[str]:
+        proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+        return sorted(
+            line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")
+        )
+
+    rows = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    checked = 0
+    for row in rows:
+        if row.get("clean_pixel_data"):
+            assert errors(out / row["output"]) == errors(plain / row["output"]), row["output"]
+            checked += 1
+    assert checked >= 8
