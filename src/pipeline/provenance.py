@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from src.errors import ConfigurationError, ObjectNotFoundError
+from src.ingestion.profile import ConfidentialityProfile
 from src.storage.store import Store
 
 PROVENANCE_KEY = ".medpipe/provenance.json"
@@ -38,7 +39,13 @@ def provenance_conflict(store: Store, key_fingerprint: str, profile: dict[str, A
             f"{recorded.get('key_fingerprint')}, this run's is {key_fingerprint})"
         )
     before = recorded.get("profile", {})
-    changed = sorted(k for k in set(before) | set(profile) if before.get(k) != profile.get(k))
+    # A setting added since OUTPUT was written counts as its default there.
+    defaults = ConfidentialityProfile().as_dict()
+    changed = sorted(
+        k
+        for k in set(before) | set(profile)
+        if before.get(k, defaults.get(k)) != profile.get(k, defaults.get(k))
+    )
     if changed:
         return f"OUTPUT was written with another profile ({', '.join(changed)} differ)"
     return None

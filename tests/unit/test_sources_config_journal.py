@@ -65,3 +65,18 @@ def test_journal_survives_a_cut_line_and_keeps_the_last_entry(tmp_path):
     entries = Journal(tmp_path / "j.jsonl").load()
     assert entries == {"a": {"input_id": "a", "status": "processed"}}
     assert json.loads((tmp_path / "j.jsonl").read_text().splitlines()[1])["status"] == "processed"
+
+
+def test_an_output_written_before_a_setting_existed_takes_its_default(tmp_path):
+    from src.ingestion.profile import ConfidentialityProfile
+    from src.pipeline.provenance import check_provenance, provenance_conflict
+    from src.storage.store import open_store
+
+    store = open_store(str(tmp_path / "out"))
+    older = ConfidentialityProfile().as_dict()
+    for added in ("clean_pixels", "pixel_regions", "pixel_text"):
+        del older[added]
+    check_provenance(store, "fp", older)
+    assert provenance_conflict(store, "fp", ConfidentialityProfile().as_dict()) is None
+    cleaning = ConfidentialityProfile(clean_pixels=True).as_dict()
+    assert "clean_pixels" in (provenance_conflict(store, "fp", cleaning) or "")
