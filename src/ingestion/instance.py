@@ -211,19 +211,16 @@ class InstancePipeline:
         self.validate = validate
         self.extractor = extractor or MetadataExtractor()
         self._pixels: PixelCleaner | None = None
+        if deidentifier.profile.clean_pixels:
+            # Built now: a bad rules file or a missing OCR model stops the shell here,
+            # instead of quarantining every image at risk. The model loads on first use.
+            from src.pixels.cleaner import cleaner_for
+
+            self._pixels = cleaner_for(deidentifier.profile)
 
     @property
     def pixel_cleaner(self) -> PixelCleaner | None:
-        """The Clean Pixel Data step, when the profile asks for it (built on first use)."""
-        profile = self.deidentifier.profile
-        if not profile.clean_pixels:
-            return None
-        if self._pixels is None:
-            from src.pixels.cleaner import PixelCleaner
-            from src.pixels.regions import RegionRules
-
-            regions = RegionRules([profile.pixel_regions] if profile.pixel_regions else [])
-            self._pixels = PixelCleaner(regions, mode=profile.pixel_text)
+        """The Clean Pixel Data step, when the profile asks for it."""
         return self._pixels
 
     def process(

@@ -162,6 +162,10 @@ def _run(
     previous = journal.load()
     sink = _open(output_loc, config)
     check_provenance(sink, key.fingerprint(), config.profile.as_dict())
+    if config.profile.clean_pixels:  # in the coordinator: a pool initializer must not fail
+        from src.pixels.cleaner import cleaner_for
+
+        cleaner_for(config.profile)
     items = list(discover(input_loc, output_loc, config))
     if not items:
         raise ConfigurationError(f"INPUT {input_uri} holds no files")

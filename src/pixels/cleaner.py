@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from src.atomic import atomic_write
 from src.ingestion.markers import mark_clean_pixels
-from src.pixels.detector import TextBox, TextDetector
+from src.pixels.detector import DETECTOR_MODEL, TextBox, TextDetector, model_file
 from src.pixels.frames import (
     UnsupportedPixelDataError,
     decode,
@@ -219,6 +219,12 @@ class PixelCleaner:
         if mode not in ("all", "phi"):
             raise ValueError("mode must be 'all' or 'phi'")
         self.regions = regions if regions is not None else RegionRules()
+        if detector is None:  # fail now, not as a quarantine of every image at risk
+            model_file(DETECTOR_MODEL)
+            if mode == "phi":
+                from src.pixels.recognizer import RECOGNIZER_MODEL
+
+                model_file(RECOGNIZER_MODEL)
         self._detector = detector
         self.mode = mode
         self._recognizer: Any = None
@@ -324,4 +330,16 @@ class PixelCleaner:
         return outcome
 
 
-__all__ = ["IDENTIFIER_KEYWORDS", "PixelCleaner", "PixelOutcome"]
+def cleaner_for(profile: Any) -> PixelCleaner:
+    """The cleaner a :class:`ConfidentialityProfile` asks for (rules file, text mode).
+
+    Raises
+    ------
+    RegionRulesError, DetectorUnavailableError
+        A rules file that cannot be read; OCR models or ONNX Runtime not installed.
+    """
+    paths = [profile.pixel_regions] if profile.pixel_regions else []
+    return PixelCleaner(RegionRules(paths), mode=profile.pixel_text)
+
+
+__all__ = ["IDENTIFIER_KEYWORDS", "PixelCleaner", "PixelOutcome", "cleaner_for"]

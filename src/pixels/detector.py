@@ -81,6 +81,36 @@ def model_directory(package: str = "rapidocr_onnxruntime") -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def model_file(name: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """The path of a shipped OCR model (or ``override``), checked to exist.
+
+    Cheap (no import, no load): the shells call it when they build the pipeline, so a
+    missing model stops them with one error instead of quarantining every image at risk.
+
+    Raises
+    ------
+    DetectorUnavailableError
+        When ONNX Runtime or the model is not installed.
+    """
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise DetectorUnavailableError("onnxruntime is not installed")
+    path = Path(override) if override else model_directory() / name
+    if not path.is_file():
+        raise DetectorUnavailableError(f"OCR model not found: {path.name}")
+    return path
+
+
+def onnx_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session for ``path``, ``threads`` intra-op threads, quiet."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def _components(bitmap: NDArray[np.bool_]) -> list[tuple[int, int, int, int]]:
     """Bounding boxes ``(x0, y0, x1, y1)`` (exclusive ends) of 8-connected components."""
     padded = np.zeros((bitmap.shape[0], bitmap.shape[1] + 2), dtype=np.int8)
@@ -172,20 +202,7 @@ class TextDetector:
         both_polarities: bool = True,
         threads: int = 1,
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - a packaging fault
-            raise DetectorUnavailableError("onnxruntime is not installed") from exc
-        path = Path(model_path) if model_path else model_directory() / DETECTOR_MODEL
-        if not path.is_file():
-            raise DetectorUnavailableError(f"OCR model not found: {path.name}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = onnx_session(model_file(DETECTOR_MODEL, model_path), threads)
         self._input = self._session.get_inputs()[0].name
         self.side_limit = side_limit
         self.threshold = threshold
@@ -265,4 +282,11 @@ class TextDetector:
         return boxes
 
 
-__all__ = ["DETECTOR_MODEL", "DetectorUnavailableError", "TextBox", "TextDetector"]
+__all__ = [
+    "DETECTOR_MODEL",
+    "DetectorUnavailableError",
+    "TextBox",
+    "TextDetector",
+    "model_file",
+    "onnx_session",
+]

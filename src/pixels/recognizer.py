@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from src.pixels.detector import DetectorUnavailableError, TextBox, model_directory
+from src.pixels.detector import TextBox, model_file, onnx_session
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -46,19 +46,7 @@ class TextRecognizer:
     """
 
     def __init__(self, model_path: str | Path | None = None, threads: int = 1) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - a packaging fault
-            raise DetectorUnavailableError("onnxruntime is not installed") from exc
-        path = Path(model_path) if model_path else model_directory() / RECOGNIZER_MODEL
-        if not path.is_file():
-            raise DetectorUnavailableError(f"OCR model not found: {path.name}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = onnx_session(model_file(RECOGNIZER_MODEL, model_path), threads)
         self._input = self._session.get_inputs()[0].name
         meta = self._session.get_modelmeta().custom_metadata_map
         self._characters = ["", *meta["character"].splitlines(), " "]

@@ -249,3 +249,40 @@ def test_phi_mode_keeps_device_text_and_masks_the_patient(
     boxes = result.index["pixel_boxes"]
     assert any(b["y"] < 60 and b["x"] < 200 for b in boxes), "the patient's name and ID stay"
     assert not any(b["y"] > 400 and b["x"] > 340 for b in boxes), "device text was masked"
+
+
+def test_a_missing_model_stops_the_shell_instead_of_quarantining(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import src.pixels.cleaner as cleaner
+    from src.pixels.detector import DetectorUnavailableError
+
+    monkeypatch.setattr(cleaner, "DETECTOR_MODEL", "models/absent.onnx")
+    with pytest.raises(DetectorUnavailableError, match=r"absent\.onnx"):
+        InstancePipeline(Deidentifier(profile=ConfidentialityProfile(clean_pixels=True), key=KEY))
+
+
+def test_a_bad_rules_file_is_one_error_line_and_nothing_is_written(tmp_path: Path) -> None:
+    from tests.conftest import medpipe
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "x"\nboxes = [[0, 0, 10]]\n[rule.when]\nModality = "US"\n')
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):  # enough for a pool of workers, whose initializer must not fail
+        (tmp_path / "in" / f"{name}.dcm").write_bytes(b"not read: the run stops first")
+    proc = medpipe(
+        "run",
+        "-j",
+        "2",
+        "--clean-pixels",
+        "--pixel-regions",
+        str(rules),
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("medpipe: error:")]
+    assert len(errors) == 1 and "rule x" in errors[0] and "[x, y, width, height]" in errors[0]
+    assert not (tmp_path / "out" / "index.jsonl").exists()
