@@ -292,10 +292,8 @@ class InstancePipeline:
                         f"text found again in {len(pixels.remaining)} box(es) after cleaning",
                         "clean-pixels",
                     )
-                if pixels.verified:  # the header changed on disk: describe what was written
-                    from pydicom import dcmread
-
-                    ds = dcmread(output_path, stop_before_pixels=True)
+                if pixels.dataset is not None:  # the header changed: describe what was written
+                    ds = pixels.dataset
                     memo.clear()
             key = output_key(ds, report.patient_pseudonym)
             index = self.extractor.extract_metadata(ds, memo=memo)

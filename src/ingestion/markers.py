@@ -38,6 +38,15 @@ def _values(ds: Dataset, keyword: str) -> list[object]:
     return list(value) if isinstance(value, MultiValue) else [value]
 
 
+def _code_item(code: Code) -> Dataset:
+    """A De-identification Method Code Sequence item for ``code``."""
+    item = Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme
+    item.CodeMeaning = code.meaning
+    return item
+
+
 def mark(ds: Dataset, profile: ConfidentialityProfile, pixels_at_risk: bool = False) -> bool:
     """Set the attributes PS3.15 requires; returns whether an earlier history was kept.
 
@@ -63,11 +72,7 @@ def mark(ds: Dataset, profile: ConfidentialityProfile, pixels_at_risk: bool = Fa
     ]
     items = list(kept)
     for code in codes:
-        item = Dataset()
-        item.CodeValue = code.value
-        item.CodingSchemeDesignator = code.scheme
-        item.CodeMeaning = code.meaning
-        items.append(item)
+        items.append(_code_item(code))
     ds.DeidentificationMethodCodeSequence = DicomSequence(items)
     history = bool(earlier or kept)
     if profile.retain_longitudinal_modified_dates:
@@ -128,9 +133,5 @@ def mark_clean_pixels(ds: Dataset) -> None:
         (i.get("CodeValue"), i.get("CodingSchemeDesignator")) == (code.value, code.scheme)
         for i in items
     ):
-        item = Dataset()
-        item.CodeValue = code.value
-        item.CodingSchemeDesignator = code.scheme
-        item.CodeMeaning = code.meaning
-        items.append(item)
+        items.append(_code_item(code))
     ds.DeidentificationMethodCodeSequence = DicomSequence(items)

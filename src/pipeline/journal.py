@@ -10,6 +10,19 @@ from pathlib import Path
 from typing import Any
 
 
+def read_journal(path: Path) -> dict[str, dict[str, Any]]:
+    """The latest entry of every input id in the journal at ``path``."""
+    entries: dict[str, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by kill -9: its input is simply redone
+            entries[entry["input_id"]] = entry
+    return entries
+
+
 class Journal:
     """Append-only JSON-lines record of outcomes, read back to resume."""
 
@@ -19,15 +32,7 @@ class Journal:
         self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def load(self) -> dict[str, dict[str, Any]]:
-        entries: dict[str, dict[str, Any]] = {}
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by kill -9: its input is simply redone
-                entries[entry["input_id"]] = entry
-        return entries
+        return read_journal(self.path)
 
     def append(self, entry: dict[str, Any]) -> None:
         self._fh.write(json.dumps(entry, sort_keys=True) + "\n")
@@ -37,4 +42,4 @@ class Journal:
         self._fh.close()
 
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "read_journal"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from src.pipeline.journal import read_journal
 from src.pipeline.sources import input_id, iter_local
 
 PIXEL_PHI_REMAINS = "pixel-phi-remains"
@@ -86,12 +87,7 @@ def _originals(output: Path, input_root: str | None, key: bytes) -> dict[str, st
     journal = output / ".medpipe" / "journal.jsonl"
     if input_root is None or not journal.is_file():
         return {}
-    by_id: dict[str, str] = {}
-    for line in journal.read_text("utf-8").splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            if entry.get("output"):
-                by_id[entry["input_id"]] = entry["output"]
+    by_id = {iid: e["output"] for iid, e in read_journal(journal).items() if e.get("output")}
     out = {}
     for item in iter_local(input_root, exclude=str(output)):
         if item.kind == "file":

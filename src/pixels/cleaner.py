@@ -20,6 +20,7 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from src.atomic import atomic_write
 from src.ingestion.markers import mark_clean_pixels
@@ -79,6 +80,9 @@ class PixelOutcome:
     remaining: list[TextBox] = field(default_factory=list)
     reason: str = ""
     frames: int = 0
+    #: The cleaned dataset as written (set by :meth:`PixelCleaner.clean_file` when
+    #: verified), so that the caller describes it without reading the file again.
+    dataset: Dataset | None = field(default=None, repr=False)
 
     @property
     def verified(self) -> bool:
@@ -190,7 +194,7 @@ def _verification_view(rgb: Any, boxes: list[TextBox], frame: int) -> Any:
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+    if isinstance(value, list | tuple | MultiValue):
         return "\\".join(str(v) for v in value)
     return str(value)
 
@@ -327,6 +331,7 @@ class PixelCleaner:
         if outcome.verified:
             with atomic_write(path) as out:
                 ds.save_as(out, enforce_file_format=True)
+            outcome.dataset = ds
         return outcome
 
 
