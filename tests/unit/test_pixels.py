@@ -286,3 +286,22 @@ def test_a_bad_rules_file_is_one_error_line_and_nothing_is_written(tmp_path: Pat
     errors = [line for line in proc.stderr.splitlines() if line.startswith("medpipe: error:")]
     assert len(errors) == 1 and "rule x" in errors[0] and "[x, y, width, height]" in errors[0]
     assert not (tmp_path / "out" / "index.jsonl").exists()
+
+
+def test_cleaning_never_imports_opencv_which_the_lambda_package_lacks(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pydicom\n"
+        "from src.pixels.cleaner import PixelCleaner\n"
+        "from src.synthetic.burned_text import generate\n"
+        "s = next(s for s in generate(11, 9) if s.boxes)\n"
+        "PixelCleaner(mode='phi').clean_dataset(s.dataset, {'PatientName': 'X^Y'})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cv2', 'rapidocr_onnxruntime')))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]"
