@@ -68,6 +68,9 @@ class DeidentificationResult:
     #: AND mask applied to every 16-bit sample (embedded overlay bits zeroed), if any.
     pixel_mask: int | None = None
     unchanged_sequences: set[int] = field(default_factory=set, repr=False)
+    #: Elements kept as they were and not listed in ``actions`` (the byte-level engine
+    #: records only what changed).
+    kept: int = 0
 
     @property
     def removed_tags(self) -> list[str]:
@@ -76,7 +79,7 @@ class DeidentificationResult:
 
     def report(self) -> dict[str, Any]:
         """The action report as plain data; it names tags and actions, never values."""
-        counts: dict[str, int] = {}
+        counts: dict[str, int] = {"K": self.kept} if self.kept else {}
         for a in self.actions:
             counts[a.action] = counts.get(a.action, 0) + 1
         return {

@@ -26,8 +26,9 @@ the identifiers found in the dataset.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from pydicom.datadict import tag_for_keyword
@@ -35,6 +36,7 @@ from pydicom.dataset import Dataset
 
 from src.errors import DeidentificationError, InvalidDICOMError
 from src.ingestion.action_report import ActionRecord, DeidentificationResult
+from src.ingestion.byte_engine import ByteEngine, NotHandled
 from src.ingestion.dicom_parser import DICOMParser
 from src.ingestion.embedded_overlays import embedded_overlay_bits, sample_mask
 from src.ingestion.iod_types import types_for_sop_class
@@ -127,6 +129,7 @@ class Deidentifier:
         uid_root: str | None = None,
         parser: DICOMParser | None = None,
         fsync: bool = False,
+        engine: str = "auto",
     ) -> None:
         base = profile or ConfidentialityProfile()
         self.fsync = fsync
@@ -140,6 +143,11 @@ class Deidentifier:
         self._rules = compile_rules(base)
         self._parser = parser or DICOMParser()
         self._walker = DatasetWalker(self._pseudo)
+        if engine not in ("auto", "pydicom"):
+            raise ValueError("engine must be 'auto' or 'pydicom'")
+        self._bytes: ByteEngine | None = None
+        if engine == "auto":
+            self._bytes = ByteEngine(self._rules, base, self._pseudo, self.preserve_tags)
 
     def deidentify_dataset(
         self, dataset: Dataset, patient_id: str | None = None
@@ -197,7 +205,10 @@ class Deidentifier:
         DeidentificationError
             If it cannot be de-identified safely (nothing is written).
         """
-        return self.deidentify_file_with_report(input_path, output_path, patient_id).removed_tags
+        with _open(input_path) as (fp, source):
+            return self.deidentify_stream(
+                fp, output_path, patient_id, source=source, describe=False
+            ).removed_tags
 
     def deidentify(
         self,
@@ -277,12 +288,7 @@ class Deidentifier:
             Write through a temporary file and rename (default). A caller that writes
             into its own private staging area and renames afterwards can skip it.
         """
-        source = os.fspath(input_path)
-        try:
-            fp = open(source, "rb")  # noqa: SIM115 - closed below, spans the write
-        except OSError as exc:
-            raise InvalidDICOMError(source, f"cannot open file ({type(exc).__name__})") from exc
-        with fp:
+        with _open(input_path) as (fp, source):
             return self.deidentify_stream(
                 fp, output_path, patient_id, source=source, before=before, atomic=atomic
             )
@@ -296,15 +302,31 @@ class Deidentifier:
         source: str = "<stream>",
         before: Callable[[Dataset], None] | None = None,
         atomic: bool = True,
+        describe: bool = True,
     ) -> DeidentificationResult:
         """As :meth:`deidentify_file_with_report`, reading from a seekable binary file.
 
         ``source`` labels error messages (a keyed id or a path the caller chose, never a
-        PHI value).
+        PHI value). ``describe=False`` leaves ``result.dataset`` empty on the byte-level
+        path (for callers that need only the file and the report).
         """
         fp.seek(0, os.SEEK_END)
         size = fp.tell()
         fp.seek(0)
+        if self._bytes is not None:
+            try:
+                return self._bytes.run(
+                    fp,
+                    size,
+                    output_path,
+                    patient_id,
+                    before=before,
+                    atomic=atomic,
+                    fsync=self.fsync,
+                    describe=describe,
+                )
+            except NotHandled:
+                fp.seek(0)  # nothing was written: the pydicom path takes the file
         parsed = self._parser.read_header(fp, source, decode=False)
         if parsed.read_whole:
             # Headerless and deflated data are read whole (the parser bounds inflation).
@@ -387,6 +409,18 @@ class Deidentifier:
 
 
 _PATIENT_IDENTITY_REMOVED = 0x00120062
+
+
+@contextlib.contextmanager
+def _open(path: str | os.PathLike[str]) -> Iterator[tuple[IO[bytes], str]]:
+    source = os.fspath(path)
+    try:
+        fp = open(source, "rb")  # noqa: SIM115 - closed below, spans the write
+    except OSError as exc:
+        raise InvalidDICOMError(source, f"cannot open file ({type(exc).__name__})") from exc
+    with fp:
+        yield fp, source
+
 
 __all__ = [
     "MAX_SEQUENCE_DEPTH",

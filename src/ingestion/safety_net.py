@@ -105,6 +105,31 @@ class _Identifiers:
         # (ASCII, Latin-1, UTF-8); other character sets are decoded first.
         self._bytes_searchable = terms in _BYTE_SEARCHABLE
 
+    @classmethod
+    def of_values(cls, values: list[tuple[int, Any]], charset: str) -> _Identifiers:
+        """The identifiers of decoded ``(tag, value)`` pairs (a str or a list of str),
+        as the byte-level engine reads them; ``charset`` is the Specific Character Set."""
+        self = cls.__new__(cls)
+        self._ds = Dataset()
+        self._captured = list(values)
+        self._strings = None
+        self._words = set()
+        self._needles = None
+        self._bytes_searchable = charset in _BYTE_SEARCHABLE
+        return self
+
+    def byte_needles(self) -> tuple[bytes, ...]:
+        """The whole words searched for in raw (byte-searchable) values, lowercased."""
+        if self._needles is None:
+            if self._strings is None:
+                self._strings = self._decode()
+            words = {w.lower() for w in self._words}
+            self._needles = (
+                tuple(words),
+                tuple({w.encode(e, "ignore") for w in words for e in ("utf-8", "latin-1")}),
+            )
+        return self._needles[1]
+
     def __iter__(self) -> Iterator[str]:
         if self._strings is None:
             self._strings = self._decode()
@@ -243,20 +268,25 @@ def _clean_text(text: str, identifiers: Iterable[str], vr: str) -> str:
 
 
 def _burned_in_risk(ds: Dataset) -> bool:
+    """Whether the pixels may carry burned-in text (:func:`burned_in_risk_of`)."""
+    return burned_in_risk_of(_value(ds, 0x00080016), _value(ds, 0x00280301), _value(ds, 0x00080060))
+
+
+def burned_in_risk_of(sop_class_uid: str, burned_in_annotation: str, modality: str) -> bool:
     """Whether the pixels may carry burned-in text.
 
     Secondary Capture (single and multi-frame: screenshots, scanned documents, dose
     reports) and video objects are at risk whatever their Modality or Burned In
     Annotation say; otherwise Burned In Annotation decides, and without it the Modality.
     """
-    if _at_risk_sop_class(_value(ds, 0x00080016)):
+    if _at_risk_sop_class(sop_class_uid):
         return True
-    burned = _value(ds, 0x00280301).upper()
+    burned = burned_in_annotation.upper()
     if burned == "YES":
         return True
     if burned == "NO":
         return False
-    return _value(ds, 0x00080060).upper() in _BURNED_IN_RISK_MODALITIES
+    return modality.upper() in _BURNED_IN_RISK_MODALITIES
 
 
 def _at_risk_sop_class(uid: str) -> bool:

@@ -106,6 +106,19 @@ def _peek_value(ds: Dataset, tag: int) -> Any:
     return None if elem is None else elem.value
 
 
+def iod_action(
+    tag: int, vr: str, code: str, iod: PathTypes, seq_path: tuple[int, ...], rules: CompiledRules
+) -> tuple[Action, str]:
+    """A combined code resolved by the attribute's Type at this path of this IOD."""
+    kind = iod.get(seq_path, {}).get(tag)
+    single = resolve(code, kind) if kind is not None else None
+    if single is None:  # not defined here by the IOD: the most protective choice
+        return rules.by_tag[tag], "E.1-1"
+    if single == "U*":  # a sequence of references: kept, its UIDs replaced inside
+        return (Action.KEEP if vr == "SQ" else Action.UID), f"E.1-1 Type {kind}"
+    return Action(single), f"E.1-1 Type {kind}"
+
+
 class DatasetWalker:
     """Applies compiled rules to datasets; holds no per-file state (that is the context).
 
@@ -226,15 +239,8 @@ class DatasetWalker:
 
     @staticmethod
     def _iod_action(tag: int, vr: str, code: str, ctx: _Context) -> tuple[Action, str]:
-        """A combined code resolved by the attribute's Type at this path of this IOD."""
         assert ctx.iod is not None
-        kind = ctx.iod.get(ctx.seq_path, {}).get(tag)
-        single = resolve(code, kind) if kind is not None else None
-        if single is None:  # not defined here by the IOD: the most protective choice
-            return ctx.rules.by_tag[tag], "E.1-1"
-        if single == "U*":  # a sequence of references: kept, its UIDs replaced inside
-            return (Action.KEEP if vr == "SQ" else Action.UID), f"E.1-1 Type {kind}"
-        return Action(single), f"E.1-1 Type {kind}"
+        return iod_action(tag, vr, code, ctx.iod, ctx.seq_path, ctx.rules)
 
     def _unlisted_action(
         self, ds: Dataset, tag: int, vr: str, mode: int, ctx: _Context

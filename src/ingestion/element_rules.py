@@ -1,0 +1,195 @@
+"""The compiled rule for an element, decided once per tag, VR and sequence path.
+
+The byte-level engine looks each element up in a dict keyed by ``(tag, VR)``, one dict
+per sequence path of the object's IOD, and filled on first use. The decision is the
+pydicom path's (:mod:`src.ingestion.walk`) in the same order: ``preserve_tags``, group
+lengths and padding, private elements, overlays and curves, combined codes by IOD Type,
+Table E.1-1, then the safety net for unlisted attributes. What depends on a value (a
+private creator, a kept text that may hold this patient's identifiers, an unlisted UID
+that may be a standard one) is a kind of its own, decided by the engine per element.
+``medpipe explain`` prints these rules (:mod:`src.ingestion.explain`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from pydicom.datadict import dictionary_has_tag, keyword_for_tag
+
+from src.ingestion.dummies import _CODE_STRUCTURE
+from src.ingestion.iod_types import PathTypes
+from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
+from src.ingestion.vrs import _foreign_vr, _text_dictionary_vr
+from src.ingestion.walk import (
+    _DATE_VRS,
+    _DIRECTORY_RECORDS,
+    _FREE_TEXT_VRS,
+    _PATIENT_ID,
+    _PATIENT_NAME,
+    _SCANNED_TEXT_VRS,
+    _TRAILING_PADDING,
+    iod_action,
+)
+
+#: The markers this engine writes itself (an earlier history goes to the pydicom path).
+MARKER_TAGS = frozenset({0x00120062, 0x00280303})
+HISTORY_TAGS = frozenset({0x00120063, 0x00120064})
+_TEXT_FOR_PSEUDONYM = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})
+#: Text a C action cleans of this patient's identifiers (the others keep their value).
+CLEANED_AS_TEXT = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
+
+
+class Kind(IntEnum):
+    """What the engine does with an element."""
+
+    COPY = 0  # kept: its bytes copied
+    SCAN = 1  # kept, unless it holds this patient's identifiers (then: pydicom path)
+    REMOVE = 2
+    UID_CHECK = 3  # unlisted UID: kept when standard, else replaced
+    VALUE = 4  # its value replaced by ``action``
+    PSEUDONYM = 5  # Patient ID or Name at the top level
+    WALK = 6  # a sequence walked item by item
+    EMPTY_SEQUENCE = 7
+    PRIVATE = 8  # kept only under Retain Safe Private and its creator
+    NOT_HANDLED = 9  # the pydicom path decides (rare structures)
+    OVERLAY = 10  # (60xx,eeee): the group may go whole; else ``then``
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """The decision for one element: what to do, the action recorded, and why."""
+
+    kind: Kind
+    action: Action
+    reason: str
+    #: For ``OVERLAY``: the rule when the group stays and the element is not its data
+    #: or comments.
+    then: Rule | None = None
+
+
+def decide(
+    tag: int,
+    vr: str,
+    seq_path: tuple[int, ...],
+    iod: PathTypes | None,
+    rules: CompiledRules,
+    profile: ConfidentialityProfile,
+    preserve: frozenset[int],
+) -> Rule:
+    """The rule for ``tag`` with ``vr`` inside the sequences ``seq_path`` (outermost first).
+
+    Returns
+    -------
+    Rule
+        The action and its reason are those the pydicom path records.
+    """
+    group, element = tag >> 16, tag & 0xFFFF
+    if _DIRECTORY_RECORDS in seq_path or tag == _DIRECTORY_RECORDS or group == 0x0002:
+        return Rule(Kind.NOT_HANDLED, Action.KEEP, "directory")
+    if vr in ("OB", "UN") and _text_dictionary_vr(tag) is not None:
+        return Rule(Kind.NOT_HANDLED, Action.KEEP, "opaque-text")
+    if tag in preserve:
+        return Rule(Kind.COPY, Action.KEEP, "preserve_tags")
+    if element == 0:
+        return Rule(Kind.REMOVE, Action.REMOVE, "group-length")
+    if tag == _TRAILING_PADDING:
+        return Rule(Kind.REMOVE, Action.REMOVE, "padding")
+    if tag in HISTORY_TAGS:
+        return Rule(Kind.NOT_HANDLED, Action.KEEP, "history")
+    if group & 1:
+        if rules.private != Action.CLEAN:
+            return Rule(Kind.REMOVE, Action.REMOVE, "private")
+        return Rule(Kind.PRIVATE, Action.KEEP, "private")
+    if 0x5000 <= group <= 0x50FF:
+        if rules.curves != Action.REMOVE:
+            return Rule(Kind.NOT_HANDLED, Action.KEEP, "curve")
+        return Rule(Kind.REMOVE, Action.REMOVE, "curve")
+    if 0x6000 <= group <= 0x60FF:
+        if element in (0x3000, 0x4000):
+            action = rules.overlay_data if element == 0x3000 else rules.overlay_comments
+            then = _value_rule(action, "overlay", tag, vr, seq_path)
+        else:
+            then = _listed(tag, vr, seq_path, iod, rules, profile)
+        return Rule(Kind.OVERLAY, Action.REMOVE, "overlay", then)
+    return _listed(tag, vr, seq_path, iod, rules, profile)
+
+
+def _listed(
+    tag: int,
+    vr: str,
+    seq_path: tuple[int, ...],
+    iod: PathTypes | None,
+    rules: CompiledRules,
+    profile: ConfidentialityProfile,
+) -> Rule:
+    """Combined codes by IOD Type, Table E.1-1, then the safety net."""
+    reason = "E.1-1"
+    if tag in rules.combined and iod is not None:
+        action, reason = iod_action(tag, vr, rules.combined[tag], iod, seq_path, rules)
+    elif tag in rules.by_tag:
+        action = rules.by_tag[tag]
+    else:
+        action, reason = _unlisted(tag, vr, profile)
+        if action == Action.UID and reason == "check":
+            return Rule(Kind.UID_CHECK, Action.UID, "safety-net")
+    if (
+        action == Action.KEEP
+        and reason == "E.1-1"
+        and vr in _SCANNED_TEXT_VRS
+        and tag not in rules.by_tag
+        and tag not in _CODE_STRUCTURE
+    ):
+        return Rule(Kind.SCAN, action, reason)
+    return _value_rule(action, reason, tag, vr, seq_path)
+
+
+def _value_rule(action: Action, reason: str, tag: int, vr: str, seq_path: tuple[int, ...]) -> Rule:
+    """The rule for an element whose action is decided."""
+    if action == Action.CLEAN and _foreign_vr(tag, vr):
+        action, reason = Action.DUMMY, "vr-mismatch"
+    if action == Action.KEEP and vr != "SQ":
+        return Rule(Kind.COPY, action, reason)
+    if action == Action.REMOVE:
+        return Rule(Kind.REMOVE, action, reason)
+    if tag in (_PATIENT_ID, _PATIENT_NAME) and not seq_path:
+        return Rule(Kind.PSEUDONYM, Action.DUMMY, "pseudonym")
+    if vr == "SQ":
+        if action == Action.ZERO:
+            return Rule(Kind.EMPTY_SEQUENCE, action, reason)
+        if action in (Action.DUMMY, Action.CLEAN):
+            return Rule(Kind.NOT_HANDLED, action, reason)  # SR content: the pydicom path
+        return Rule(Kind.WALK, action, reason)
+    return Rule(Kind.VALUE, action, reason)
+
+
+def _unlisted(tag: int, vr: str, profile: ConfidentialityProfile) -> tuple[Action, str]:
+    """The safety net for an attribute Table E.1-1 does not list (outside SR content)."""
+    if vr == "SQ":
+        return Action.KEEP, "E.1-1"
+    if not dictionary_has_tag(tag):
+        return Action.REMOVE, "safety-net"
+    if vr == "PN":
+        return Action.DUMMY, "safety-net"
+    if vr in _DATE_VRS:
+        if profile.retain_longitudinal_full_dates:
+            return Action.KEEP, "safety-net"
+        if profile.retain_longitudinal_modified_dates:
+            return Action.CLEAN, "safety-net"
+        return Action.ZERO, "safety-net"
+    if vr == "UI":
+        keyword = keyword_for_tag(tag)
+        if profile.retain_uids or keyword.endswith(("ClassUID", "SyntaxUID")):
+            return Action.KEEP, "safety-net"
+        return Action.UID, "check"
+    if vr in _FREE_TEXT_VRS:
+        return Action.REMOVE, "safety-net"
+    return Action.KEEP, "E.1-1"
+
+
+def pseudonym_as_text(vr: str) -> bool:
+    """Whether a Patient ID or Name with this VR takes the pseudonym (else its dummy)."""
+    return vr in _TEXT_FOR_PSEUDONYM
+
+
+__all__ = ["HISTORY_TAGS", "MARKER_TAGS", "Kind", "Rule", "decide", "pseudonym_as_text"]

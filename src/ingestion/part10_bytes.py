@@ -1,0 +1,217 @@
+"""The byte-level engine's Part 10 output: file meta, markers, pixel data, and the write.
+
+The preamble is written as zeros (it may hold anything), the File Meta Information is
+rebuilt with only what PS3.10 defines (as :func:`src.ingestion.markers.rebuild_file_meta`
+does on the pydicom path), and the pixel data is copied from the input in large blocks:
+``copy_file_range`` where the kernel can, else plain reads (it fails with ``EXDEV``
+across filesystems on older kernels). Also here: the headers handed to the pipeline, as
+pydicom datasets of raw elements that decode only what is asked of them.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import IO, Any
+
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.tag import BaseTag
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+from src import __version__
+from src.ingestion.elements import PIXEL_TAGS, Element, NotHandled, Part10
+from src.ingestion.markers import mark
+from src.ingestion.part10 import _output
+from src.ingestion.profile import ConfidentialityProfile
+from src.ingestion.pseudonyms import Pseudonymizer
+from src.ingestion.value_actions import join, pad, split
+
+_CHUNK = 1 << 20
+_VERSION_NAME = f"MEDPIPE_{__version__}"[:16]
+_META_KEPT = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013)
+_UL = struct.Struct("<HH2sHL")
+_SHORT = struct.Struct("<HH2sH")
+
+
+def _meta_element(tag: int, value: bytes) -> bytes:
+    if tag == 0x00020001:
+        return _UL.pack(0x0002, 0x0001, b"OB", 0, len(value)) + value
+    vr = b"SH" if tag == 0x00020013 else b"UI"
+    return _SHORT.pack(0x0002, tag & 0xFFFF, vr, len(value)) + value
+
+
+def rebuilt_meta(
+    part: Part10, top: dict[int, tuple[str, Any]], pseudo: Pseudonymizer, retain_uids: bool
+) -> dict[int, bytes]:
+    """The File Meta Information of the output: ``{tag: value bytes}``."""
+    meta = {t: part.meta[t] for t in _META_KEPT if t in part.meta}
+    meta.setdefault(0x00020001, b"\x00\x01")
+    sop_class = top.get(0x00080016)
+    if sop_class is not None:
+        meta[0x00020002] = pad(bytes(sop_class[1]).rstrip(b" \x00"), "UI")
+    elif not split(meta.get(0x00020002, b""), "UI")[0]:
+        raise NotHandled  # no SOP Class: the pydicom path refuses it with its reason
+    sop_instance = top.get(0x00080018)
+    if sop_instance is not None:
+        meta[0x00020003] = pad(bytes(sop_instance[1]).rstrip(b" \x00"), "UI")
+    elif 0x00020003 in meta and not retain_uids:
+        meta[0x00020003] = join([pseudo.uid(split(meta[0x00020003], "UI")[0])], "UI")
+    meta[0x00020012] = pad(PYDICOM_IMPLEMENTATION_UID.encode(), "UI")
+    meta[0x00020013] = pad(_VERSION_NAME.encode(), "SH")
+    return meta
+
+
+def file_meta_bytes(meta: dict[int, bytes]) -> bytes:
+    """The File Meta Information group encoded, with its group length."""
+    body = b"".join(_meta_element(t, meta[t]) for t in sorted(meta))
+    return _SHORT.pack(0x0002, 0x0000, b"UL", 4) + struct.pack("<L", len(body)) + body
+
+
+def marker_elements(
+    profile: ConfidentialityProfile, implicit: bool, at_risk: bool
+) -> list[tuple[int, str, Any, bytes]]:
+    """The de-identification markers of ``profile``, encoded once: ``(tag, VR, element, bytes)``.
+
+    They come from :func:`src.ingestion.markers.mark`, so both engines write the same.
+    """
+    ds = Dataset()
+    mark(ds, profile, pixels_at_risk=at_risk)
+    out = []
+    for elem in ds:
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR = implicit
+        buffer.is_little_endian = True
+        write_data_element(buffer, elem)
+        out.append((int(elem.tag), str(elem.VR), elem, buffer.getvalue()))
+    return sorted(out, key=lambda m: m[0])
+
+
+def pixel_header(pixel: Element | None, implicit: bool, bits_allocated: bytes) -> bytes:
+    """The pixel data element's header, as :func:`src.ingestion.part10._write_pixel_header`."""
+    if pixel is None:
+        return b""
+    length = 0xFFFFFFFF if pixel.undefined else pixel.value_end - pixel.value_start
+    group, element = pixel.tag >> 16, pixel.tag & 0xFFFF
+    if implicit:
+        return struct.pack("<HHL", group, element, length)
+    bits = int.from_bytes(bits_allocated[:2], "little") if len(bits_allocated) >= 2 else 16
+    if pixel.tag == 0x7FE00008:
+        vr = b"OF"
+    elif pixel.tag == 0x7FE00009:
+        vr = b"OD"
+    elif pixel.undefined or (bits or 16) <= 8:
+        vr = b"OB"
+    else:
+        vr = b"OW"
+    return _UL.pack(group, element, vr, 0, length)
+
+
+def write_output(
+    path: Any,
+    buf: Any,
+    fp: IO[bytes],
+    meta: bytes,
+    pieces: list[Any],
+    pixel_head: bytes,
+    pixel: Element | None,
+    *,
+    atomic: bool,
+    fsync: bool,
+) -> None:
+    """Write preamble, meta, the data set's pieces, and the pixel data where it was."""
+    mapped = not isinstance(buf, bytes | bytearray)
+    with _output(path, atomic, fsync) as out:
+        head = [b"\x00" * 128, b"DICM", meta]
+        for piece in pieces:
+            if piece is not None:
+                head.append(piece)
+                continue
+            assert pixel is not None
+            head.append(pixel_head)
+            out.write(b"".join(head))
+            head = []
+            if mapped:
+                _copy_range(fp, out, pixel.value_start, pixel.value_end - pixel.value_start)
+            else:
+                out.write(memoryview(buf)[pixel.value_start : pixel.value_end])
+        out.write(b"".join(head))
+
+
+def _copy_range(src: IO[bytes], dst: IO[bytes], offset: int, length: int) -> None:
+    """Copy ``length`` bytes from ``offset`` of ``src`` to the end of ``dst``, in the kernel
+    where it can (``copy_file_range``), else in 1 MiB reads that never map the file."""
+    dst.flush()
+    in_fd, out_fd = src.fileno(), dst.fileno()
+    done = 0
+    try:
+        while done < length:
+            n = os.copy_file_range(in_fd, out_fd, length - done, offset + done)
+            if n <= 0:
+                break
+            done += n
+    except OSError:
+        pass  # EXDEV, EINVAL, ENOSYS: copied below
+    os.lseek(out_fd, 0, os.SEEK_END)
+    while done < length:
+        data = os.pread(in_fd, min(_CHUNK, length - done), offset + done)
+        if not data:
+            raise OSError("input changed while it was being copied")
+        os.write(out_fd, data)
+        done += len(data)
+    dst.seek(0, os.SEEK_END)
+
+
+def _raw(tag: int, vr: str, value: bytes, implicit: bool) -> RawDataElement:
+    return RawDataElement(
+        BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True, True, False
+    )
+
+
+def _meta_dataset(values: dict[int, bytes]) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    for tag, value in values.items():
+        vr = {0x00020000: "UL", 0x00020001: "OB"}.get(tag, "UI" if tag < 0x00020013 else "SH")
+        meta._dict[BaseTag(tag)] = _raw(tag, vr, value, False)
+    return meta
+
+
+def dataset_of(buf: Any, elems: list[Element], part: Part10, implicit: bool) -> Dataset:
+    """The original header (everything but the top-level pixel data), as raw elements."""
+    ds = Dataset()
+    for el in elems:
+        if el.tag in PIXEL_TAGS:
+            continue
+        end = el.value_end - 8 if el.undefined else el.value_end
+        ds._dict[BaseTag(el.tag)] = _raw(
+            el.tag, el.vr.decode(), bytes(buf[el.value_start : end]), implicit
+        )
+    ds.file_meta = _meta_dataset(part.meta)
+    ds.set_original_encoding(implicit, True)
+    return ds
+
+
+def raw_dataset(top: dict[int, tuple[str, Any]], meta: dict[int, bytes], implicit: bool) -> Dataset:
+    """The de-identified header, from the engine's top-level output values."""
+    ds = Dataset()
+    for tag in sorted(top):
+        vr, value = top[tag]
+        ds._dict[BaseTag(tag)] = (
+            value if isinstance(value, DataElement) else _raw(tag, vr, bytes(value), implicit)
+        )
+    ds.file_meta = _meta_dataset(meta)
+    ds.set_original_encoding(implicit, True)
+    return ds
+
+
+__all__ = [
+    "dataset_of",
+    "file_meta_bytes",
+    "marker_elements",
+    "pixel_header",
+    "raw_dataset",
+    "rebuilt_meta",
+    "write_output",
+]
