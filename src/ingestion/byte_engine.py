@@ -27,6 +27,7 @@ from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset
 
 from src.ingestion.action_report import ActionRecord, DeidentificationResult
+from src.ingestion.codes import standard_meaning
 from src.ingestion.element_rules import (
     CLEANED_AS_TEXT,
     MARKER_TAGS,
@@ -73,7 +74,7 @@ from src.ingestion.value_actions import (
     split,
 )
 from src.ingestion.vrs import _foreign_vr
-from src.ingestion.walk import MAX_SEQUENCE_DEPTH, _name, _tag_text
+from src.ingestion.walk import MAX_SEQUENCE_DEPTH, _Mode, _name, _tag_text
 
 _MAPPED_ABOVE = 16 * 1024 * 1024
 _SHORT_HEADER = struct.Struct("<HH2sH")
@@ -127,7 +128,7 @@ class ByteEngine:
         self.preserve = preserve
         keep_offset = rules.by_tag.get(_TIMEZONE_OFFSET) in (Action.KEEP, Action.CLEAN)
         self.values = ValueActions(pseudo, keep_utc_offset=keep_offset)
-        self._tables: dict[tuple[int, tuple[int, ...]], dict[tuple[int, bytes], Rule]] = {}
+        self._tables: dict[tuple[int, tuple[int, ...], int], dict[tuple[int, bytes], Rule]] = {}
         self._markers: dict[tuple[bool, bool], list[tuple[int, str, bytes, bytes]]] = {}
 
     def run(
@@ -215,10 +216,7 @@ class ByteEngine:
         markers = self._marker_elements(implicit, at_risk)
         pieces: list[Any] = []
         pixel = self._walk(state, top, (), "", 0, pieces, markers, describe)
-        if pixel is not None and 0x00280100 in state.top:
-            bits = state.top[0x00280100][1]
-        else:
-            bits = b""
+        bits = state.top.get(0x00280100, ("US", b""))[1] if pixel is not None else b""
         if before is not None:  # after the walk: a file for the pydicom path is seen once
             before(dataset_of(buf, top, part, implicit))
         meta = rebuilt_meta(part, state.top, self.pseudo, self.profile.retain_uids)
@@ -255,9 +253,9 @@ class ByteEngine:
         return found
 
     def _table(
-        self, iod: PathTypes | None, seq_path: tuple[int, ...]
+        self, iod: PathTypes | None, seq_path: tuple[int, ...], mode: int
     ) -> dict[tuple[int, bytes], Rule]:
-        key = (id(iod), seq_path)
+        key = (id(iod), seq_path, mode)
         table = self._tables.get(key)
         if table is None:
             table = self._tables[key] = {}
@@ -273,6 +271,7 @@ class ByteEngine:
         out: list[Any],
         markers: list[tuple[int, str, bytes, bytes]] | None,
         describe: bool,
+        mode: int = _Mode.NORMAL,
     ) -> Element | None:
         """Write one data set's elements into ``out``; returns the top-level pixel data.
 
@@ -281,7 +280,8 @@ class ByteEngine:
         if depth > MAX_SEQUENCE_DEPTH:
             raise NotHandled
         buf = st.buf
-        table = self._table(st.iod, seq_path)
+        table = self._table(st.iod, seq_path, mode)
+        codes: dict[int, str] = {}  # this item's Coding Scheme Designator and Code Value
         top = not seq_path
         pending = list(markers or ())
         run = -1  # start of the current run of copied elements
@@ -289,7 +289,7 @@ class ByteEngine:
         creators: dict[int, str] = {}
         drop: set[int] | None = None  # overlay groups removed whole
         kept_creators: dict[int, int] = {}  # creator tag: index of its piece in ``out``
-        used_blocks: set[int] = set()
+        used_blocks: set[tuple[int, int]] = set()
         for el in elems:
             tag = el.tag
             if top:
@@ -318,7 +318,14 @@ class ByteEngine:
             rule = table.get((tag, vr_code))
             if rule is None:
                 rule = decide(
-                    tag, vr_code.decode(), seq_path, st.iod, self.rules, self.profile, self.preserve
+                    tag,
+                    vr_code.decode(),
+                    seq_path,
+                    st.iod,
+                    self.rules,
+                    self.profile,
+                    self.preserve,
+                    mode,
                 )
                 table[(tag, vr_code)] = rule
             kind = rule.kind
@@ -346,6 +353,16 @@ class ByteEngine:
                     if top:
                         st.top[tag] = (vr_code.decode(), bytes(buf[el.value_start : el.value_end]))
                     continue
+            if mode != _Mode.NORMAL:
+                if tag in (_CODE_VALUE, _CODING_SCHEME):
+                    codes[tag] = _text_of(buf, el, st.codec)
+                elif kind == Kind.CODE_MEANING:
+                    rule = _code_meaning(buf, el, st.codec, codes)
+                    kind = rule.kind
+                elif kind == Kind.CODED_STRING:
+                    found = el.value_end > el.value_start and self._holds_identifier(st, el)
+                    rule = _CODED_STRING_EMPTIED if found else _KEPT
+                    kind = rule.kind
             if kind == Kind.SCAN:
                 if el.value_end > el.value_start and self._holds_identifier(st, el):
                     rule = _SCAN_FOUND if not _foreign_vr(tag, vr_code.decode()) else _MISMATCH
@@ -362,7 +379,7 @@ class ByteEngine:
                     st.top[tag] = (vr_code.decode(), bytes(buf[el.value_start : el.value_end]))
                 continue
             if kind == Kind.NOT_HANDLED:
-                raise NotHandled
+                raise NotHandled(rule.reason)
             vr = vr_code.decode()
             if kind == Kind.REMOVE:
                 if run >= 0:
@@ -371,7 +388,10 @@ class ByteEngine:
                 self._record(st, prefix, tag, vr, rule)
                 continue
             if kind == Kind.WALK:
-                value = self._sequence(st, el, seq_path, prefix, depth, describe)
+                child = {Action.DUMMY: _Mode.DUMMY, Action.CLEAN: _Mode.CLEAN}.get(
+                    rule.action, mode
+                )
+                value = self._sequence(st, el, seq_path, prefix, depth, describe, child)
                 if value is None:  # nothing inside changed: copied as it was
                     if rule.action != Action.KEEP:
                         self._record(st, prefix, tag, vr, rule)
@@ -423,6 +443,7 @@ class ByteEngine:
         prefix: str,
         depth: int,
         describe: bool,
+        mode: int,
     ) -> bytes | None:
         """The sequence's new value, or ``None`` when nothing inside it changed."""
         path = prefix + _name(el.tag)
@@ -433,14 +454,18 @@ class ByteEngine:
             before = len(st.records)
             pieces: list[Any] = []
             elems = _elements(st.buf, start, end, st.implicit)
-            self._walk(st, elems, inner, f"{path}[{index}].", depth + 1, pieces, None, describe)
+            self._walk(
+                st, elems, inner, f"{path}[{index}].", depth + 1, pieces, None, describe, mode
+            )
             body = b"".join(pieces)
             if len(st.records) != before or len(body) != end - start:
                 changed = True
             encoded.append(_ITEM.pack(0xFFFE, 0xE000, len(body)) + body)
         return b"".join(encoded) if changed else None
 
-    def _private(self, st: _File, el: Element, creators: dict[int, str], used: set[int]) -> Rule:
+    def _private(
+        self, st: _File, el: Element, creators: dict[int, str], used: set[tuple[int, int]]
+    ) -> Rule:
         """Retain Safe Private: kept only under its own creator (Table E.3.10-1)."""
         tag = el.tag
         group, element = tag >> 16, tag & 0xFFFF
@@ -491,6 +516,8 @@ class ByteEngine:
             if vr in ("DA", "DT") and st.offset is not None and multiplicity(raw, vr):
                 return self.values.dates(raw, vr, st.offset)
             return dummy(vr, raw)
+        if action == Action.CLEAN and rule.reason == "standard-code":
+            return join([rule.value], vr, st.codec)
         if action == Action.CLEAN:
             if not multiplicity(raw, vr):
                 return raw
@@ -517,6 +544,22 @@ _REMOVE_OVERLAY = Rule(Kind.REMOVE, Action.REMOVE, "overlay")
 #: A kept text holding this patient's identifiers: cleaned (or, under a foreign VR, dummied).
 _SCAN_FOUND = Rule(Kind.VALUE, Action.CLEAN, "safety-net")
 _MISMATCH = Rule(Kind.VALUE, Action.DUMMY, "vr-mismatch")
+
+
+_KEPT = Rule(Kind.COPY, Action.KEEP, "E.1-1")
+_CODED_STRING_EMPTIED = Rule(Kind.VALUE, Action.ZERO, "safety-net")
+_CODE_MEANING_DUMMY = Rule(Kind.VALUE, Action.DUMMY, "code-meaning")
+_CODE_VALUE, _CODING_SCHEME = 0x00080100, 0x00080102
+
+
+def _code_meaning(buf: Any, el: Element, codec: str, codes: dict[int, str]) -> Rule:
+    """Code Meaning in SR content: kept only as the standard's own meaning of the code."""
+    meaning = standard_meaning(codes.get(_CODING_SCHEME, ""), codes.get(_CODE_VALUE, ""))
+    if meaning is None:
+        return _CODE_MEANING_DUMMY
+    if _text_of(buf, el, codec) == meaning:
+        return _KEPT
+    return Rule(Kind.VALUE, Action.CLEAN, "standard-code", value=meaning)
 
 
 def _dropped_overlays(elems: list[Element], rules: CompiledRules) -> set[int]:

@@ -22,13 +22,16 @@ from src.ingestion.iod_types import PathTypes
 from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.vrs import _foreign_vr, _text_dictionary_vr
 from src.ingestion.walk import (
+    _CODE_MEANING,
     _DATE_VRS,
     _DIRECTORY_RECORDS,
     _FREE_TEXT_VRS,
     _PATIENT_ID,
     _PATIENT_NAME,
     _SCANNED_TEXT_VRS,
+    _TEXT_VRS,
     _TRAILING_PADDING,
+    _Mode,
     iod_action,
 )
 
@@ -54,6 +57,8 @@ class Kind(IntEnum):
     PRIVATE = 8  # kept only under Retain Safe Private and its creator
     NOT_HANDLED = 9  # the pydicom path decides (rare structures)
     OVERLAY = 10  # (60xx,eeee): the group may go whole; else ``then``
+    CODE_MEANING = 11  # in SR content: kept only as a standard code's own meaning
+    CODED_STRING = 12  # a CS in dummied content: kept, emptied if it holds identifiers
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,8 @@ class Rule:
     #: For ``OVERLAY``: the rule when the group stays and the element is not its data
     #: or comments.
     then: Rule | None = None
+    #: For a Code Meaning replaced by the standard's: that meaning.
+    value: str = ""
 
 
 def decide(
@@ -76,8 +83,12 @@ def decide(
     rules: CompiledRules,
     profile: ConfidentialityProfile,
     preserve: frozenset[int],
+    mode: int = _Mode.NORMAL,
 ) -> Rule:
     """The rule for ``tag`` with ``vr`` inside the sequences ``seq_path`` (outermost first).
+
+    ``mode`` is :class:`~src.ingestion.walk._Mode`: inside a sequence whose action is D
+    or C (SR content), unlisted text is dummied or cleaned.
 
     Returns
     -------
@@ -110,9 +121,9 @@ def decide(
             action = rules.overlay_data if element == 0x3000 else rules.overlay_comments
             then = _value_rule(action, "overlay", tag, vr, seq_path)
         else:
-            then = _listed(tag, vr, seq_path, iod, rules, profile)
+            then = _listed(tag, vr, seq_path, iod, rules, profile, mode)
         return Rule(Kind.OVERLAY, Action.REMOVE, "overlay", then)
-    return _listed(tag, vr, seq_path, iod, rules, profile)
+    return _listed(tag, vr, seq_path, iod, rules, profile, mode)
 
 
 def _listed(
@@ -122,6 +133,7 @@ def _listed(
     iod: PathTypes | None,
     rules: CompiledRules,
     profile: ConfidentialityProfile,
+    mode: int,
 ) -> Rule:
     """Combined codes by IOD Type, Table E.1-1, then the safety net."""
     reason = "E.1-1"
@@ -130,9 +142,16 @@ def _listed(
     elif tag in rules.by_tag:
         action = rules.by_tag[tag]
     else:
-        action, reason = _unlisted(tag, vr, profile)
+        if vr != "SQ" and mode != _Mode.NORMAL and tag == _CODE_MEANING:
+            return Rule(Kind.CODE_MEANING, Action.KEEP, "E.1-1")
+        if vr != "SQ" and mode != _Mode.NORMAL and tag in _CODE_STRUCTURE:
+            action, reason = Action.KEEP, "E.1-1"
+        else:
+            action, reason = _unlisted(tag, vr, profile, mode)
         if action == Action.UID and reason == "check":
             return Rule(Kind.UID_CHECK, Action.UID, "safety-net")
+        if reason == "coded-string":
+            return Rule(Kind.CODED_STRING, Action.KEEP, "E.1-1")
     if (
         action == Action.KEEP
         and reason == "E.1-1"
@@ -157,16 +176,14 @@ def _value_rule(action: Action, reason: str, tag: int, vr: str, seq_path: tuple[
     if vr == "SQ":
         if action == Action.ZERO:
             return Rule(Kind.EMPTY_SEQUENCE, action, reason)
-        if action in (Action.DUMMY, Action.CLEAN):
-            return Rule(Kind.NOT_HANDLED, action, reason)  # SR content: the pydicom path
         return Rule(Kind.WALK, action, reason)
     return Rule(Kind.VALUE, action, reason)
 
 
-def _unlisted(tag: int, vr: str, profile: ConfidentialityProfile) -> tuple[Action, str]:
-    """The safety net for an attribute Table E.1-1 does not list (outside SR content)."""
+def _unlisted(tag: int, vr: str, profile: ConfidentialityProfile, mode: int) -> tuple[Action, str]:
+    """The safety net for an attribute Table E.1-1 does not list."""
     if vr == "SQ":
-        return Action.KEEP, "E.1-1"
+        return (Action.DUMMY if mode == _Mode.DUMMY else Action.KEEP), "E.1-1"
     if not dictionary_has_tag(tag):
         return Action.REMOVE, "safety-net"
     if vr == "PN":
@@ -182,6 +199,12 @@ def _unlisted(tag: int, vr: str, profile: ConfidentialityProfile) -> tuple[Actio
         if profile.retain_uids or keyword.endswith(("ClassUID", "SyntaxUID")):
             return Action.KEEP, "safety-net"
         return Action.UID, "check"
+    if mode == _Mode.DUMMY and vr == "CS":
+        return Action.KEEP, "coded-string"
+    if mode == _Mode.DUMMY and vr in _TEXT_VRS | {"PN"}:
+        return Action.DUMMY, "safety-net"
+    if mode == _Mode.CLEAN and vr in _TEXT_VRS:
+        return Action.CLEAN, "safety-net"
     if vr in _FREE_TEXT_VRS:
         return Action.REMOVE, "safety-net"
     return Action.KEEP, "E.1-1"

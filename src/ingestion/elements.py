@@ -22,6 +22,8 @@ IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 #: Explicit VR Big Endian and Deflated go through the pydicom path.
 _NOT_HANDLED_SYNTAXES = frozenset({"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
 
+#: Deeper nesting of undefined lengths is left to the pydicom path (which refuses it).
+MAX_DEPTH = 64
 ITEM = 0xFFFEE000
 ITEM_DELIMITER = 0xFFFEE00D
 SEQUENCE_DELIMITER = 0xFFFEE0DD
@@ -68,7 +70,7 @@ class Element(NamedTuple):
     undefined: bool
 
 
-def element_at(buf: bytes, pos: int, end: int, implicit: bool) -> Element:
+def element_at(buf: bytes, pos: int, end: int, implicit: bool, depth: int = 0) -> Element:
     """Read the element header at ``pos`` and find where the element ends.
 
     Raises
@@ -101,8 +103,10 @@ def element_at(buf: bytes, pos: int, end: int, implicit: bool) -> Element:
             raise NotHandled
         return Element(tag, vr, pos, value_start, value_end, False)
     if vr == b"SQ":
+        if depth > MAX_DEPTH:
+            raise NotHandled  # the pydicom path refuses it with its reason
         return Element(
-            tag, vr, pos, value_start, sequence_end(buf, value_start, end, implicit), True
+            tag, vr, pos, value_start, sequence_end(buf, value_start, end, implicit, depth), True
         )
     if tag in PIXEL_TAGS:
         return Element(tag, vr, pos, value_start, fragments_end(buf, value_start, end), True)
@@ -135,7 +139,7 @@ def items(buf: bytes, elem: Element, implicit: bool) -> list[tuple[int, int]]:
     return out
 
 
-def sequence_end(buf: bytes, pos: int, end: int, implicit: bool) -> int:
+def sequence_end(buf: bytes, pos: int, end: int, implicit: bool, depth: int = 0) -> int:
     """The end of an undefined-length sequence's delimiter, its value starting at ``pos``."""
     while True:
         if pos + 8 > end:
@@ -147,14 +151,14 @@ def sequence_end(buf: bytes, pos: int, end: int, implicit: bool) -> int:
         if tag != ITEM:
             raise NotHandled
         if length == UNDEFINED:
-            pos = dataset_end(buf, pos + 8, end, implicit)
+            pos = dataset_end(buf, pos + 8, end, implicit, depth + 1)
         else:
             pos += 8 + length
             if pos > end:
                 raise NotHandled
 
 
-def dataset_end(buf: bytes, pos: int, end: int, implicit: bool) -> int:
+def dataset_end(buf: bytes, pos: int, end: int, implicit: bool, depth: int = 0) -> int:
     """The end of an undefined-length item's delimiter, its data set starting at ``pos``."""
     while True:
         if pos + 8 > end:
@@ -164,7 +168,7 @@ def dataset_end(buf: bytes, pos: int, end: int, implicit: bool) -> int:
             if element == 0xE00D:
                 return pos + 8
             raise NotHandled
-        pos = element_at(buf, pos, end, implicit).value_end
+        pos = element_at(buf, pos, end, implicit, depth).value_end
 
 
 def fragments_end(buf: bytes, pos: int, end: int) -> int:

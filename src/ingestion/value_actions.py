@@ -2,14 +2,15 @@
 
 These are the byte-level engine's versions of what the pydicom path does to a decoded
 element (:mod:`src.ingestion.walk`); the differential test holds the two to the same
-decoded output. Values are decoded as pydicom decodes them (the whole value stripped of
-spaces and NULs, then split at backslashes) and written padded to even length, UIDs with
+decoded output. Values are decoded as pydicom decodes them (trailing spaces and NULs stripped,
+then split at backslashes) and written padded to even length, UIDs with
 a NUL and everything else with a space. Replaced values are cached by their original
 bytes, so a series' repeated dates and UIDs are computed once per process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from src.ingestion.dummies import _DUMMY
@@ -18,6 +19,7 @@ from src.ingestion.safety_net import _clean_text
 
 #: Text VRs whose value is never split at backslashes (pydicom's own set).
 _SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+_PER_VALUE = frozenset({"SH", "LO", "UC"})
 #: Byte size of one value of the fixed-size binary VRs.
 _BINARY_SIZE = {"FL": 4, "FD": 8, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8, "AT": 4}
 #: VRs whose bytes are opaque: their dummy is the table's bytes, never replicated.
@@ -33,8 +35,15 @@ def pad(data: bytes, vr: str) -> bytes:
 
 
 def split(raw: bytes, vr: str, codec: str = "latin-1") -> list[str]:
-    """A text value as pydicom decodes it: stripped, then split (unless single-valued)."""
-    text = raw.decode(codec).strip(" \x00")
+    """A text value as pydicom decodes it (:mod:`pydicom.values`): trailing spaces and
+    NULs stripped (per value for SH, LO and UC; both sides of each AE), then split at
+    backslashes unless the VR is single-valued."""
+    text = raw.decode(codec)
+    if vr == "AE":
+        return [v.strip() for v in text.split("\\")]
+    if vr in _PER_VALUE:
+        return [v.rstrip(" \x00") for v in text.split("\\")]
+    text = text.rstrip(" \x00")
     if vr in _SINGLE_VALUED:
         return [text]
     return text.split("\\")
