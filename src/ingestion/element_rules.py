@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from pydicom.datadict import dictionary_has_tag, keyword_for_tag
 
+from src.ingestion.codes import standard_meaning
 from src.ingestion.dummies import _CODE_STRUCTURE
+from src.ingestion.elements import Element, text_of
 from src.ingestion.iod_types import PathTypes
 from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.vrs import _foreign_vr, _text_dictionary_vr
@@ -61,9 +64,13 @@ class Kind(IntEnum):
     CODED_STRING = 12  # a CS in dummied content: kept, emptied if it holds identifiers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Rule:
-    """The decision for one element: what to do, the action recorded, and why."""
+    """The decision for one element: what to do, the action recorded, and why.
+
+    Compared and hashed by identity: the engine keys its caches by the rule objects
+    of its tables, which live as long as the engine.
+    """
 
     kind: Kind
     action: Action
@@ -96,7 +103,10 @@ def decide(
         The action and its reason are those the pydicom path records.
     """
     group, element = tag >> 16, tag & 0xFFFF
-    if _DIRECTORY_RECORDS in seq_path or tag == _DIRECTORY_RECORDS or group == 0x0002:
+    if group == 0x0002:  # in a data set: only the pydicom path knows what to make of it
+        action = Action.UID if tag == 0x00020003 else Action.KEEP
+        return Rule(Kind.NOT_HANDLED, action, "file-meta")
+    if _DIRECTORY_RECORDS in seq_path or tag == _DIRECTORY_RECORDS:
         return Rule(Kind.NOT_HANDLED, Action.KEEP, "directory")
     if vr in ("OB", "UN") and _text_dictionary_vr(tag) is not None:
         return Rule(Kind.NOT_HANDLED, Action.KEEP, "opaque-text")
@@ -215,4 +225,86 @@ def pseudonym_as_text(vr: str) -> bool:
     return vr in _TEXT_FOR_PSEUDONYM
 
 
-__all__ = ["HISTORY_TAGS", "MARKER_TAGS", "Kind", "Rule", "decide", "pseudonym_as_text"]
+_REMOVE_PRIVATE = Rule(Kind.REMOVE, Action.REMOVE, "private")
+REMOVE_OVERLAY = Rule(Kind.REMOVE, Action.REMOVE, "overlay")
+KEPT_PRIVATE = Rule(Kind.COPY, Action.KEEP, "private")
+KEPT_PRIVATE_TEXT = Rule(Kind.SCAN, Action.KEEP, "private")
+#: A kept text holding this patient's identifiers: cleaned (or, under a foreign VR, dummied).
+SCAN_FOUND = Rule(Kind.VALUE, Action.CLEAN, "safety-net")
+MISMATCH = Rule(Kind.VALUE, Action.DUMMY, "vr-mismatch")
+
+
+KEPT = Rule(Kind.COPY, Action.KEEP, "E.1-1")
+CODED_STRING_EMPTIED = Rule(Kind.VALUE, Action.ZERO, "safety-net")
+_CODE_MEANING_DUMMY = Rule(Kind.VALUE, Action.DUMMY, "code-meaning")
+_CODE_VALUE, _CODING_SCHEME = 0x00080100, 0x00080102
+
+
+def code_meaning_rule(buf: Any, el: Element, codec: str, codes: dict[int, str]) -> Rule:
+    """Code Meaning in SR content: kept only as the standard's own meaning of the code."""
+    meaning = standard_meaning(codes.get(_CODING_SCHEME, ""), codes.get(_CODE_VALUE, ""))
+    if meaning is None:
+        return _CODE_MEANING_DUMMY
+    if text_of(buf, el, codec) == meaning:
+        return KEPT
+    return Rule(Kind.VALUE, Action.CLEAN, "standard-code", value=meaning)
+
+
+def dropped_overlays(elems: list[Element], rules: CompiledRules) -> set[int]:
+    """The overlay groups of one data set that go whole (their Overlay Data goes)."""
+    if rules.overlay_data != Action.REMOVE:
+        return set()
+    return {
+        e.tag >> 16
+        for e in elems
+        if 0x6000 <= e.tag >> 16 <= 0x601E and not e.tag >> 16 & 1 and e.tag & 0xFFFF == 0x3000
+    }
+
+
+def private_rule(
+    tag: int,
+    vr: str,
+    value: str,
+    safe: frozenset[tuple[str, int, int]],
+    creators: dict[int, str],
+    used: set[tuple[int, int]],
+) -> Rule:
+    """Retain Safe Private: kept only under its own creator (Table E.3.10-1).
+
+    ``value`` is a creator element's decoded value (unused for others); ``creators``
+    collects this data set's creators and ``used`` the blocks that keep an element.
+    A kept element that holds text is ``SCAN``, like any kept text.
+    """
+    group, element = tag >> 16, tag & 0xFFFF
+    keep = KEPT_PRIVATE_TEXT if vr in _SCANNED_TEXT_VRS else KEPT_PRIVATE
+    if 0x0010 <= element <= 0x00FF:
+        creators[tag] = value
+        if any(c == value and g == group for c, g, _ in safe):
+            return keep
+        return _REMOVE_PRIVATE
+    if element < 0x1000:
+        return _REMOVE_PRIVATE
+    creator = creators.get((group << 16) | (element >> 8))
+    if creator is None or (creator, group, element & 0xFF) not in safe:
+        return _REMOVE_PRIVATE
+    used.add((group, element >> 8))
+    return keep
+
+
+__all__ = [
+    "CODED_STRING_EMPTIED",
+    "HISTORY_TAGS",
+    "KEPT",
+    "KEPT_PRIVATE",
+    "MARKER_TAGS",
+    "MISMATCH",
+    "REMOVE_OVERLAY",
+    "SCAN_FOUND",
+    "Kind",
+    "Rule",
+    "code_meaning_rule",
+    "decide",
+    "dropped_overlays",
+    "private_rule",
+    "pseudonym_as_text",
+]

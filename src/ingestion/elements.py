@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydicom.datadict import dictionary_VR
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
@@ -39,6 +39,8 @@ _TAG = struct.Struct("<HH")
 _SHORT = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<L")
 _IMPLICIT = struct.Struct("<HHL")
+_SHORT_HEADER = struct.Struct("<HH2sH")
+_LONG_HEADER = struct.Struct("<HH2sHL")
 
 
 class NotHandled(Exception):  # noqa: N818 - a signal to the caller, not an error
@@ -68,6 +70,9 @@ class Element(NamedTuple):
     value_start: int
     value_end: int  # for an undefined length: the end of its delimiter
     undefined: bool
+
+
+_new = tuple.__new__  # builds an Element without NamedTuple's Python-level __new__
 
 
 def element_at(buf: bytes, pos: int, end: int, implicit: bool, depth: int = 0) -> Element:
@@ -101,15 +106,15 @@ def element_at(buf: bytes, pos: int, end: int, implicit: bool, depth: int = 0) -
         value_end = value_start + length
         if value_end > end:
             raise NotHandled
-        return Element(tag, vr, pos, value_start, value_end, False)
+        return _new(Element, (tag, vr, pos, value_start, value_end, False))
     if vr == b"SQ":
         if depth > MAX_DEPTH:
             raise NotHandled  # the pydicom path refuses it with its reason
-        return Element(
-            tag, vr, pos, value_start, sequence_end(buf, value_start, end, implicit, depth), True
-        )
+        value_end = sequence_end(buf, value_start, end, implicit, depth)
+        return _new(Element, (tag, vr, pos, value_start, value_end, True))
     if tag in PIXEL_TAGS:
-        return Element(tag, vr, pos, value_start, fragments_end(buf, value_start, end), True)
+        value_end = fragments_end(buf, value_start, end)
+        return _new(Element, (tag, vr, pos, value_start, value_end, True))
     raise NotHandled
 
 
@@ -231,6 +236,49 @@ def read_part10(buf: bytes) -> Part10:
     return Part10(meta, ts, implicit, pos)
 
 
+def elements_of(buf: Any, pos: int, end: int, implicit: bool) -> list[Element]:
+    """The elements of one data set, in ascending tag order (else: not handled)."""
+    out = []
+    last = -1
+    while pos < end:
+        el = element_at(buf, pos, end, implicit)
+        if el.tag <= last or el.tag >> 16 == 0xFFFE:
+            raise NotHandled
+        last = el.tag
+        out.append(el)
+        pos = el.value_end
+    return out
+
+
+def encode_header(tag: int, vr: bytes, length: int, implicit: bool) -> bytes:
+    if implicit:
+        return _IMPLICIT.pack(tag >> 16, tag & 0xFFFF, length)
+    if vr in LONG_VRS:
+        return _LONG_HEADER.pack(tag >> 16, tag & 0xFFFF, vr, 0, length)
+    if length > 0xFFFF:
+        raise NotHandled
+    return _SHORT_HEADER.pack(tag >> 16, tag & 0xFFFF, vr, length)
+
+
+def decode_value(buf: Any, el: Element, codec: str) -> str:
+    try:
+        return bytes(buf[el.value_start : el.value_end]).decode(codec).strip(" \x00")
+    except UnicodeDecodeError as exc:
+        raise NotHandled from exc
+
+
+def text_of(buf: Any, el: Element | None, codec: str) -> str:
+    if el is None or el.vr == b"SQ" or el.undefined:
+        return ""
+    return decode_value(buf, el, codec)
+
+
+def value_of(buf: Any, el: Element) -> bytes:
+    """An element's value bytes (an undefined-length sequence without its delimiter)."""
+    end = el.value_end - 8 if el.undefined else el.value_end
+    return bytes(buf[el.value_start : end])
+
+
 __all__ = [
     "IMPLICIT_LITTLE",
     "LONG_VRS",
@@ -240,10 +288,15 @@ __all__ = [
     "NotHandled",
     "Part10",
     "dataset_end",
+    "decode_value",
     "element_at",
+    "elements_of",
+    "encode_header",
     "fragments_end",
     "implicit_vr",
     "items",
     "read_part10",
     "sequence_end",
+    "text_of",
+    "value_of",
 ]

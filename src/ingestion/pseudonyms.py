@@ -107,6 +107,15 @@ def _create_key_file(path: Path) -> None:
         os.unlink(tmp)
 
 
+def key_material(key: bytes | str) -> KeyMaterial:
+    """A key given by the caller (text is used as its UTF-8 bytes), checked for length.
+
+    Reads no environment and no file.
+    """
+    raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    return _check(raw, "argument")
+
+
 def resolve_key(
     key: bytes | str | None = None,
     key_file: str | os.PathLike[str] | None = None,
@@ -134,8 +143,7 @@ def resolve_key(
         If the key is too short, or none exists and ``create`` is False.
     """
     if key is not None:
-        raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
-        return _check(raw, "argument")
+        return key_material(key)
     env = os.environ.get(ENV_KEY)
     if env:
         return _check(env.strip().encode("utf-8"), f"environment variable {ENV_KEY}")

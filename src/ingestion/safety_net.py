@@ -67,15 +67,23 @@ def _value(ds: Dataset, tag: int) -> str:
 
 def patient_key(ds: Dataset) -> str:
     """The original patient identity used to key the pseudonym and the date offset."""
-    pid = _value(ds, 0x00100020)
+    return patient_key_of(
+        _value(ds, 0x00100020),
+        _value(ds, 0x00100021),
+        _value(ds, 0x00100010),
+        _value(ds, 0x00100030),
+        _value(ds, 0x0020000D),
+    )
+
+
+def patient_key_of(pid: str, issuer: str, name: str, birth: str, study_uid: str) -> str:
+    """The patient key from the decoded values: the Patient ID (with its issuer), else the
+    name and birth date, else the study."""
     if pid:
-        issuer = _value(ds, 0x00100021)
         return f"id:{issuer}:{pid}" if issuer else f"id:{pid}"
-    name = _value(ds, 0x00100010)
-    birth = _value(ds, 0x00100030)
     if name or birth:
         return f"name:{name}:{birth}"
-    return f"study:{_value(ds, 0x0020000D)}"
+    return f"study:{study_uid}"
 
 
 _patient_key = patient_key

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Protocol
 
 from src.ingestion.dummies import _DUMMY
+from src.ingestion.element_rules import CLEANED_AS_TEXT, Kind, Rule, pseudonym_as_text
+from src.ingestion.elements import NotHandled
+from src.ingestion.profile import Action
 from src.ingestion.pseudonyms import Pseudonymizer
 from src.ingestion.safety_net import _clean_text
 
@@ -89,6 +93,19 @@ def clean_text(raw: bytes, vr: str, codec: str, identifiers: Iterable[str]) -> b
     return join([_clean_text(v, words, vr) for v in values], vr, codec)
 
 
+class FileValues(Protocol):
+    """What a replacement needs to know of its file."""
+
+    @property
+    def pseudonym(self) -> str: ...
+    @property
+    def offset(self) -> timedelta | None: ...
+    @property
+    def codec(self) -> str: ...
+    @property
+    def identifiers(self) -> Iterable[str]: ...
+
+
 class ValueActions:
     """The value replacements of one key and profile, cached across files.
 
@@ -135,6 +152,49 @@ class ValueActions:
                 self._dates.clear()
             self._dates[key] = done
         return done
+
+    def replace(self, raw: bytes, vr: str, rule: Rule, file: FileValues) -> bytes:
+        """The new value of an element whose rule is ``VALUE`` or ``PSEUDONYM``.
+
+        Raises
+        ------
+        NotHandled
+            For a UID to be dummied that is empty or multi-valued (the pydicom path keys
+            those by their path).
+        """
+        action = rule.action
+        if rule.kind == Kind.PSEUDONYM:
+            if pseudonym_as_text(vr):
+                return pad(file.pseudonym[:64].encode(file.codec), vr)
+            action = Action.DUMMY
+        if action == Action.ZERO:
+            return b""
+        if action == Action.UID and vr == "UI":
+            return self.uids(raw)
+        if action in (Action.DUMMY, Action.UID):
+            if vr == "UI":
+                values = split(raw, "UI")
+                if len(values) != 1 or not values[0]:
+                    raise NotHandled  # the pydicom path keys these by path
+                return join([self.pseudo.uid(values[0])], "UI")
+            if vr in ("DA", "DT") and file.offset is not None and multiplicity(raw, vr):
+                return self.dates(raw, vr, file.offset)
+            return dummy(vr, raw)
+        if action == Action.CLEAN and rule.reason == "standard-code":
+            return join([rule.value], vr, file.codec)
+        if action == Action.CLEAN:
+            if not multiplicity(raw, vr):
+                return raw
+            if vr in ("DA", "DT"):
+                return b"" if file.offset is None else self.dates(raw, vr, file.offset)
+            if vr == "PN":
+                return dummy("PN", b"")
+            if vr == "UI":
+                return self.uids(raw)
+            if vr in CLEANED_AS_TEXT:
+                return clean_text(raw, vr, file.codec, file.identifiers)
+            return raw
+        raise NotHandled(rule.action)  # pragma: no cover - every action is covered above
 
 
 __all__ = [

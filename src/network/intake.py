@@ -287,6 +287,8 @@ def error_name(exc: BaseException) -> str:
         return errno.errorcode.get(exc.errno, type(exc).__name__)
     if isinstance(exc, StorageError) and exc.aws_error_code:
         return exc.aws_error_code
+    if isinstance(exc.__cause__, OSError) and exc.__cause__.errno is not None:
+        return error_name(exc.__cause__)  # OutputWriteError: the disk is full, say so
     return type(exc).__name__
 
 
