@@ -8,15 +8,18 @@ empty elements are ``None``; Patient ID, a Type 2 attribute, is ``""`` when abse
 
 from __future__ import annotations
 
+import functools
+import struct
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
 from src.ingestion.dicom_parser import peek
+from src.ingestion.value_actions import split
 
 # (section, output key, DICOM keyword)
 _FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -88,7 +91,78 @@ def _scalar(value: Any, vr: str) -> Any:
     return value
 
 
-def convert_value(dataset: Dataset, keyword: str, memo: dict[int, Any] | None = None) -> Any:
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UI"})
+_BINARY = {"US": "H", "UL": "L", "SS": "h", "SL": "l", "FL": "f", "FD": "d"}
+_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+_NOT_FAST = object()
+
+
+def _codec(dataset: Dataset) -> str | None:
+    """The codec raw text can be decoded with directly, or None (pydicom decodes it)."""
+    raw = dataset.get_item(0x00080005)
+    if raw is None:
+        return "latin-1"
+    value = raw.value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1").strip(" \x00")
+    return _CODECS.get(value) if isinstance(value, str) else None
+
+
+def _fast(raw: RawDataElement, codec: str) -> Any:
+    """A raw value decoded as pydicom would, for the plain VRs (else ``_NOT_FAST``)."""
+    vr, data = raw.VR, raw.value
+    if vr is None:  # implicit: the dictionary's VR, unless it offers a choice
+        vr = _dictionary_vr(raw.tag)
+    if vr is None or data is None or not raw.is_little_endian:
+        return _NOT_FAST
+    try:
+        if vr in _TEXT_VRS:
+            values = split(bytes(data), vr, codec if vr in _CHARSET_VRS else "latin-1")
+            if values == [""]:
+                return None
+            # A name as str(PersonName): trailing spaces already gone, leading ones kept.
+            pn = vr == "PN"
+            items = [(v or None) if pn else _scalar(v, vr) for v in values]
+        elif vr in ("IS", "DS"):
+            values = bytes(data).decode("latin-1").rstrip(" \x00").split("\\")
+            if values == [""]:
+                return None
+            parse = int if vr == "IS" else float
+            items = [parse(v) for v in values]
+        elif vr in _BINARY:
+            fmt = _BINARY[vr]
+            count = len(data) // struct.calcsize(fmt)
+            if not count:
+                return None
+            items = list(
+                struct.unpack(f"<{count}{fmt}", bytes(data)[: count * struct.calcsize(fmt)])
+            )
+        else:
+            return _NOT_FAST
+    except (ValueError, UnicodeDecodeError, struct.error):
+        return _NOT_FAST
+    return items[0] if len(items) == 1 else items
+
+
+_CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        vr = str(dictionary_VR(tag))
+    except KeyError:
+        return None
+    return None if " or " in vr else vr
+
+
+def convert_value(
+    dataset: Dataset,
+    keyword: str,
+    memo: dict[int, Any] | None = None,
+    *,
+    codec: str | None = None,
+) -> Any:
     """Return ``dataset.<keyword>`` as a plain Python value, or ``None`` when absent or empty.
 
     Parameters
@@ -100,6 +174,10 @@ def convert_value(dataset: Dataset, keyword: str, memo: dict[int, Any] | None = 
         Decoded elements by the identity of their raw form, shared between calls on
         datasets that hold the same raw elements (an original and its de-identified
         copy), so each raw element is decoded once.
+    codec : str, optional
+        The Python codec of the dataset's character set when its bytes decode directly
+        (ASCII, Latin-1, UTF-8): plain raw values are then decoded here, as pydicom
+        would, without building an element.
 
     Returns
     -------
@@ -109,6 +187,10 @@ def convert_value(dataset: Dataset, keyword: str, memo: dict[int, Any] | None = 
     if tag is None:
         return None
     raw = dataset.get_item(tag)
+    if codec is not None and isinstance(raw, RawDataElement):
+        fast = _fast(raw, codec)
+        if fast is not _NOT_FAST:
+            return fast
     # Only raw elements are memoised: they are never edited in place, decoded ones may be.
     cacheable = memo is not None and isinstance(raw, RawDataElement)
     if cacheable and id(raw) in memo:  # type: ignore[operator]
@@ -166,8 +248,9 @@ class MetadataExtractor:
             "image": {},
             "acquisition": {},
         }
+        codec = _codec(dataset)
         for section, key, keyword in self._fields:
-            value = convert_value(dataset, keyword, memo)
+            value = convert_value(dataset, keyword, memo, codec=codec)
             if key in _LIST_KEYS and value is not None and not isinstance(value, list):
                 value = [value]
             elif key not in _LIST_KEYS and isinstance(value, list):

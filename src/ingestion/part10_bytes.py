@@ -30,6 +30,7 @@ from src.ingestion.pseudonyms import Pseudonymizer
 from src.ingestion.value_actions import join, pad, split
 
 _CHUNK = 1 << 20
+_new = tuple.__new__  # a RawDataElement without NamedTuple's Python-level __new__
 _VERSION_NAME = f"MEDPIPE_{__version__}"[:16]
 _META_KEPT = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013)
 _UL = struct.Struct("<HH2sHL")
@@ -165,8 +166,9 @@ def _copy_range(src: IO[bytes], dst: IO[bytes], offset: int, length: int) -> Non
 
 
 def _raw(tag: int, vr: str, value: bytes, implicit: bool) -> RawDataElement:
-    return RawDataElement(
-        BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True, True, False
+    return _new(
+        RawDataElement,
+        (BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True, True, False),
     )
 
 
