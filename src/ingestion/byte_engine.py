@@ -93,6 +93,7 @@ class ByteEngine:
         atomic: bool,
         fsync: bool,
         describe: bool,
+        checksum: bool = False,
     ) -> DeidentificationResult:
         """De-identify the Part 10 file ``fp`` into ``output_path``.
 
@@ -112,7 +113,9 @@ class ByteEngine:
             fp.seek(0)
             buf = fp.read()
         try:
-            return self._run(buf, fp, output_path, patient_id, before, atomic, fsync, describe)
+            return self._run(
+                buf, fp, output_path, patient_id, before, atomic, fsync, describe, checksum
+            )
         finally:
             if mapped is not None:
                 mapped.close()
@@ -127,6 +130,7 @@ class ByteEngine:
         atomic: bool,
         fsync: bool,
         describe: bool,
+        checksum: bool,
     ) -> DeidentificationResult:
         part = read_part10(buf)
         implicit = part.implicit
@@ -153,7 +157,7 @@ class ByteEngine:
         if before is not None:  # after the walk: a file for the pydicom path is seen once
             before(dataset_of(buf, top, part, implicit))
         meta = rebuilt_meta(part, state.top, self.pseudo, self.profile.retain_uids)
-        write_output(
+        sha256 = write_output(
             output_path,
             buf,
             fp,
@@ -163,6 +167,7 @@ class ByteEngine:
             pixel,
             atomic=atomic,
             fsync=fsync,
+            checksum=checksum,
         )
         dataset = raw_dataset(state.top, meta, implicit) if describe else Dataset()
         result = DeidentificationResult(
@@ -173,6 +178,7 @@ class ByteEngine:
             graphics_review_required=state.graphics,
         )
         result.kept = state.kept
+        result.output_sha256 = sha256
         result.has_pixel_data = pixel is not None
         return result
 

@@ -224,6 +224,7 @@ class Deidentifier:
         *,
         before: Callable[[Dataset], None] | None = None,
         atomic: bool = True,
+        checksum: bool = False,
     ) -> DeidentificationResult:
         """As :meth:`deidentify_file`, returning the full :class:`DeidentificationResult`.
 
@@ -236,10 +237,19 @@ class Deidentifier:
         atomic : bool
             Write through a temporary file and rename (default). A caller that writes
             into its own private staging area and renames afterwards can skip it.
+        checksum : bool
+            Compute ``result.output_sha256`` while writing (where the bytes pass through
+            this process), so that the caller need not read the output again.
         """
         with _open(input_path) as (fp, source):
             return self.deidentify_stream(
-                fp, output_path, patient_id, source=source, before=before, atomic=atomic
+                fp,
+                output_path,
+                patient_id,
+                source=source,
+                before=before,
+                atomic=atomic,
+                checksum=checksum,
             )
 
     def deidentify_stream(
@@ -252,12 +262,14 @@ class Deidentifier:
         before: Callable[[Dataset], None] | None = None,
         atomic: bool = True,
         describe: bool = True,
+        checksum: bool = False,
     ) -> DeidentificationResult:
         """As :meth:`deidentify_file_with_report`, reading from a seekable binary file.
 
         ``source`` labels error messages (a keyed id or a path the caller chose, never a
         PHI value). ``describe=False`` leaves ``result.dataset`` empty on the byte-level
-        path (for callers that need only the file and the report).
+        path (for callers that need only the file and the report); ``checksum=True``
+        computes ``result.output_sha256`` as the file is written, where it can.
         """
         fp.seek(0, os.SEEK_END)
         size = fp.tell()
@@ -273,6 +285,7 @@ class Deidentifier:
                     atomic=atomic,
                     fsync=self.fsync,
                     describe=describe,
+                    checksum=checksum,
                 )
             except NotHandled:
                 fp.seek(0)  # nothing was written: the pydicom path takes the file

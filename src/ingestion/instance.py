@@ -230,6 +230,7 @@ class InstancePipeline:
         *,
         label: str = "<input>",
         patient_id: str | None = None,
+        atomic: bool = True,
     ) -> InstanceResult:
         """De-identify one instance into ``output_path``.
 
@@ -243,6 +244,9 @@ class InstancePipeline:
             Names the input in error details: a keyed id, never a PHI value.
         patient_id : str, optional
             Overrides the keyed patient pseudonym.
+        atomic : bool
+            Write ``output_path`` through a temporary file and a rename (default); a
+            caller whose ``output_path`` is in its own private staging area can skip it.
 
         Returns
         -------
@@ -277,7 +281,7 @@ class InstancePipeline:
             stage[0] = "deidentify"
 
         try:
-            report = self._run(source, output_path, label, patient_id, before)
+            report = self._run(source, output_path, label, patient_id, before, atomic)
             if image[0] and not report.has_pixel_data:
                 raise InstanceRefusedError(
                     Reason.IMAGE_WITHOUT_PIXEL_DATA, "an image without pixel data", "parse"
@@ -350,8 +354,11 @@ class InstancePipeline:
         if pixels is not None:
             index["clean_pixel_data"] = pixels.verified
             index["pixel_boxes"] = pixels.as_index()
-        with open(output_path, "rb") as written:  # for a data set's integrity manifest
-            index["output_sha256"] = hashlib.file_digest(written, "sha256").hexdigest()
+        digest = report.output_sha256 if pixels is None else None  # cleaning rewrites it
+        if digest is None:
+            with open(output_path, "rb") as written:  # for a data set's integrity manifest
+                digest = hashlib.file_digest(written, "sha256").hexdigest()
+        index["output_sha256"] = digest
         result.bytes_out = os.path.getsize(output_path)
         return result
 
@@ -362,15 +369,16 @@ class InstancePipeline:
         label: str,
         patient_id: str | None,
         before: Callable[[Dataset], None],
+        atomic: bool,
     ) -> DeidentificationResult:
         deid = self.deidentifier
+        options: dict[str, Any] = {"before": before, "atomic": atomic, "checksum": True}
         if isinstance(source, bytes | bytearray | memoryview):
-            return deid.deidentify_stream(
-                io.BytesIO(bytes(source)), output_path, patient_id, source=label, before=before
-            )
+            stream = io.BytesIO(bytes(source))
+            return deid.deidentify_stream(stream, output_path, patient_id, source=label, **options)
         if isinstance(source, str | os.PathLike):
-            return deid.deidentify_file_with_report(source, output_path, patient_id, before=before)
-        return deid.deidentify_stream(source, output_path, patient_id, source=label, before=before)
+            return deid.deidentify_file_with_report(source, output_path, patient_id, **options)
+        return deid.deidentify_stream(source, output_path, patient_id, source=label, **options)
 
 
 def _remove(path: str | os.PathLike[str]) -> None:

@@ -10,6 +10,7 @@ pydicom datasets of raw elements that decode only what is asked of them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from typing import IO, Any
@@ -121,9 +122,18 @@ def write_output(
     *,
     atomic: bool,
     fsync: bool,
-) -> None:
-    """Write preamble, meta, the data set's pieces, and the pixel data where it was."""
+    checksum: bool = False,
+) -> str | None:
+    """Write preamble, meta, the data set's pieces, and the pixel data where it was.
+
+    Returns
+    -------
+    str or None
+        With ``checksum``, the SHA-256 of what was written, computed as it was written
+        (``None`` for a mapped input, whose pixel data the kernel copies unseen).
+    """
     mapped = not isinstance(buf, bytes | bytearray)
+    digest = hashlib.sha256() if checksum and not mapped else None
     with _output(path, atomic, fsync) as out:
         head = [b"\x00" * 128, b"DICM", meta]
         for piece in pieces:
@@ -132,13 +142,20 @@ def write_output(
                 continue
             assert pixel is not None
             head.append(pixel_head)
-            out.write(b"".join(head))
+            _write(out, b"".join(head), digest)
             head = []
             if mapped:
                 _copy_range(fp, out, pixel.value_start, pixel.value_end - pixel.value_start)
             else:
-                out.write(memoryview(buf)[pixel.value_start : pixel.value_end])
-        out.write(b"".join(head))
+                _write(out, memoryview(buf)[pixel.value_start : pixel.value_end], digest)
+        _write(out, b"".join(head), digest)
+    return digest.hexdigest() if digest is not None else None
+
+
+def _write(out: IO[bytes], data: Any, digest: Any) -> None:
+    out.write(data)
+    if digest is not None:
+        digest.update(data)
 
 
 def _copy_range(src: IO[bytes], dst: IO[bytes], offset: int, length: int) -> None:

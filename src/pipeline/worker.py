@@ -158,7 +158,8 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
             state.config.max_zip_member_bytes,
         )
         outcome.original = local
-        result = state.pipeline.process(local, staged, label=iid)
+        # The staging folder is this run's own: written in place, moved into OUTPUT later.
+        result = state.pipeline.process(local, staged, label=iid, atomic=False)
     except InstanceRefusedError as exc:
         detail = exc.detail
         if exc.reason == Reason.NOT_DICOM and outcome.original:

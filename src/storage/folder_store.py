@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import shutil
 import tempfile
@@ -100,11 +101,14 @@ class FolderStore:
         content_type: str = "application/octet-stream",
         if_absent: bool = False,
         owner: str = "",
+        consume: bool = False,
     ) -> None:
         target = self.path(key)
         folder = os.path.dirname(target)
         os.makedirs(folder, exist_ok=True)
-        tmp = self._stage(folder, source)
+        tmp = self._moved(folder, source) if consume and isinstance(source, str) else None
+        if tmp is None:
+            tmp = self._stage(folder, source)
         try:
             if owner:
                 with contextlib.suppress(OSError):
@@ -125,6 +129,21 @@ class FolderStore:
     def quarantine(self, record: QuarantineRecord, original: str | bytes | None) -> None:
         write_quarantine(self, record, original)
 
+    def _moved(self, folder: str, source: str) -> str | None:
+        """``source`` renamed to a temporary name in ``folder`` (None: another filesystem,
+        so it is copied instead). The rename keeps the one-writer rules of :meth:`put`."""
+        if self.fsync:
+            with open(source, "rb+") as fh:
+                os.fsync(fh.fileno())
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{next(_MOVES)}")
+        try:
+            os.rename(source, tmp)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return None
+            raise
+        return tmp
+
     def _stage(self, folder: str, source: str | bytes) -> str:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX)
         try:
@@ -142,6 +161,9 @@ class FolderStore:
                 os.unlink(tmp)
             raise
         return tmp
+
+
+_MOVES = itertools.count()
 
 
 def _copy(src: IO[bytes], dst: IO[bytes]) -> None:

@@ -146,6 +146,7 @@ class S3Store:
         content_type: str = "application/octet-stream",
         if_absent: bool = False,
         owner: str = "",
+        consume: bool = False,
     ) -> None:
         extra: dict[str, Any] = {"ContentType": content_type}
         if owner:

@@ -97,12 +97,15 @@ class Store(Protocol):
         content_type: str = "application/octet-stream",
         if_absent: bool = False,
         owner: str = "",
+        consume: bool = False,
     ) -> None:
         """Write ``source`` (a local path or bytes) at ``key`` atomically.
 
         With ``if_absent`` an existing object is left alone and
         :class:`ObjectExistsError` is raised; ``owner`` (an input id) is recorded with the
-        object where the store can.
+        object where the store can. With ``consume`` the caller gives ``source`` (a local
+        path) up: a store on the same filesystem may move it into place instead of copying
+        it (the caller removes whatever is left of it).
         """
         ...
 
@@ -172,10 +175,17 @@ def commit_instance(store: Store, key: str, staged: str, owner: str, *, claimed:
         If another input owns ``key``.
     """
     if claimed:
-        store.put(key, staged, content_type="application/dicom", owner=owner)
+        store.put(key, staged, content_type="application/dicom", owner=owner, consume=True)
         return True
     try:
-        store.put(key, staged, content_type="application/dicom", if_absent=True, owner=owner)
+        store.put(
+            key,
+            staged,
+            content_type="application/dicom",
+            if_absent=True,
+            owner=owner,
+            consume=True,
+        )
     except ObjectExistsError as exc:
         if exc.owner is not None and exc.owner == owner:
             return False
