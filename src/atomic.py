@@ -47,6 +47,26 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
         raise
 
 
+@contextlib.contextmanager
+def open_output(path: str | os.PathLike[str], atomic: bool, fsync: bool) -> Iterator[BinaryIO]:
+    """Open an output: atomically (:func:`atomic_write`), or in place for a caller whose
+    folder is its own (the partial file is removed on failure)."""
+    if atomic:
+        with atomic_write(path, fsync=fsync) as fh:
+            yield fh
+        return
+    try:
+        with open(path, "wb") as fh:
+            yield fh
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(path, fsync=fsync) as fh:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING, Any
 
 from src.ingestion.profile import Action
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ class DeidentificationResult:
 
     Attributes
     ----------
-    dataset : pydicom.Dataset
-        The de-identified dataset (for streamed files: the header, without pixel data).
+    dataset : pydicom.Dataset or None
+        The de-identified dataset (for streamed files: the header, without pixel data);
+        ``None`` when the caller asked the byte-level engine not to describe it.
     actions : list of ActionRecord
         One record per element visited, at every depth.
     patient_pseudonym : str
@@ -57,7 +59,7 @@ class DeidentificationResult:
         Parser flags (``no_file_meta``, ``deflated`` ...).
     """
 
-    dataset: Dataset
+    dataset: Dataset | None
     actions: list[ActionRecord] = field(default_factory=list)
     patient_pseudonym: str = ""
     burned_in_annotation_risk: bool = False

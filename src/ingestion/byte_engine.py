@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Callable
-from typing import IO, Any
-
-from pydicom.dataset import Dataset
+from typing import IO, TYPE_CHECKING, Any
 
 from src.ingestion.action_report import DeidentificationResult
 from src.ingestion.byte_walk import ByteWalker, FileState
@@ -49,6 +47,9 @@ from src.ingestion.safety_net import (
 from src.ingestion.value_actions import (
     ValueActions,
 )
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 _MAPPED_ABOVE = 16 * 1024 * 1024
 _TIMEZONE_OFFSET = 0x00080201
@@ -169,7 +170,7 @@ class ByteEngine:
             fsync=fsync,
             checksum=checksum,
         )
-        dataset = raw_dataset(state.top, meta, implicit) if describe else Dataset()
+        dataset = raw_dataset(state.top, meta, implicit) if describe else None
         result = DeidentificationResult(
             dataset=dataset,
             actions=state.records,

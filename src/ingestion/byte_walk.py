@@ -13,19 +13,22 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from pydicom._uid_dict import UID_dictionary
-
 from src.ingestion.action_report import ActionRecord
+from src.ingestion.dictionary import uid_registry
 from src.ingestion.element_rules import (
     CODED_STRING_EMPTIED,
     KEPT,
     KEPT_PRIVATE,
     MARKER_TAGS,
+    MAX_SEQUENCE_DEPTH,
     MISMATCH,
     REMOVE_OVERLAY,
     SCAN_FOUND,
     Kind,
     Rule,
+    _Mode,
+    _name,
+    _tag_text,
     code_meaning_rule,
     decide,
     dropped_overlays,
@@ -53,7 +56,6 @@ from src.ingestion.value_actions import (
     split,
 )
 from src.ingestion.vrs import _foreign_vr
-from src.ingestion.walk import MAX_SEQUENCE_DEPTH, _Mode, _name, _tag_text
 
 _CACHE_LIMIT = 100_000
 _ITEM = struct.Struct("<HHL")
@@ -266,7 +268,8 @@ class ByteWalker:
                 self._record(st, prefix, tag, vr, rule)
             elif kind == Kind.UID_CHECK:
                 raw = bytes(buf[el.value_start : el.value_end])
-                if all((not v) or v in UID_dictionary for v in split(raw, "UI")):
+                registry = uid_registry()
+                if all((not v) or v in registry for v in split(raw, "UI")):
                     if run < 0:
                         run = el.start
                     st.kept += 1

@@ -15,12 +15,13 @@ from functools import cache
 @cache
 def _meanings() -> dict[tuple[str, str], str]:
     # pydicom generates this table from the standard's Part 16; it has no public iterator.
-    from pydicom.sr._concepts_dict import concepts
+    from src.ingestion.dictionary import sr_concepts
 
+    concepts = sr_concepts()
     out: dict[tuple[str, str], str] = {}
     for scheme, names in concepts.items():
         for entries in names.values():
-            for value, entry in dict(entries).items():  # type: ignore[call-overload]
+            for value, entry in dict(entries).items():
                 out.setdefault((str(scheme), str(value)), str(entry[0]))
     return out
 

@@ -29,23 +29,25 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO
-
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import Dataset
+from typing import IO, TYPE_CHECKING
 
 from src.errors import InvalidDICOMError
 from src.ingestion.action_report import ActionRecord, DeidentificationResult
 from src.ingestion.byte_engine import ByteEngine, NotHandled
-from src.ingestion.dicom_parser import DICOMParser
+from src.ingestion.dictionary import tag_for_keyword
+from src.ingestion.element_rules import MAX_SEQUENCE_DEPTH
 from src.ingestion.profile import (
     ConfidentialityProfile,
     compile_rules,
     parse_tag,
 )
 from src.ingestion.pseudonyms import KeyMaterial, Pseudonymizer, key_material, resolve_key
-from src.ingestion.pydicom_engine import PydicomEngine
-from src.ingestion.walk import MAX_SEQUENCE_DEPTH
+
+if TYPE_CHECKING:  # the pydicom path is imported when it is first needed
+    from pydicom.dataset import Dataset
+
+    from src.ingestion.dicom_parser import DICOMParser
+    from src.ingestion.pydicom_engine import PydicomEngine
 
 
 def _parse_preserve(items: Iterable[str | int] | None) -> frozenset[int]:
@@ -132,14 +134,30 @@ class Deidentifier:
         self.fsync = fsync
         self.preserve_tags = _parse_preserve(preserve_tags)
         self.key_material = _key_material(key, key_file)
-        pseudo = Pseudonymizer(self.key_material.key, base.uid_root, base.max_date_shift_days)
-        rules = compile_rules(base)
-        self._pydicom = PydicomEngine(
-            rules, base, pseudo, self.preserve_tags, parser or DICOMParser(), fsync
-        )
+        self._pseudo = Pseudonymizer(self.key_material.key, base.uid_root, base.max_date_shift_days)
+        self._rules = compile_rules(base)
+        self._parser = parser
+        self._reference: PydicomEngine | None = None
         self._bytes: ByteEngine | None = None
         if engine == "auto":
-            self._bytes = ByteEngine(rules, base, pseudo, self.preserve_tags)
+            self._bytes = ByteEngine(self._rules, base, self._pseudo, self.preserve_tags)
+
+    @property
+    def _pydicom(self) -> PydicomEngine:
+        """The pydicom path, built (and pydicom imported) when first needed."""
+        if self._reference is None:
+            from src.ingestion.dicom_parser import DICOMParser
+            from src.ingestion.pydicom_engine import PydicomEngine
+
+            self._reference = PydicomEngine(
+                self._rules,
+                self.profile,
+                self._pseudo,
+                self.preserve_tags,
+                self._parser or DICOMParser(),
+                self.fsync,
+            )
+        return self._reference
 
     def deidentify_dataset(
         self, dataset: Dataset, patient_id: str | None = None
@@ -165,7 +183,7 @@ class Deidentifier:
             If the dataset cannot be de-identified safely (nesting too deep, for example).
         """
         result = self.deidentify(dataset, patient_id)
-        return result.dataset, result.removed_tags
+        return dataset, result.removed_tags
 
     def deidentify_file(
         self,

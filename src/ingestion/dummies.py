@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
-from pydicom.tag import BaseTag
+from src.ingestion.dictionary import tag_for_keyword
 
 _DUMMY_TEXT = "ANONYMIZED"
 _DUMMY: dict[str, Any] = {
@@ -34,7 +33,7 @@ _DUMMY: dict[str, Any] = {
     "UL": 0,
     "US": 0,
     "UV": 0,
-    "AT": BaseTag(0),
+    "AT": 0,
     "OB": b"\x00\x00",
     "OD": b"\x00" * 8,
     "OF": b"\x00" * 4,

@@ -12,31 +12,62 @@ that may be a standard one) is a kind of its own, decided by the engine per elem
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from pydicom.datadict import dictionary_has_tag, keyword_for_tag
-
 from src.ingestion.codes import standard_meaning
+from src.ingestion.dictionary import dictionary_has_tag, keyword_for_tag
 from src.ingestion.dummies import _CODE_STRUCTURE
 from src.ingestion.elements import Element, text_of
-from src.ingestion.iod_types import PathTypes
+from src.ingestion.iod_types import PathTypes, resolve
 from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.vrs import _foreign_vr, _text_dictionary_vr
-from src.ingestion.walk import (
-    _CODE_MEANING,
-    _DATE_VRS,
-    _DIRECTORY_RECORDS,
-    _FREE_TEXT_VRS,
-    _PATIENT_ID,
-    _PATIENT_NAME,
-    _SCANNED_TEXT_VRS,
-    _TEXT_VRS,
-    _TRAILING_PADDING,
-    _Mode,
-    iod_action,
-)
+
+#: Deepest sequence nesting accepted; deeper input is refused rather than half-cleaned.
+MAX_SEQUENCE_DEPTH = 64
+_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
+_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
+# Text the table keeps is still searched for the patient's own identifiers.
+_SCANNED_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "CS"})
+_DATE_VRS = frozenset({"DA", "DT"})
+_TRAILING_PADDING = 0xFFFCFFFC
+_PATIENT_ID = 0x00100020
+_PATIENT_NAME = 0x00100010
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@functools.lru_cache(maxsize=65536)
+def _name(tag: int) -> str:
+    return keyword_for_tag(tag) or _tag_text(tag)
+
+
+class _Mode:
+    NORMAL = 0
+    DUMMY = 1  # inside a sequence whose action is D
+    CLEAN = 2  # inside a sequence whose action is C
+
+
+_CODE_MEANING = 0x00080104
+_DIRECTORY_RECORDS = 0x00041220
+
+
+def iod_action(
+    tag: int, vr: str, code: str, iod: PathTypes, seq_path: tuple[int, ...], rules: CompiledRules
+) -> tuple[Action, str]:
+    """A combined code resolved by the attribute's Type at this path of this IOD."""
+    kind = iod.get(seq_path, {}).get(tag)
+    single = resolve(code, kind) if kind is not None else None
+    if single is None:  # not defined here by the IOD: the most protective choice
+        return rules.by_tag[tag], "E.1-1"
+    if single == "U*":  # a sequence of references: kept, its UIDs replaced inside
+        return (Action.KEEP if vr == "SQ" else Action.UID), f"E.1-1 Type {kind}"
+    return Action(single), f"E.1-1 Type {kind}"
+
 
 #: The markers this engine writes itself (an earlier history goes to the pydicom path).
 MARKER_TAGS = frozenset({0x00120062, 0x00280303})

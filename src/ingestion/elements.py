@@ -14,8 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from pydicom.datadict import dictionary_VR
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+from src.ingestion.dictionary import EXPLICIT_VR_LENGTH_32, VRS, dictionary_vr
 
 #: Transfer syntaxes whose data set is Implicit VR Little Endian.
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
@@ -30,10 +29,10 @@ SEQUENCE_DELIMITER = 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
-#: The VRs whose explicit header holds a 32-bit length (pydicom's own table).
-LONG_VRS = frozenset(str(v).encode() for v in EXPLICIT_VR_LENGTH_32)
+#: The VRs whose explicit header holds a 32-bit length.
+LONG_VRS = frozenset(v.encode() for v in EXPLICIT_VR_LENGTH_32)
 #: Every VR code a well-formed explicit header can hold.
-VR_CODES = frozenset(str(v).encode() for v in VR)
+VR_CODES = frozenset(v.encode() for v in VRS)
 
 _TAG = struct.Struct("<HH")
 _SHORT = struct.Struct("<HH2sH")
@@ -54,9 +53,8 @@ def implicit_vr(tag: int) -> bytes:
     An attribute with a choice of VRs (``US or SS``) gets the first, as pydicom's path
     decides it.
     """
-    try:
-        text = str(dictionary_VR(tag))
-    except KeyError:
+    text = dictionary_vr(tag)
+    if text is None:
         return b"UN"
     return text.split(" or ")[0].encode()
 

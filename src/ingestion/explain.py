@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydicom._dicom_dict import RepeatersDictionary
 from pydicom.datadict import dictionary_description, dictionary_has_tag, tag_for_keyword
 
-from src.ingestion.element_rules import Kind, Rule, decide
+from src.ingestion.element_rules import Kind, Rule, _Mode, _tag_text, decide
 from src.ingestion.elements import implicit_vr
 from src.ingestion.iod_types import types_for_sop_class
 from src.ingestion.profile import (
@@ -27,7 +27,6 @@ from src.ingestion.profile import (
     load_table_e1_1,
     parse_tag,
 )
-from src.ingestion.walk import _Mode, _tag_text
 
 ACTION_NAMES = {
     Action.REMOVE: "X (removed)",

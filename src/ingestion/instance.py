@@ -287,6 +287,7 @@ class InstancePipeline:
                     Reason.IMAGE_WITHOUT_PIXEL_DATA, "an image without pixel data", "parse"
                 )
             ds = report.dataset
+            assert ds is not None  # asked for: the pipeline describes every output
             if cleaner is not None and report.burned_in_annotation_risk and report.has_pixel_data:
                 stage[0] = "clean-pixels"
                 pixels = cleaner.clean_file(output_path, header)

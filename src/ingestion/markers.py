@@ -7,12 +7,8 @@ Information Modified; the File Meta Information rebuilt with only what PS3.10 de
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
-from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+import uuid
+from typing import TYPE_CHECKING
 
 from src import __version__
 from src.ingestion.profile import (
@@ -23,6 +19,16 @@ from src.ingestion.profile import (
 )
 from src.ingestion.pseudonyms import Pseudonymizer
 
+if TYPE_CHECKING:  # pydicom is imported by the pydicom path only
+    from pydicom.dataset import Dataset
+
+#: Implementation Class UID (0002,0012) of the files medpipe writes: a UUID-derived UID
+#: (PS3.5 B.2), the same for every version; the version is in Implementation Version Name.
+IMPLEMENTATION_CLASS_UID = "2.25." + str(
+    uuid.uuid5(uuid.NAMESPACE_URL, "https://medpipe.invalid/implementation-class").int
+)
+IMPLEMENTATION_VERSION_NAME = f"MEDPIPE_{__version__}"[:16]
+
 #: File Meta Information Version, Media Storage SOP Class and Instance, Transfer Syntax,
 #: Implementation Class UID and Version Name (rewritten); the group length is recomputed.
 _FILE_META_KEPT = frozenset(
@@ -30,8 +36,25 @@ _FILE_META_KEPT = frozenset(
 )
 
 
+def marker_values(
+    profile: ConfidentialityProfile, pixels_at_risk: bool
+) -> tuple[str, list[str], list[Code], str]:
+    """Patient Identity Removed, De-identification Method, the Code Sequence's codes and
+    Longitudinal Temporal Information Modified, for a dataset without earlier history."""
+    codes = [BASIC_PROFILE_CODE] + [OPTION_CODES[o] for o in profile.enabled_options()]
+    if profile.retain_longitudinal_modified_dates:
+        longitudinal = "MODIFIED"
+    elif profile.retain_longitudinal_full_dates:
+        longitudinal = "UNMODIFIED"
+    else:
+        longitudinal = "REMOVED"
+    return "NO" if pixels_at_risk else "YES", profile.method_description(), codes, longitudinal
+
+
 def _values(ds: Dataset, keyword: str) -> list[object]:
     """The values of a text attribute as a list (empty when absent or empty)."""
+    from pydicom.multival import MultiValue
+
     value = ds.get(keyword)
     if value is None or value == "":
         return []
@@ -40,6 +63,8 @@ def _values(ds: Dataset, keyword: str) -> list[object]:
 
 def _code_item(code: Code) -> Dataset:
     """A De-identification Method Code Sequence item for ``code``."""
+    from pydicom.dataset import Dataset
+
     item = Dataset()
     item.CodeValue = code.value
     item.CodingSchemeDesignator = code.scheme
@@ -59,11 +84,12 @@ def mark(ds: Dataset, profile: ConfidentialityProfile, pixels_at_risk: bool = Fa
     marked NO, so that nothing downstream (``medpipe send`` among them) treats it as
     safe to share.
     """
-    ds.PatientIdentityRemoved = "NO" if pixels_at_risk else "YES"
-    ours = profile.method_description()
+    from pydicom.sequence import Sequence as DicomSequence
+
+    removed, ours, codes, longitudinal = marker_values(profile, pixels_at_risk)
+    ds.PatientIdentityRemoved = removed
     earlier = [str(v) for v in _values(ds, "DeidentificationMethod") if str(v) not in ours]
     ds.DeidentificationMethod = earlier + ours
-    codes = [BASIC_PROFILE_CODE] + [OPTION_CODES[o] for o in profile.enabled_options()]
     kept = [
         item
         for item in ds.get("DeidentificationMethodCodeSequence") or []
@@ -74,14 +100,8 @@ def mark(ds: Dataset, profile: ConfidentialityProfile, pixels_at_risk: bool = Fa
     for code in codes:
         items.append(_code_item(code))
     ds.DeidentificationMethodCodeSequence = DicomSequence(items)
-    history = bool(earlier or kept)
-    if profile.retain_longitudinal_modified_dates:
-        ds.LongitudinalTemporalInformationModified = "MODIFIED"
-    elif profile.retain_longitudinal_full_dates:
-        ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
-    else:
-        ds.LongitudinalTemporalInformationModified = "REMOVED"
-    return history
+    ds.LongitudinalTemporalInformationModified = longitudinal
+    return bool(earlier or kept)
 
 
 def rebuild_file_meta(ds: Dataset, retain_uids: bool, pseudo: Pseudonymizer) -> None:
@@ -99,11 +119,16 @@ def rebuild_file_meta(ds: Dataset, retain_uids: bool, pseudo: Pseudonymizer) -> 
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     elif "MediaStorageSOPInstanceUID" in meta and not retain_uids:
         meta.MediaStorageSOPInstanceUID = pseudo.uid(str(meta.MediaStorageSOPInstanceUID))
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"MEDPIPE_{__version__}"[:16]
+    from pydicom.uid import UID
+
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
 
 
 def _encode_element(ds: Dataset, tag: int, implicit: bool, little: bool) -> bytes:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+
     buffer = DicomBytesIO()
     buffer.is_implicit_VR = implicit
     buffer.is_little_endian = little
@@ -122,6 +147,8 @@ def mark_clean_pixels(ds: Dataset) -> None:
     Method Code Sequence and its meaning the De-identification Method; Patient Identity
     Removed becomes YES, since the pixels were the only reason it was NO.
     """
+    from pydicom.sequence import Sequence as DicomSequence
+
     code = CLEAN_PIXEL_DATA_CODE
     ds.BurnedInAnnotation = "NO"
     ds.PatientIdentityRemoved = "YES"

@@ -8,10 +8,9 @@ zeros, and the file meta is rebuilt for the de-identified SOP Instance.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from typing import IO, Any
@@ -22,12 +21,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
-from src import __version__
-from src.atomic import atomic_write
+from src.atomic import open_output as _output
 from src.errors import DeidentificationError, InvalidDICOMError
 from src.ingestion.embedded_overlays import copy_masked, masked_chunks
+from src.ingestion.markers import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from src.ingestion.structure import items_well_ordered
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
@@ -203,8 +201,8 @@ def _ensure_file_meta(ds: Dataset, transfer_syntax: str) -> None:
         )
     if "SOPInstanceUID" in ds:
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"MEDPIPE_{__version__}"[:16]
+    meta.ImplementationClassUID = pydicom.uid.UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
 
 
 @dataclass(frozen=True)
@@ -311,22 +309,6 @@ def _read_tail(
     except (EOFError, ValueError, TypeError, KeyError, NotImplementedError, struct.error) as exc:
         raise InvalidDICOMError(source, "malformed elements after the pixel data") from exc
     return tail
-
-
-@contextlib.contextmanager
-def _output(path: str | os.PathLike[str], atomic: bool, fsync: bool) -> Iterator[IO[bytes]]:
-    """Open the output: atomically (temp file and rename) or in place, removed on failure."""
-    if atomic:
-        with atomic_write(path, fsync=fsync) as fh:
-            yield fh
-        return
-    try:
-        with open(path, "wb") as fh:
-            yield fh
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        raise
 
 
 def _copy_exact(src: IO[bytes], dst: IO[bytes], length: int, chunk: int = 1 << 20) -> None:

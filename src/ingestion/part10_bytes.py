@@ -13,26 +13,24 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
-from pydicom.tag import BaseTag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
-
-from src import __version__
-from src.ingestion.elements import PIXEL_TAGS, Element, NotHandled, Part10
-from src.ingestion.markers import mark
-from src.ingestion.part10 import _output
+from src.atomic import open_output
+from src.ingestion.elements import PIXEL_TAGS, Element, NotHandled, Part10, encode_header
+from src.ingestion.markers import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    marker_values,
+)
 from src.ingestion.profile import ConfidentialityProfile
 from src.ingestion.pseudonyms import Pseudonymizer
 from src.ingestion.value_actions import join, pad, split
 
+if TYPE_CHECKING:  # pydicom is imported only to describe a header to the pipeline
+    from pydicom.dataset import Dataset, FileMetaDataset
+
 _CHUNK = 1 << 20
 _new = tuple.__new__  # a RawDataElement without NamedTuple's Python-level __new__
-_VERSION_NAME = f"MEDPIPE_{__version__}"[:16]
 _META_KEPT = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013)
 _UL = struct.Struct("<HH2sHL")
 _SHORT = struct.Struct("<HH2sH")
@@ -61,8 +59,8 @@ def rebuilt_meta(
         meta[0x00020003] = pad(bytes(sop_instance[1]).rstrip(b" \x00"), "UI")
     elif 0x00020003 in meta and not retain_uids:
         meta[0x00020003] = join([pseudo.uid(split(meta[0x00020003], "UI")[0])], "UI")
-    meta[0x00020012] = pad(PYDICOM_IMPLEMENTATION_UID.encode(), "UI")
-    meta[0x00020013] = pad(_VERSION_NAME.encode(), "SH")
+    meta[0x00020012] = pad(IMPLEMENTATION_CLASS_UID.encode(), "UI")
+    meta[0x00020013] = pad(IMPLEMENTATION_VERSION_NAME.encode(), "SH")
     return meta
 
 
@@ -74,21 +72,37 @@ def file_meta_bytes(meta: dict[int, bytes]) -> bytes:
 
 def marker_elements(
     profile: ConfidentialityProfile, implicit: bool, at_risk: bool
-) -> list[tuple[int, str, Any, bytes]]:
-    """The de-identification markers of ``profile``, encoded once: ``(tag, VR, element, bytes)``.
+) -> list[tuple[int, str, bytes, bytes]]:
+    """The de-identification markers of ``profile``: ``(tag, VR, value, encoded element)``.
 
-    They come from :func:`src.ingestion.markers.mark`, so both engines write the same.
+    The values are :func:`src.ingestion.markers.marker_values`, the pydicom path's; the
+    differential test holds the two encodings to the same decoded elements.
     """
-    ds = Dataset()
-    mark(ds, profile, pixels_at_risk=at_risk)
-    out = []
-    for elem in ds:
-        buffer = DicomBytesIO()
-        buffer.is_implicit_VR = implicit
-        buffer.is_little_endian = True
-        write_data_element(buffer, elem)
-        out.append((int(elem.tag), str(elem.VR), elem, buffer.getvalue()))
-    return sorted(out, key=lambda m: m[0])
+    removed, methods, codes, longitudinal = marker_values(profile, at_risk)
+    items = []
+    for code in codes:
+        body = (
+            _element(0x00080100, b"SH", code.value, implicit)
+            + _element(0x00080102, b"SH", code.scheme, implicit)
+            + _element(0x00080104, b"LO", code.meaning, implicit)
+        )
+        items.append(struct.pack("<HHL", 0xFFFE, 0xE000, len(body)) + body)
+    sequence = b"".join(items)
+    values = [
+        (0x00120062, "CS", join([removed], "CS")),
+        (0x00120063, "LO", join(methods, "LO")),
+        (0x00120064, "SQ", sequence),
+        (0x00280303, "CS", join([longitudinal], "CS")),
+    ]
+    return [
+        (tag, vr, value, encode_header(tag, vr.encode(), len(value), implicit) + value)
+        for tag, vr, value in values
+    ]
+
+
+def _element(tag: int, vr: bytes, text: str, implicit: bool) -> bytes:
+    value = join([text], vr.decode())
+    return encode_header(tag, vr, len(value), implicit) + value
 
 
 def pixel_header(pixel: Element | None, implicit: bool, bits_allocated: bytes) -> bytes:
@@ -134,7 +148,7 @@ def write_output(
     """
     mapped = not isinstance(buf, bytes | bytearray)
     digest = hashlib.sha256() if checksum and not mapped else None
-    with _output(path, atomic, fsync) as out:
+    with open_output(path, atomic, fsync) as out:
         head = [b"\x00" * 128, b"DICM", meta]
         for piece in pieces:
             if piece is not None:
@@ -182,7 +196,10 @@ def _copy_range(src: IO[bytes], dst: IO[bytes], offset: int, length: int) -> Non
     dst.seek(0, os.SEEK_END)
 
 
-def _raw(tag: int, vr: str, value: bytes, implicit: bool) -> RawDataElement:
+def _raw(tag: int, vr: str, value: bytes, implicit: bool) -> Any:
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
     return _new(
         RawDataElement,
         (BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True, True, False),
@@ -190,6 +207,9 @@ def _raw(tag: int, vr: str, value: bytes, implicit: bool) -> RawDataElement:
 
 
 def _meta_dataset(values: dict[int, bytes]) -> FileMetaDataset:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.tag import BaseTag
+
     meta = FileMetaDataset()
     for tag, value in values.items():
         vr = {0x00020000: "UL", 0x00020001: "OB"}.get(tag, "UI" if tag < 0x00020013 else "SH")
@@ -199,6 +219,9 @@ def _meta_dataset(values: dict[int, bytes]) -> FileMetaDataset:
 
 def dataset_of(buf: Any, elems: list[Element], part: Part10, implicit: bool) -> Dataset:
     """The original header (everything but the top-level pixel data), as raw elements."""
+    from pydicom.dataset import Dataset
+    from pydicom.tag import BaseTag
+
     ds = Dataset()
     for el in elems:
         if el.tag in PIXEL_TAGS:
@@ -214,12 +237,13 @@ def dataset_of(buf: Any, elems: list[Element], part: Part10, implicit: bool) -> 
 
 def raw_dataset(top: dict[int, tuple[str, Any]], meta: dict[int, bytes], implicit: bool) -> Dataset:
     """The de-identified header, from the engine's top-level output values."""
+    from pydicom.dataset import Dataset
+    from pydicom.tag import BaseTag
+
     ds = Dataset()
     for tag in sorted(top):
         vr, value = top[tag]
-        ds._dict[BaseTag(tag)] = (
-            value if isinstance(value, DataElement) else _raw(tag, vr, bytes(value), implicit)
-        )
+        ds._dict[BaseTag(tag)] = _raw(tag, vr, bytes(value), implicit)
     ds.file_meta = _meta_dataset(meta)
     ds.set_original_encoding(implicit, True)
     return ds

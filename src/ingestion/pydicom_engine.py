@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from src.errors import DeidentificationError
 from src.ingestion.action_report import DeidentificationResult
 from src.ingestion.dicom_parser import DICOMParser
+from src.ingestion.element_rules import _Mode
 from src.ingestion.embedded_overlays import embedded_overlay_bits, sample_mask
 from src.ingestion.iod_types import types_for_sop_class
 from src.ingestion.markers import _encode_element, mark, rebuild_file_meta
@@ -34,7 +35,7 @@ from src.ingestion.part10 import (
 from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.pseudonyms import Pseudonymizer
 from src.ingestion.safety_net import _burned_in_risk, _Identifiers, _patient_key, _value
-from src.ingestion.walk import DatasetWalker, _Context, _Mode
+from src.ingestion.walk import DatasetWalker, _Context
 
 
 def _encoding_of(dataset: Dataset) -> str:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence as DicomSequence
+from src.ingestion.dictionary import tag_for_keyword, uid_registry
 
-from src.ingestion.dicom_parser import peek
+if TYPE_CHECKING:  # pydicom is imported only by the pydicom path, when it runs
+    from pydicom.dataelem import DataElement, RawDataElement
+    from pydicom.dataset import Dataset
 
 _MAX_LEN = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "ST": 1024, "PN": 64, "UC": 0, "LT": 10240}
 _BURNED_IN_RISK_MODALITIES = frozenset({"US", "SC", "OT", "XA", "ES"})
@@ -61,6 +59,8 @@ def _text(value: Any) -> str:
 
 
 def _value(ds: Dataset, tag: int) -> str:
+    from src.ingestion.dicom_parser import peek
+
     elem = peek(ds, tag)
     return "" if elem is None or elem.VR == "SQ" else _text(elem.value)
 
@@ -97,7 +97,9 @@ class _Identifiers:
     """
 
     def __init__(self, ds: Dataset) -> None:
-        self._ds = ds
+        from pydicom.dataelem import RawDataElement
+
+        self._ds: Dataset | None = ds
         self._captured: list[tuple[int, Any]] = []
         for tag in _IDENTIFIER_TAGS:
             item = ds.get_item(tag)
@@ -118,7 +120,7 @@ class _Identifiers:
         """The identifiers of decoded ``(tag, value)`` pairs (a str or a list of str),
         as the byte-level engine reads them; ``charset`` is the Specific Character Set."""
         self = cls.__new__(cls)
-        self._ds = Dataset()
+        self._ds = None
         self._captured = list(values)
         self._strings = None
         self._words = set()
@@ -149,6 +151,9 @@ class _Identifiers:
         Raw values are searched as bytes, so a clean value is never decoded. Plain
         substring search: a regex per file would cost more than the whole walk.
         """
+        from pydicom.dataelem import RawDataElement
+        from pydicom.multival import MultiValue
+
         if elem is None or elem.value is None:
             return False
         if self._needles is None:
@@ -166,6 +171,7 @@ class _Identifiers:
             try:
                 from pydicom.dataelem import convert_raw_data_element
 
+                assert self._ds is not None
                 value = convert_raw_data_element(
                     elem, encoding=self._ds._character_set, ds=self._ds
                 ).value
@@ -178,21 +184,29 @@ class _Identifiers:
         return _contains_word(str(value).lower(), self._needles[0])
 
     def _decode(self) -> list[str]:
-        from pydicom.dataelem import convert_raw_data_element
-
         found: set[str] = set()
         for tag, item in self._captured:
             value = item
-            if isinstance(item, RawDataElement):
-                try:
-                    value = convert_raw_data_element(
-                        item, encoding=self._ds._character_set, ds=self._ds
-                    ).value
-                except Exception:  # noqa: S112 - an undecodable value cleans nothing
+            if type(item) is list:  # decoded by the byte-level engine
+                values = item
+            elif type(item) is str:
+                values = [item]
+            else:  # the pydicom path's elements
+                from pydicom.dataelem import RawDataElement, convert_raw_data_element
+                from pydicom.multival import MultiValue
+                from pydicom.sequence import Sequence as DicomSequence
+
+                if isinstance(item, RawDataElement):
+                    try:
+                        assert self._ds is not None
+                        value = convert_raw_data_element(
+                            item, encoding=self._ds._character_set, ds=self._ds
+                        ).value
+                    except Exception:  # noqa: S112 - an undecodable value cleans nothing
+                        continue
+                if isinstance(value, DicomSequence):
                     continue
-            if isinstance(value, DicomSequence):
-                continue
-            values = value if isinstance(value, MultiValue | list) else [value]
+                values = list(value) if isinstance(value, MultiValue | list) else [value]
             for v in values:
                 text = _text(v)
                 if len(text) >= 2:
@@ -298,8 +312,6 @@ def burned_in_risk_of(sop_class_uid: str, burned_in_annotation: str, modality: s
 
 
 def _at_risk_sop_class(uid: str) -> bool:
-    from pydicom._uid_dict import UID_dictionary
-
-    entry = UID_dictionary.get(uid)
+    entry = uid_registry().get(uid)
     name = str(entry[0]) if entry else ""
     return "Secondary Capture" in name or "Video" in name

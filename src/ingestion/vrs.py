@@ -7,16 +7,19 @@ a name as OW) is not trusted to be cleaned by its VR's rule.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-from pydicom.datadict import dictionary_has_tag, dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement
+from src.ingestion.dictionary import dictionary_has_tag, dictionary_vr
+
+if TYPE_CHECKING:
+    from pydicom.dataelem import DataElement, RawDataElement
 
 
 @functools.lru_cache(maxsize=4096)
 def _dictionary_vrs(tag: int) -> frozenset[str]:
     if not dictionary_has_tag(tag):
         return frozenset()
-    return frozenset(str(dictionary_VR(tag)).split(" or "))
+    return frozenset(str(dictionary_vr(tag)).split(" or "))
 
 
 def _foreign_vr(tag: int, vr: str) -> bool:
@@ -31,7 +34,7 @@ def _vr_of(elem: DataElement | RawDataElement, tag: int) -> str:
     if vr and vr != "UN":
         return str(vr)
     if dictionary_has_tag(tag):
-        return str(dictionary_VR(tag)).split(" or ")[0]
+        return str(dictionary_vr(tag)).split(" or ")[0]
     return str(vr or "UN")
 
 

@@ -27,38 +27,28 @@ from src.ingestion.action_report import ActionRecord
 from src.ingestion.codes import standard_meaning
 from src.ingestion.dicom_parser import peek
 from src.ingestion.dummies import _CODE_STRUCTURE, _DUMMY, _DUMMY_TEXT
-from src.ingestion.iod_types import PathTypes, resolve
+from src.ingestion.element_rules import (
+    _CODE_MEANING,
+    _DATE_VRS,
+    _DIRECTORY_RECORDS,
+    _FREE_TEXT_VRS,
+    _PATIENT_ID,
+    _PATIENT_NAME,
+    _SCANNED_TEXT_VRS,
+    _TEXT_VRS,
+    _TRAILING_PADDING,
+    MAX_SEQUENCE_DEPTH,
+    _Mode,
+    _name,
+    _tag_text,
+    iod_action,
+)
+from src.ingestion.iod_types import PathTypes
 from src.ingestion.private import drop_orphan_creators, private_action
 from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.pseudonyms import Pseudonymizer
 from src.ingestion.safety_net import _MAX_LEN, _clean_text, _Identifiers, _text
 from src.ingestion.vrs import _decode_opaque, _foreign_vr, _text_dictionary_vr, _vr_of
-
-#: Deepest sequence nesting accepted; deeper input is refused rather than half-cleaned.
-MAX_SEQUENCE_DEPTH = 64
-_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
-_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
-# Text the table keeps is still searched for the patient's own identifiers.
-_SCANNED_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "CS"})
-_DATE_VRS = frozenset({"DA", "DT"})
-_TRAILING_PADDING = 0xFFFCFFFC
-_PATIENT_ID = 0x00100020
-_PATIENT_NAME = 0x00100010
-
-
-def _tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-@functools.lru_cache(maxsize=65536)
-def _name(tag: int) -> str:
-    return keyword_for_tag(tag) or _tag_text(tag)
-
-
-class _Mode:
-    NORMAL = 0
-    DUMMY = 1  # inside a sequence whose action is D
-    CLEAN = 2  # inside a sequence whose action is C
 
 
 @dataclass
@@ -82,8 +72,6 @@ class _Context:
     encoding: str = "latin-1"
 
 
-_CODE_MEANING = 0x00080104
-_DIRECTORY_RECORDS = 0x00041220
 _TIMEZONE_OFFSET = 0x00080201
 
 
@@ -104,19 +92,6 @@ def _valid_number_string(text: str, vr: str) -> bool:
 def _peek_value(ds: Dataset, tag: int) -> Any:
     elem = peek(ds, tag)
     return None if elem is None else elem.value
-
-
-def iod_action(
-    tag: int, vr: str, code: str, iod: PathTypes, seq_path: tuple[int, ...], rules: CompiledRules
-) -> tuple[Action, str]:
-    """A combined code resolved by the attribute's Type at this path of this IOD."""
-    kind = iod.get(seq_path, {}).get(tag)
-    single = resolve(code, kind) if kind is not None else None
-    if single is None:  # not defined here by the IOD: the most protective choice
-        return rules.by_tag[tag], "E.1-1"
-    if single == "U*":  # a sequence of references: kept, its UIDs replaced inside
-        return (Action.KEEP if vr == "SQ" else Action.UID), f"E.1-1 Type {kind}"
-    return Action(single), f"E.1-1 Type {kind}"
 
 
 class DatasetWalker:

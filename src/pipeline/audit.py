@@ -129,6 +129,7 @@ def collect_identifiers(
     # the input ("+0000" for "+0000") and the marker attributes' text (the code meanings
     # of the De-identification Method Code Sequence contain words such as "Dates").
     written: dict[str, set[str]] = {}
+    assert result.dataset is not None  # the pydicom path always describes
     for path_text, value, _vr in _walk(result.dataset, ""):
         written.setdefault(path_text, set()).add(value)
     markers = [
