@@ -62,7 +62,7 @@ def test_the_vr_sets_are_pydicoms() -> None:
 def test_the_dictionary_answers_as_pydicoms() -> None:
     from pydicom import datadict
 
-    tags = list(datadict.DicomDictionary)[::7] + [0x60003000, 0x50000010, 0x00091001, 0x00100000]
+    tags = [*list(datadict.DicomDictionary)[::7], 0x60003000, 0x50000010, 0x00091001, 0x00100000]
     for tag in tags:
         assert dictionary.dictionary_has_tag(tag) == datadict.dictionary_has_tag(tag)
         assert dictionary.keyword_for_tag(tag) == datadict.keyword_for_tag(tag)
