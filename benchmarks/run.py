@@ -360,6 +360,24 @@ def profile_hot_path(corpus: Path) -> str:
     return "\n".join(lines[:40])
 
 
+def profile_pipeline(corpus: Path) -> str:
+    code = (
+        "import cProfile,pstats,io,os,sys\nfrom src.ingestion.deidentifier import "
+        "Deidentifier\nfrom src.ingestion.instance import InstancePipeline\n"
+        "p=InstancePipeline(Deidentifier())\nsrc=sys.argv[1];dst=sys.argv[2]\n"
+        "names=sorted(os.listdir(src))[:200]\npr=cProfile.Profile();pr.enable()\n"
+        "[p.process(os.path.join(src,n),os.path.join(dst,n),atomic=False) for n in names]\n"
+        "pr.disable();s=io.StringIO();pstats.Stats(pr,stream=s).sort_stats('tottime')"
+        ".print_stats(18);print(s.getvalue())"
+    )
+    out = WORK / "profile-out"
+    out.mkdir(exist_ok=True)
+    text = sh([PY, "-c", code, str(corpus), str(out)], cwd=str(ROOT)).stdout
+    shutil.rmtree(out, ignore_errors=True)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[:40])
+
+
 def table(rows: list[dict], ref: dict[str, float]) -> str:  # type: ignore[type-arg]
     head = (
         "| tool | files | median s | files/s | MB/s | peak RSS MB | vs gdcmanon | "
@@ -404,6 +422,7 @@ def main() -> None:
     imports = import_times()
     big = big_file_memory()
     profile = profile_hot_path(corpora["ct"])
+    pipeline_profile = profile_pipeline(corpora["ct"])
     print("network ...", file=sys.stderr)
     from benchmarks import network
 
@@ -413,17 +432,31 @@ def main() -> None:
 
     pixel_results = pixels.run()
     ct_ref, small_ref = refs(ct_rows), refs(small_rows)
-    by = {r["tool"]: r["files_per_s"] for r in ct_rows}
-    one = by.get("medpipe run -j 1", 0.0)
-    many = by.get(f"medpipe run -j {os.cpu_count()}", 0.0)
-    gdcm = ct_ref["gdcm"] or float("nan")
+    ct_by = {r["tool"]: r["files_per_s"] for r in ct_rows}
+    small_by = {r["tool"]: r["files_per_s"] for r in small_rows}
+    loop = "Deidentifier.deidentify_file loop"
+    one = "medpipe run -j 1"
+    all_cores = f"medpipe run -j {os.cpu_count()}"
+
+    def vs_gdcm(by: dict[str, float], tool: str, ref: dict[str, float]) -> float:
+        return by.get(tool, 0.0) / (ref["gdcm"] or float("nan"))
+
     targets = [
-        ("per core >= 0.8 x gdcmanon (CT set, medpipe run -j 1)", one / gdcm, one / gdcm >= 0.8),
-        ("all cores >= 1.5 x gdcmanon (CT set)", many / gdcm, many / gdcm >= 1.5),
+        (f"{tool} >= {floor} x gdcmanon per core ({label})", value, value >= floor)
+        for tool, floor, label, value in (
+            (one, 1.5, "CT set", vs_gdcm(ct_by, one, ct_ref)),
+            (loop, 1.5, "CT set", vs_gdcm(ct_by, loop, ct_ref)),
+            (one, 2.5, "small files", vs_gdcm(small_by, one, small_ref)),
+            (loop, 2.5, "small files", vs_gdcm(small_by, loop, small_ref)),
+        )
+    ]
+    many = vs_gdcm(ct_by, all_cores, ct_ref)
+    targets += [
+        (f"{all_cores} (all cores) >= 2.5 x gdcmanon (CT set)", many, many >= 2.5),
         (
-            "peak RSS < 200 MB on the 1 GB multi-frame file",
+            "peak RSS < 100 MB on the 1 GB multi-frame file",
             big["peak_rss_mb"],
-            big["peak_rss_mb"] < 200,
+            big["peak_rss_mb"] < 100,
         ),
         (
             "Lambda handler import <= 1.3 x pydicom+boto3+pydantic",
@@ -481,6 +514,15 @@ changed PatientName (last column).
 `deid.dicom.replace_identifiers(...)` with its default recipe; a pydicom
 `dcmread`/`save_as` loop; `cp -r`. Peak RSS is the largest process of each command.
 
+**How it is measured:** whole-process wall time, interpreter start-up and imports
+included, taken by a parent process around `subprocess.run` of each command; peak RSS
+from `getrusage(RUSAGE_CHILDREN)`. Every round runs every tool once, in the same order,
+and the table gives the median of {ROUNDS} rounds. Every tool reads the same corpus
+(page cache warm) and writes into a fresh folder under `bench-work/out`, on the same
+filesystem as the corpus; that folder is removed with `shutil.rmtree` right after the
+tool's run, the same way for every tool, so that no tool pays for another's deletions.
+`gdcmanon` runs on one core; `medpipe run -j 1` and the loop are one Python process.
+
 ## CT set
 
 {table(ct_rows, ct_ref)}
@@ -511,6 +553,14 @@ cProfile of `Deidentifier.deidentify_file` over 200 CT files (cumulative):
 
 ```
 {profile}
+```
+
+cProfile of the per-instance pipeline (`InstancePipeline.process`, what each
+`medpipe run` worker does per file: de-identify, validate, index row, checksum) over the
+same files (internal time):
+
+```
+{pipeline_profile}
 ```
 
 Total benchmark time: {time.perf_counter() - started:.0f} s.

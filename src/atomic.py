@@ -31,9 +31,13 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
     BinaryIO
         The open temporary file.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TMP_PREFIX)
+    target = os.fspath(path)
+    folder = os.path.dirname(target) or "."
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX)
+    except FileNotFoundError:  # the folder is created on first use
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh

@@ -76,7 +76,6 @@ class FileState:
     records: list[ActionRecord] = field(default_factory=list)
     kept: int = 0
     graphics: bool = False
-    needles: tuple[bytes, ...] | None = None
     top: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # output, for the index
 
 
@@ -326,10 +325,13 @@ class ByteWalker:
         return b"".join(encoded) if changed else None
 
     def _holds_identifier(self, st: FileState, el: Element) -> bool:
-        if st.needles is None:
-            st.needles = st.identifiers.byte_needles()
+        prefilter = st.identifiers.byte_prefilter()
+        if prefilter is None:
+            return False
         value = bytes(st.buf[el.value_start : el.value_end]).lower()
-        return _contains_word(value, st.needles)
+        if prefilter.search(value) is None:
+            return False  # no needle anywhere: the common case, in one scan
+        return _contains_word(value, st.identifiers.byte_needles())
 
     def _record(self, st: FileState, prefix: str, tag: int, vr: str, rule: Rule) -> None:
         """Record a change. Records hold no values, so one object serves every file."""

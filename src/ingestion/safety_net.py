@@ -109,6 +109,7 @@ class _Identifiers:
         self._strings: list[str] | None = None
         self._words: set[str] = set()
         self._needles: tuple[tuple[str, ...], tuple[bytes, ...]] | None = None
+        self._prefilter: re.Pattern[bytes] | bool | None = False
         charset = ds.get_item(0x00080005)
         terms = _text(charset.value if charset is not None else "")
         # Raw bytes can be searched directly only where the needles' bytes are the same
@@ -125,6 +126,7 @@ class _Identifiers:
         self._strings = None
         self._words = set()
         self._needles = None
+        self._prefilter = False
         self._bytes_searchable = charset in _BYTE_SEARCHABLE
         return self
 
@@ -139,6 +141,17 @@ class _Identifiers:
                 tuple({w.encode(e, "ignore") for w in words for e in ("utf-8", "latin-1")}),
             )
         return self._needles[1]
+
+    def byte_prefilter(self) -> re.Pattern[bytes] | None:
+        """One pattern matching wherever any byte needle occurs (None: no needles).
+
+        No match means no identifier, decided in one C-level scan; a match is then
+        checked word by word by :func:`_contains_word`.
+        """
+        if self._prefilter is False:
+            needles = sorted((n for n in self.byte_needles() if n), key=len, reverse=True)
+            self._prefilter = re.compile(b"|".join(map(re.escape, needles))) if needles else None
+        return self._prefilter  # type: ignore[return-value]
 
     def __iter__(self) -> Iterator[str]:
         if self._strings is None:
