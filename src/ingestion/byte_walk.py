@@ -59,7 +59,11 @@ from src.ingestion.vrs import _foreign_vr
 
 _CACHE_LIMIT = 100_000
 _ITEM = struct.Struct("<HHL")
-_SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
+#: Code Value and Coding Scheme Designator: what a Code Meaning in SR content is read with.
+_CODE_TAGS = frozenset({0x00080100, 0x00080102})
+#: Top-level values the writer needs even when the header is not described: the SOP
+#: Class and Instance (for the file meta) and Bits Allocated (for the pixel data's VR).
+_DESCRIBED = frozenset({0x00080016, 0x00080018, 0x00280100})
 
 
 @dataclass
@@ -102,7 +106,7 @@ class ByteWalker:
         self.preserve = preserve
         self.values = values
         self._tables: dict[tuple[int, tuple[int, ...], int], dict[tuple[int, bytes], Rule]] = {}
-        self._records: dict[tuple[str, int, str, Rule], ActionRecord] = {}
+        self._records: dict[tuple[str, int, bytes, Rule], ActionRecord] = {}
 
     def _table(
         self, iod: PathTypes | None, seq_path: tuple[int, ...], mode: int
@@ -142,8 +146,9 @@ class ByteWalker:
         drop: set[int] | None = None  # overlay groups removed whole
         kept_creators: dict[int, int] = {}  # creator tag: index of its piece in ``out``
         used_blocks: set[tuple[int, int]] = set()
+        copy, remove = Kind.COPY, Kind.REMOVE
         for el in elems:
-            tag = el.tag
+            tag = el[0]
             if top:
                 while pending and pending[0][0] < tag:
                     if run >= 0:
@@ -166,7 +171,7 @@ class ByteWalker:
                     pixel = el
                     out.append(None)  # where the pixel data goes
                     continue
-            vr_code = el.vr
+            vr_code = el[1]
             rule = table.get((tag, vr_code))
             if rule is None:
                 rule = decide(
@@ -181,6 +186,19 @@ class ByteWalker:
                 )
                 table[(tag, vr_code)] = rule
             kind = rule.kind
+            if kind is copy and (not mode or tag not in _CODE_TAGS):  # the common case first
+                if run < 0:
+                    run = el[2]
+                st.kept += 1
+                if top and (describe or tag in _DESCRIBED):
+                    st.top[tag] = (vr_code.decode(), value_of(buf, el))
+                continue
+            if kind is remove:
+                if run >= 0:
+                    out.append(memoryview(buf)[run : el[2]])
+                    run = -1
+                self._record(st, prefix, tag, vr_code, rule)
+                continue
             if kind == Kind.OVERLAY:
                 if drop is None:
                     drop = dropped_overlays(elems, self.rules)
@@ -214,7 +232,7 @@ class ByteWalker:
                         st.top[tag] = (vr_code.decode(), bytes(buf[el.value_start : el.value_end]))
                     continue
             if mode != _Mode.NORMAL:
-                if tag in (0x00080100, 0x00080102):  # Code Value, Coding Scheme Designator
+                if tag in _CODE_TAGS:
                     codes[tag] = text_of(buf, el, st.codec)
                 elif kind == Kind.CODE_MEANING:
                     rule = code_meaning_rule(buf, el, st.codec, codes)
@@ -233,10 +251,8 @@ class ByteWalker:
                 if run < 0:
                     run = el.start
                 st.kept += 1
-                if top and describe:
+                if top and (describe or tag in _DESCRIBED):
                     st.top[tag] = (vr_code.decode(), value_of(buf, el))
-                elif top and tag in (_SOP_CLASS, _SOP_INSTANCE, 0x00280100):
-                    st.top[tag] = (vr_code.decode(), bytes(buf[el.value_start : el.value_end]))
                 continue
             if kind == Kind.NOT_HANDLED:
                 raise NotHandled(rule.reason)
@@ -245,7 +261,7 @@ class ByteWalker:
                 if run >= 0:
                     out.append(memoryview(buf)[run : el.start])
                     run = -1
-                self._record(st, prefix, tag, vr, rule)
+                self._record(st, prefix, tag, vr_code, rule)
                 continue
             if kind == Kind.WALK:
                 child = {Action.DUMMY: _Mode.DUMMY, Action.CLEAN: _Mode.CLEAN}.get(
@@ -254,17 +270,17 @@ class ByteWalker:
                 value = self._sequence(st, el, seq_path, prefix, depth, describe, child)
                 if value is None:  # nothing inside changed: copied as it was
                     if rule.action != Action.KEEP:
-                        self._record(st, prefix, tag, vr, rule)
+                        self._record(st, prefix, tag, vr_code, rule)
                     if run < 0:
                         run = el.start
                     if top:
                         st.top[tag] = (vr, value_of(buf, el))
                     continue
                 if rule.action != Action.KEEP:
-                    self._record(st, prefix, tag, vr, rule)
+                    self._record(st, prefix, tag, vr_code, rule)
             elif kind == Kind.EMPTY_SEQUENCE:
                 value = b""
-                self._record(st, prefix, tag, vr, rule)
+                self._record(st, prefix, tag, vr_code, rule)
             elif kind == Kind.UID_CHECK:
                 raw = bytes(buf[el.value_start : el.value_end])
                 registry = uid_registry()
@@ -276,10 +292,10 @@ class ByteWalker:
                         st.top[tag] = (vr, raw)
                     continue
                 value = self.values.uids(raw)
-                self._record(st, prefix, tag, vr, rule)
+                self._record(st, prefix, tag, vr_code, rule)
             else:
                 value = self.values.replace(bytes(buf[el.value_start : el.value_end]), vr, rule, st)
-                self._record(st, prefix, tag, vr, rule)
+                self._record(st, prefix, tag, vr_code, rule)
             if run >= 0:
                 out.append(memoryview(buf)[run : el.start])
                 run = -1
@@ -333,13 +349,13 @@ class ByteWalker:
             return False  # no needle anywhere: the common case, in one scan
         return _contains_word(value, st.identifiers.byte_needles())
 
-    def _record(self, st: FileState, prefix: str, tag: int, vr: str, rule: Rule) -> None:
+    def _record(self, st: FileState, prefix: str, tag: int, vr: bytes, rule: Rule) -> None:
         """Record a change. Records hold no values, so one object serves every file."""
         key = (prefix, tag, vr, rule)
         record = self._records.get(key)
         if record is None:
             record = ActionRecord(
-                prefix + _name(tag), _tag_text(tag), vr, str(rule.action), rule.reason
+                prefix + _name(tag), _tag_text(tag), vr.decode(), str(rule.action), rule.reason
             )
             if len(self._records) < _CACHE_LIMIT:
                 self._records[key] = record

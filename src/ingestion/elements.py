@@ -235,16 +235,40 @@ def read_part10(buf: bytes) -> Part10:
 
 
 def elements_of(buf: Any, pos: int, end: int, implicit: bool) -> list[Element]:
-    """The elements of one data set, in ascending tag order (else: not handled)."""
-    out = []
+    """The elements of one data set, in ascending tag order (else: not handled).
+
+    The common explicit header with a defined length is read inline (this loop runs for
+    every element of every file); everything else goes through :func:`element_at`.
+    """
+    out: list[Element] = []
+    append = out.append
     last = -1
+    short = _SHORT.unpack_from
+    long_length = _LONG_LENGTH.unpack_from
+    long_vrs, vr_codes = LONG_VRS, VR_CODES
     while pos < end:
-        el = element_at(buf, pos, end, implicit)
-        if el.tag <= last or el.tag >> 16 == 0xFFFE:
+        if implicit or pos + 12 > end:
+            el = element_at(buf, pos, end, implicit)
+        else:
+            group, elem, vr, length = short(buf, pos)
+            if vr in long_vrs:
+                (length,) = long_length(buf, pos + 8)
+                value_start = pos + 12
+            elif vr in vr_codes:
+                value_start = pos + 8
+            else:
+                raise NotHandled
+            value_end = value_start + length
+            if length == UNDEFINED or value_end > end:
+                el = element_at(buf, pos, end, implicit)
+            else:
+                el = _new(Element, (group << 16 | elem, vr, pos, value_start, value_end, False))
+        tag = el[0]
+        if tag <= last or tag >> 16 == 0xFFFE:
             raise NotHandled
-        last = el.tag
-        out.append(el)
-        pos = el.value_end
+        last = tag
+        append(el)
+        pos = el[4]
     return out
 
 
