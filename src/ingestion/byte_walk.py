@@ -341,13 +341,11 @@ class ByteWalker:
         return b"".join(encoded) if changed else None
 
     def _holds_identifier(self, st: FileState, el: Element) -> bool:
-        prefilter = st.identifiers.byte_prefilter()
-        if prefilter is None:
-            return False
+        needles = st.identifiers.byte_needles()
         value = bytes(st.buf[el.value_start : el.value_end]).lower()
-        if prefilter.search(value) is None:
-            return False  # no needle anywhere: the common case, in one scan
-        return _contains_word(value, st.identifiers.byte_needles())
+        if not any(map(value.__contains__, needles)):
+            return False  # no needle anywhere, the common case: one C-level pass
+        return _contains_word(value, needles)
 
     def _record(self, st: FileState, prefix: str, tag: int, vr: bytes, rule: Rule) -> None:
         """Record a change. Records hold no values, so one object serves every file."""

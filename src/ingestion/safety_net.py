@@ -8,6 +8,7 @@ whole words, and cleaned text has them, dates and long numbers removed.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -109,7 +110,6 @@ class _Identifiers:
         self._strings: list[str] | None = None
         self._words: set[str] = set()
         self._needles: tuple[tuple[str, ...], tuple[bytes, ...]] | None = None
-        self._prefilter: re.Pattern[bytes] | bool | None = False
         charset = ds.get_item(0x00080005)
         terms = _text(charset.value if charset is not None else "")
         # Raw bytes can be searched directly only where the needles' bytes are the same
@@ -126,7 +126,6 @@ class _Identifiers:
         self._strings = None
         self._words = set()
         self._needles = None
-        self._prefilter = False
         self._bytes_searchable = charset in _BYTE_SEARCHABLE
         return self
 
@@ -138,20 +137,9 @@ class _Identifiers:
             words = {w.lower() for w in self._words}
             self._needles = (
                 tuple(words),
-                tuple({w.encode(e, "ignore") for w in words for e in ("utf-8", "latin-1")}),
+                tuple({w.encode(e, "ignore") for w in words for e in ("utf-8", "latin-1")} - {b""}),
             )
         return self._needles[1]
-
-    def byte_prefilter(self) -> re.Pattern[bytes] | None:
-        """One pattern matching wherever any byte needle occurs (None: no needles).
-
-        No match means no identifier, decided in one C-level scan; a match is then
-        checked word by word by :func:`_contains_word`.
-        """
-        if self._prefilter is False:
-            needles = sorted((n for n in self.byte_needles() if n), key=len, reverse=True)
-            self._prefilter = re.compile(b"|".join(map(re.escape, needles))) if needles else None
-        return self._prefilter  # type: ignore[return-value]
 
     def __iter__(self) -> Iterator[str]:
         if self._strings is None:
@@ -221,28 +209,40 @@ class _Identifiers:
                     continue
                 values = list(value) if isinstance(value, MultiValue | list) else [value]
             for v in values:
-                text = _text(v)
-                if len(text) >= 2:
-                    found.add(text)
-                    self._word(text, tag)
-                    for part in re.split(r"[\^=\s,]+", text):
-                        if len(part) >= 2 or _ideographic(part):
-                            found.add(part)
-                            self._word(part, tag)
-                if tag == _BIRTH_DATE and re.fullmatch(r"\d{8}", text):
-                    for rendering in _date_renderings(text):
-                        found.add(rendering)
-                        self._words.add(rendering)
+                strings, words = _identifier_parts(tag, _text(v))
+                found.update(strings)
+                self._words.update(words)
         return sorted(found, key=len, reverse=True)
 
-    def _word(self, word: str, tag: int) -> None:
-        """Which parts are searched for in kept text, as whole words: name parts of two
-        letters or more, numbers of four digits or more, anything else of three."""
-        if word.isdigit():
-            if len(word) >= 4:
-                self._words.add(word)
-        elif (tag in _NAME_TAGS and len(word) >= 2) or len(word) >= 3:
-            self._words.add(word)
+
+@functools.lru_cache(maxsize=65536)
+def _identifier_parts(tag: int, text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """What one identifying value adds: the strings cleaned from text, and the whole words
+    searched for in kept text (name parts of two letters or more, numbers of four digits
+    or more, anything else of three; a birth date in the ways people write it). Cached:
+    the same names and IDs recur in every file of a study."""
+    found: set[str] = set()
+    words: set[str] = set()
+    if len(text) >= 2:
+        found.add(text)
+        _word(words, text, tag)
+        for part in re.split(r"[\^=\s,]+", text):
+            if len(part) >= 2 or _ideographic(part):
+                found.add(part)
+                _word(words, part, tag)
+    if tag == _BIRTH_DATE and re.fullmatch(r"\d{8}", text):
+        for rendering in _date_renderings(text):
+            found.add(rendering)
+            words.add(rendering)
+    return frozenset(found), frozenset(words)
+
+
+def _word(words: set[str], word: str, tag: int) -> None:
+    if word.isdigit():
+        if len(word) >= 4:
+            words.add(word)
+    elif (tag in _NAME_TAGS and len(word) >= 2) or len(word) >= 3:
+        words.add(word)
 
 
 _BYTE_SEARCHABLE = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"})
