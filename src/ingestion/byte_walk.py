@@ -48,8 +48,8 @@ from src.ingestion.elements import (
 from src.ingestion.iod_types import PathTypes
 from src.ingestion.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.safety_net import (
-    _contains_word,
     _Identifiers,
+    holds_word,
 )
 from src.ingestion.value_actions import (
     ValueActions,
@@ -341,11 +341,8 @@ class ByteWalker:
         return b"".join(encoded) if changed else None
 
     def _holds_identifier(self, st: FileState, el: Element) -> bool:
-        needles = st.identifiers.byte_needles()
         value = bytes(st.buf[el.value_start : el.value_end]).lower()
-        if not any(map(value.__contains__, needles)):
-            return False  # no needle anywhere, the common case: one C-level pass
-        return _contains_word(value, needles)
+        return holds_word(value, st.identifiers.byte_needles())
 
     def _record(self, st: FileState, prefix: str, tag: int, vr: bytes, rule: Rule) -> None:
         """Record a change. Records hold no values, so one object serves every file."""

@@ -246,8 +246,17 @@ def elements_of(buf: Any, pos: int, end: int, implicit: bool) -> list[Element]:
     short = _SHORT.unpack_from
     long_length = _LONG_LENGTH.unpack_from
     long_vrs, vr_codes = LONG_VRS, VR_CODES
+    implicit_header = _IMPLICIT.unpack_from
     while pos < end:
-        if implicit or pos + 12 > end:
+        if implicit and pos + 8 <= end:
+            group, elem, length = implicit_header(buf, pos)
+            value_end = pos + 8 + length
+            tag = group << 16 | elem
+            if length == UNDEFINED or value_end > end:
+                el = element_at(buf, pos, end, implicit)
+            else:
+                el = _new(Element, (tag, implicit_vr(tag), pos, pos + 8, value_end, False))
+        elif implicit or pos + 12 > end:
             el = element_at(buf, pos, end, implicit)
         else:
             group, elem, vr, length = short(buf, pos)

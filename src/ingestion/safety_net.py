@@ -110,6 +110,7 @@ class _Identifiers:
         self._strings: list[str] | None = None
         self._words: set[str] = set()
         self._needles: tuple[tuple[str, ...], tuple[bytes, ...]] | None = None
+        self._byte_needles: frozenset[bytes] | None = None
         charset = ds.get_item(0x00080005)
         terms = _text(charset.value if charset is not None else "")
         # Raw bytes can be searched directly only where the needles' bytes are the same
@@ -126,11 +127,27 @@ class _Identifiers:
         self._strings = None
         self._words = set()
         self._needles = None
+        self._byte_needles = None
         self._bytes_searchable = charset in _BYTE_SEARCHABLE
         return self
 
-    def byte_needles(self) -> tuple[bytes, ...]:
-        """The whole words searched for in raw (byte-searchable) values, lowercased."""
+    def byte_needles(self) -> frozenset[bytes]:
+        """The whole words searched for in raw (byte-searchable) values, lowercased.
+
+        From values the byte-level engine decoded (str, or lists of str), each value's
+        words are computed once per process; the strings for cleaning text are left
+        until some text is cleaned.
+        """
+        if self._byte_needles is not None:
+            return self._byte_needles
+        if all(type(item) is str or type(item) is list for _, item in self._captured):
+            parts = [
+                _value_needles(tag, _text(v))
+                for tag, item in self._captured
+                for v in (item if type(item) is list else [item])
+            ]
+            self._byte_needles = frozenset().union(*parts)
+            return self._byte_needles
         if self._needles is None:
             if self._strings is None:
                 self._strings = self._decode()
@@ -139,7 +156,8 @@ class _Identifiers:
                 tuple(words),
                 tuple({w.encode(e, "ignore") for w in words for e in ("utf-8", "latin-1")} - {b""}),
             )
-        return self._needles[1]
+        self._byte_needles = frozenset(self._needles[1])
+        return self._byte_needles
 
     def __iter__(self) -> Iterator[str]:
         if self._strings is None:
@@ -237,6 +255,31 @@ def _identifier_parts(tag: int, text: str) -> tuple[frozenset[str], frozenset[st
     return frozenset(found), frozenset(words)
 
 
+@functools.lru_cache(maxsize=65536)
+def _value_needles(tag: int, text: str) -> frozenset[bytes]:
+    """One identifying value's whole words, lowercased, as UTF-8 and Latin-1 bytes."""
+    words = {w.lower() for w in _identifier_parts(tag, text)[1]}
+    return frozenset({w.encode(e, "ignore") for w in words for e in ("utf-8", "latin-1")} - {b""})
+
+
+_CUT = re.compile(rb"[^A-Za-z0-9]")
+
+
+def holds_word(value: bytes, needles: frozenset[bytes]) -> bool:
+    """:func:`_contains_word` for a lowercased byte value, by set lookups.
+
+    A needle counts where it is flanked by non-alphanumeric bytes (or the ends), so
+    every candidate is a slice between two such cuts: a short value has few, and each is
+    one set lookup. Long values (many cuts) are searched needle by needle.
+    """
+    cuts = [m.start() for m in _CUT.finditer(value)]
+    if len(cuts) > 12:
+        return any(map(value.__contains__, needles)) and _contains_word(value, needles)
+    starts = [0, *(c + 1 for c in cuts)]
+    ends = [*cuts, len(value)]
+    return any(value[a:b] in needles for a in starts for b in ends if b > a)
+
+
 def _word(words: set[str], word: str, tag: int) -> None:
     if word.isdigit():
         if len(word) >= 4:
@@ -268,7 +311,7 @@ def _date_renderings(yyyymmdd: str) -> list[str]:
     return [yyyymmdd, f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{m}/{d}/{y}", f"{d}/{m}/{y}"]
 
 
-def _contains_word(haystack: Any, needles: tuple[Any, ...]) -> bool:
+def _contains_word(haystack: Any, needles: Iterable[Any]) -> bool:
     """Whether any needle occurs in ``haystack`` not flanked by letters or digits."""
     for needle in needles:
         if not needle:

@@ -184,3 +184,18 @@ def test_fuzzed_bytes_parse_or_raise_the_project_error(noise, where):
         DEID.deidentify(ds)
     except DeidentificationError:
         pass
+
+
+@given(
+    value=st.binary(max_size=40).map(bytes.lower)
+    | st.text("ab1 ^-.+/\\x", max_size=30).map(str.encode),
+    needles=st.frozensets(
+        st.text("ab1 ^-.+/\\x", min_size=1, max_size=4).map(str.encode), max_size=6
+    ),
+)
+def test_the_set_lookup_word_search_is_the_needle_by_needle_search(value, needles):
+    """holds_word (cuts and set lookups, the byte engine's) == _contains_word (the pydicom
+    path's needle-by-needle search) for any value and needles."""
+    from src.ingestion.safety_net import _contains_word, holds_word
+
+    assert holds_word(value, needles) == _contains_word(value, needles)
