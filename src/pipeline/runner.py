@@ -289,6 +289,10 @@ def _outcomes(
             yield process(task)
         return
     ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        # The server imports the worker's modules once; each worker forks from it with them
+        # loaded, instead of importing pydicom, pydantic and the core again per worker.
+        ctx.set_forkserver_preload(["src.pipeline.worker"])
     chunk = max(1, min(16, len(todo) // (workers * 8)))
     level = logging.getLogger("src").getEffectiveLevel()
     fmt = current_format()
