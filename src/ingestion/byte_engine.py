@@ -155,8 +155,10 @@ class ByteEngine:
         pieces: list[Any] = []
         pixel = self._walker.walk(state, top, (), "", 0, pieces, markers, describe)
         bits = state.top.get(0x00280100, ("US", b""))[1] if pixel is not None else b""
+        original = dataset_of(buf, top, part, implicit) if before or describe else None
         if before is not None:  # after the walk: a file for the pydicom path is seen once
-            before(dataset_of(buf, top, part, implicit))
+            assert original is not None
+            before(original)
         meta = rebuilt_meta(part, state.top, self.pseudo, self.profile.retain_uids)
         sha256 = write_output(
             output_path,
@@ -170,7 +172,7 @@ class ByteEngine:
             fsync=fsync,
             checksum=checksum,
         )
-        dataset = raw_dataset(state.top, meta, implicit) if describe else None
+        dataset = raw_dataset(state.top, meta, implicit, buf, original) if describe else None
         result = DeidentificationResult(
             dataset=dataset,
             actions=state.records,

@@ -80,7 +80,7 @@ class FileState:
     records: list[ActionRecord] = field(default_factory=list)
     kept: int = 0
     graphics: bool = False
-    top: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # output, for the index
+    top: dict[int, tuple[str, Any]] = field(default_factory=dict)  # output, for the index
 
 
 class ByteWalker:
@@ -190,8 +190,11 @@ class ByteWalker:
                 if run < 0:
                     run = el[2]
                 st.kept += 1
-                if top and (describe or tag in _DESCRIBED):
-                    st.top[tag] = (vr_code.decode(), value_of(buf, el))
+                if top:
+                    if tag in _DESCRIBED:
+                        st.top[tag] = (vr_code.decode(), value_of(buf, el))
+                    elif describe:
+                        st.top[tag] = ("", el)  # as it was: the original's raw element
                 continue
             if kind is remove:
                 if run >= 0:
@@ -251,8 +254,11 @@ class ByteWalker:
                 if run < 0:
                     run = el.start
                 st.kept += 1
-                if top and (describe or tag in _DESCRIBED):
-                    st.top[tag] = (vr_code.decode(), value_of(buf, el))
+                if top:
+                    if tag in _DESCRIBED:
+                        st.top[tag] = (vr_code.decode(), value_of(buf, el))
+                    elif describe:
+                        st.top[tag] = ("", el)
                 continue
             if kind == Kind.NOT_HANDLED:
                 raise NotHandled(rule.reason)
@@ -273,8 +279,8 @@ class ByteWalker:
                         self._record(st, prefix, tag, vr_code, rule)
                     if run < 0:
                         run = el.start
-                    if top:
-                        st.top[tag] = (vr, value_of(buf, el))
+                    if top and describe:
+                        st.top[tag] = ("", el)
                     continue
                 if rule.action != Action.KEEP:
                     self._record(st, prefix, tag, vr_code, rule)

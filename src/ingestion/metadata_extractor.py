@@ -97,9 +97,14 @@ _CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_I
 _NOT_FAST = object()
 
 
+@functools.lru_cache(maxsize=1024)
+def _tag(keyword: str) -> int | None:
+    return tag_for_keyword(keyword)
+
+
 def _codec(dataset: Dataset) -> str | None:
     """The codec raw text can be decoded with directly, or None (pydicom decodes it)."""
-    raw = dataset.get_item(0x00080005)
+    raw = dataset._dict.get(0x00080005)  # type: ignore[call-overload]
     if raw is None:
         return "latin-1"
     value = raw.value
@@ -183,13 +188,19 @@ def convert_value(
     -------
     int, float, str, list or None
     """
-    tag = tag_for_keyword(keyword)
+    tag = _tag(keyword)
     if tag is None:
         return None
-    raw = dataset.get_item(tag)
+    raw = dataset._dict.get(tag)  # type: ignore[call-overload]  # an int: no Tag() per call
     if codec is not None and isinstance(raw, RawDataElement):
+        key = ~id(raw)  # the direct decoding's memo: negative keys, beside pydicom's
+        known = memo.get(key) if memo is not None else None
+        if known is not None and known[0] is raw:
+            return list(known[1]) if isinstance(known[1], list) else known[1]
         fast = _fast(raw, codec)
         if fast is not _NOT_FAST:
+            if memo is not None:
+                memo[key] = (raw, fast)  # raw kept: its id stays unique
             return fast
     # Only raw elements are memoised: they are never edited in place, decoded ones may be.
     cacheable = memo is not None and isinstance(raw, RawDataElement)

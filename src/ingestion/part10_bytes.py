@@ -10,10 +10,11 @@ pydicom datasets of raw elements that decode only what is asked of them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from src.atomic import open_output
 from src.ingestion.elements import PIXEL_TAGS, Element, NotHandled, Part10, encode_header
@@ -196,57 +197,81 @@ def _copy_range(src: IO[bytes], dst: IO[bytes], offset: int, length: int) -> Non
     dst.seek(0, os.SEEK_END)
 
 
-def _raw(tag: int, vr: str, value: bytes, implicit: bool) -> Any:
+@functools.cache
+def _pydicom() -> tuple[Any, Any, Any, Any]:
+    """pydicom's dataset and element types, imported when a header is first described."""
     from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.tag import BaseTag
 
-    return _new(
-        RawDataElement,
-        (BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True, True, False),
-    )
+    return RawDataElement, BaseTag, Dataset, FileMetaDataset
+
+
+def _raw(tag: int, vr: str | None, value: bytes, implicit: bool) -> Any:
+    raw_type, base_tag = _pydicom()[:2]
+    return _new(raw_type, (base_tag(tag), vr, len(value), value, 0, implicit, True, True, False))
 
 
 def _meta_dataset(values: dict[int, bytes]) -> FileMetaDataset:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.tag import BaseTag
-
-    meta = FileMetaDataset()
+    _, base_tag, _, meta_type = _pydicom()
+    meta = meta_type()
     for tag, value in values.items():
         vr = {0x00020000: "UL", 0x00020001: "OB"}.get(tag, "UI" if tag < 0x00020013 else "SH")
-        meta._dict[BaseTag(tag)] = _raw(tag, vr, value, False)
-    return meta
+        meta._dict[base_tag(tag)] = _raw(tag, vr, value, False)
+    return cast("FileMetaDataset", meta)
 
 
 def dataset_of(buf: Any, elems: list[Element], part: Part10, implicit: bool) -> Dataset:
     """The original header (everything but the top-level pixel data), as raw elements."""
-    from pydicom.dataset import Dataset
-    from pydicom.tag import BaseTag
-
-    ds = Dataset()
+    raw_type, base_tag, dataset_type, _ = _pydicom()
+    ds = dataset_type()
+    store = ds._dict
     for el in elems:
-        if el.tag in PIXEL_TAGS:
+        tag = el[0]
+        if tag in PIXEL_TAGS:
             continue
-        end = el.value_end - 8 if el.undefined else el.value_end
-        ds._dict[BaseTag(el.tag)] = _raw(
-            el.tag, el.vr.decode(), bytes(buf[el.value_start : end]), implicit
+        end = el[4] - 8 if el[5] else el[4]
+        value = bytes(buf[el[3] : end])
+        vr = None if implicit else el[1].decode()
+        store[base_tag(tag)] = _new(
+            raw_type, (base_tag(tag), vr, len(value), value, 0, implicit, True, True, False)
         )
     ds.file_meta = _meta_dataset(part.meta)
     ds.set_original_encoding(implicit, True)
-    return ds
+    return cast("Dataset", ds)
 
 
-def raw_dataset(top: dict[int, tuple[str, Any]], meta: dict[int, bytes], implicit: bool) -> Dataset:
-    """The de-identified header, from the engine's top-level output values."""
-    from pydicom.dataset import Dataset
-    from pydicom.tag import BaseTag
+def raw_dataset(
+    top: dict[int, tuple[str, Any]],
+    meta: dict[int, bytes],
+    implicit: bool,
+    buf: Any,
+    original: Dataset | None = None,
+) -> Dataset:
+    """The de-identified header, from the engine's top-level output values.
 
-    ds = Dataset()
+    A value the walk kept as it was (an :class:`Element` in ``top``) is the very raw
+    element of ``original``, so that whoever decodes both decodes it once.
+    """
+    _, base_tag, dataset_type, _ = _pydicom()
+    ds = dataset_type()
+    store = ds._dict
+    raw_type = _pydicom()[0]
+    shared: Any = original._dict if original is not None else {}
     for tag in sorted(top):
         vr, value = top[tag]
-        ds._dict[BaseTag(tag)] = _raw(tag, vr, bytes(value), implicit)
+        if type(value) is Element:
+            same = shared.get(tag)
+            if type(same) is raw_type:  # still raw: nobody decoded (or changed) it
+                store[base_tag(tag)] = same
+                continue
+            vr = value[1].decode()
+            end = value[4] - 8 if value[5] else value[4]
+            value = buf[value[3] : end]
+        store[base_tag(tag)] = _raw(tag, None if implicit else vr, bytes(value), implicit)
     ds.file_meta = _meta_dataset(meta)
     ds.set_original_encoding(implicit, True)
-    return ds
+    return cast("Dataset", ds)
 
 
 __all__ = [
