@@ -316,6 +316,8 @@ class ByteWalker:
         for creator_tag, index in kept_creators.items():
             if (creator_tag >> 16, creator_tag & 0xFF) not in used_blocks:
                 out[index] = b""  # a creator whose block lost all its elements
+                if top:
+                    st.top.pop(creator_tag, None)
         return pixel
 
     def _sequence(
