@@ -9,8 +9,7 @@ copied in large blocks without being decoded. The report records only what chang
 
 What this engine does not handle (Explicit VR Big Endian, Deflated, headerless data,
 directory records, overlays held in the pixels' high bits, curves under Clean Graphics,
-an earlier de-identification history, character sets whose bytes cannot be searched as
-they are, and anything malformed) raises :class:`~src.ingestion.elements.NotHandled`
+character sets whose bytes cannot be searched as they are, and anything malformed) raises :class:`~src.ingestion.elements.NotHandled`
 before anything is written, and the façade gives the file to the pydicom path
 (:mod:`src.ingestion.pydicom_engine`), which is also the oracle of the differential test.
 """
@@ -23,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from src.ingestion.action_report import DeidentificationResult
 from src.ingestion.byte_walk import ByteWalker, FileState
+from src.ingestion.element_rules import HISTORY_TAGS
 from src.ingestion.elements import (
     NotHandled,
     elements_of,
@@ -32,6 +32,7 @@ from src.ingestion.instance_facts import read_facts
 from src.ingestion.iod_types import types_for_sop_class
 from src.ingestion.part10_bytes import (
     dataset_of,
+    earlier_history,
     file_meta_bytes,
     marker_elements,
     pixel_header,
@@ -151,7 +152,19 @@ class ByteEngine:
             offset,
             self._identifiers(facts.identifiers, facts.charset),
         )
-        markers = self._marker_elements(implicit, facts.at_risk)
+        history = [e for e in top if e.tag in HISTORY_TAGS]
+        earlier: list[str] = []
+        kept: list[bytes] = []
+        if history:  # walked first, as the pydicom path walks them before marking
+            walked: list[Any] = []
+            self._walker.walk(state, history, (), "", 0, walked, None, False, replaced=frozenset())
+            earlier, kept = earlier_history(b"".join(walked), implicit, facts.codec, self.profile)
+        if earlier or kept:
+            markers = marker_elements(
+                self.profile, implicit, facts.at_risk, earlier, kept, facts.codec
+            )
+        else:
+            markers = self._marker_elements(implicit, facts.at_risk)
         pieces: list[Any] = []
         pixel = self._walker.walk(state, top, (), "", 0, pieces, markers, describe)
         bits = state.top.get(0x00280100, ("US", b""))[1] if pixel is not None else b""
@@ -181,6 +194,7 @@ class ByteEngine:
             graphics_review_required=state.graphics,
         )
         result.kept = state.kept
+        result.history_kept = bool(earlier or kept)
         result.output_sha256 = sha256
         result.has_pixel_data = pixel is not None
         return result

@@ -128,10 +128,12 @@ class ByteWalker:
         markers: list[tuple[int, str, bytes, bytes]] | None,
         describe: bool,
         mode: int = _Mode.NORMAL,
+        replaced: frozenset[int] = MARKER_TAGS,
     ) -> Element | None:
         """Write one data set's elements into ``out``; returns the top-level pixel data.
 
-        ``markers`` (top level only) are written in their place in tag order.
+        ``markers`` (top level only) are written in their place in tag order, instead of
+        the input's elements with the tags ``replaced``.
         """
         if depth > MAX_SEQUENCE_DEPTH:
             raise NotHandled
@@ -157,7 +159,7 @@ class ByteWalker:
                     m_tag, m_vr, m_value, m_bytes = pending.pop(0)
                     out.append(m_bytes)
                     st.top[m_tag] = (m_vr, m_value)
-                if tag in MARKER_TAGS:
+                if tag in replaced:
                     if run >= 0:
                         out.append(memoryview(buf)[run : el.start])
                         run = -1

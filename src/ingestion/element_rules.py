@@ -69,9 +69,11 @@ def iod_action(
     return Action(single), f"E.1-1 Type {kind}"
 
 
-#: The markers this engine writes itself (an earlier history goes to the pydicom path).
-MARKER_TAGS = frozenset({0x00120062, 0x00280303})
+#: The markers the byte engine writes itself, in place of whatever the input held there;
+#: an earlier De-identification Method and its Code Sequence are walked first and kept
+#: inside ours (:func:`src.ingestion.part10_bytes.earlier_history`).
 HISTORY_TAGS = frozenset({0x00120063, 0x00120064})
+MARKER_TAGS = frozenset({0x00120062, 0x00280303}) | HISTORY_TAGS
 _TEXT_FOR_PSEUDONYM = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})
 #: Text a C action cleans of this patient's identifiers (the others keep their value).
 CLEANED_AS_TEXT = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
@@ -147,8 +149,6 @@ def decide(
         return Rule(Kind.REMOVE, Action.REMOVE, "group-length")
     if tag == _TRAILING_PADDING:
         return Rule(Kind.REMOVE, Action.REMOVE, "padding")
-    if tag in HISTORY_TAGS:
-        return Rule(Kind.NOT_HANDLED, Action.KEEP, "history")
     if group & 1:
         if rules.private != Action.CLEAN:
             return Rule(Kind.REMOVE, Action.REMOVE, "private")

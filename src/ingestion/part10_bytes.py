@@ -17,7 +17,15 @@ import struct
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from src.atomic import open_output
-from src.ingestion.elements import PIXEL_TAGS, Element, NotHandled, Part10, encode_header
+from src.ingestion.elements import (
+    PIXEL_TAGS,
+    Element,
+    NotHandled,
+    Part10,
+    elements_of,
+    encode_header,
+    items,
+)
 from src.ingestion.markers import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -72,15 +80,22 @@ def file_meta_bytes(meta: dict[int, bytes]) -> bytes:
 
 
 def marker_elements(
-    profile: ConfidentialityProfile, implicit: bool, at_risk: bool
+    profile: ConfidentialityProfile,
+    implicit: bool,
+    at_risk: bool,
+    earlier: list[str] | None = None,
+    kept_items: list[bytes] | None = None,
+    codec: str = "latin-1",
 ) -> list[tuple[int, str, bytes, bytes]]:
     """The de-identification markers of ``profile``: ``(tag, VR, value, encoded element)``.
 
-    The values are :func:`src.ingestion.markers.marker_values`, the pydicom path's; the
-    differential test holds the two encodings to the same decoded elements.
+    The values are :func:`src.ingestion.markers.marker_values`, the pydicom path's; an
+    earlier de-identification's methods and Code Sequence items (``earlier``,
+    ``kept_items``, from :func:`earlier_history`) come first, as :func:`mark` keeps them.
+    The differential test holds the two encodings to the same decoded elements.
     """
     removed, methods, codes, longitudinal = marker_values(profile, at_risk)
-    items = []
+    items = [struct.pack("<HHL", 0xFFFE, 0xE000, len(item)) + item for item in kept_items or ()]
     for code in codes:
         body = (
             _element(0x00080100, b"SH", code.value, implicit)
@@ -91,7 +106,7 @@ def marker_elements(
     sequence = b"".join(items)
     values = [
         (0x00120062, "CS", join([removed], "CS")),
-        (0x00120063, "LO", join(methods, "LO")),
+        (0x00120063, "LO", join([*(earlier or ()), *methods], "LO", codec)),
         (0x00120064, "SQ", sequence),
         (0x00280303, "CS", join([longitudinal], "CS")),
     ]
@@ -99,6 +114,48 @@ def marker_elements(
         (tag, vr, value, encode_header(tag, vr.encode(), len(value), implicit) + value)
         for tag, vr, value in values
     ]
+
+
+def earlier_history(
+    data: bytes, implicit: bool, codec: str, profile: ConfidentialityProfile
+) -> tuple[list[str], list[bytes]]:
+    """An earlier de-identification's methods and Code Sequence items, as walked.
+
+    ``data`` holds the de-identified (0012,0063) and (0012,0064) of the input, if any.
+    Ours are left out (they are written again), as :func:`mark` does.
+
+    Raises
+    ------
+    NotHandled
+        For a Code Sequence that is not a sequence.
+    """
+    _, ours, codes, _ = marker_values(profile, False)
+    known = {(c.scheme, c.value) for c in codes}
+    earlier: list[str] = []
+    kept: list[bytes] = []
+    for el in elements_of(data, 0, len(data), implicit):
+        if el.tag == 0x00120063:
+            values = split(bytes(data[el.value_start : el.value_end]), "LO", codec)
+            if values != [""]:
+                earlier = [v for v in values if v not in ours]
+        elif el.tag == 0x00120064:
+            if el.vr != b"SQ":
+                raise NotHandled
+            for start, end in items(data, el, implicit):
+                found = {e.tag: e for e in elements_of(data, start, end, implicit)}
+                pair = (_single(data, found.get(0x00080102), codec),
+                        _single(data, found.get(0x00080100), codec))  # fmt: skip
+                if pair not in known:
+                    kept.append(bytes(data[start:end]))
+    return earlier, kept
+
+
+def _single(data: bytes, el: Element | None, codec: str) -> str | tuple[str, ...] | None:
+    """An SH value as pydicom gives it: None when absent, a tuple when multi-valued."""
+    if el is None:
+        return None
+    values = split(bytes(data[el.value_start : el.value_end]), "SH", codec)
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _element(tag: int, vr: bytes, text: str, implicit: bool) -> bytes:
@@ -276,6 +333,7 @@ def raw_dataset(
 
 __all__ = [
     "dataset_of",
+    "earlier_history",
     "file_meta_bytes",
     "marker_elements",
     "pixel_header",

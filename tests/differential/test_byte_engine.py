@@ -133,8 +133,10 @@ def test_every_file_pydicom_ships(profile: str, tmp_path: Path) -> None:
         except Exception:  # not DICOM at all: the parser's tests cover those
             continue
         handled += compare(source, tmp_path, PROFILES[profile], dcmdump=dcmdump)
-    # Most of pydicom's files are Little Endian Part 10 files the byte engine handles.
-    assert handled >= 90, f"the byte-level engine handled only {handled} of {len(files)}"
+    # Most of pydicom's files are Little Endian Part 10 files the byte engine handles (137
+    # of the 163 it can read; the rest: Big Endian, Deflated, headerless, DICOMDIR, text
+    # stored as OB, malformed).
+    assert handled >= 130, f"the byte-level engine handled only {handled} of {len(files)}"
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +193,7 @@ _LEAVES: list[tuple[str, Any]] = [
     ("CodeValue", st.sampled_from(["113100", "T-D3000"])),
     ("CodeMeaning", _TEXT),
     ("TimezoneOffsetFromUTC", st.sampled_from(["+0100", "-0500"])),
+    ("DeidentificationMethod", st.sampled_from(["Earlier tool", "", "MRN1234567\\Earlier"])),
 ]
 _SEQUENCES = [
     "ReferencedImageSequence",
