@@ -9,9 +9,10 @@ copied in large blocks without being decoded. The report records only what chang
 
 What this engine does not handle (Explicit VR Big Endian, Deflated, headerless data,
 directory records, overlays held in the pixels' high bits, curves under Clean Graphics,
-character sets whose bytes cannot be searched as they are, and anything malformed) raises :class:`~src.ingestion.elements.NotHandled`
-before anything is written, and the façade gives the file to the pydicom path
-(:mod:`src.ingestion.pydicom_engine`), which is also the oracle of the differential test.
+character sets whose bytes cannot be searched as they are, and anything malformed)
+raises :class:`~src.ingestion.elements.NotHandled` before anything is written, and the
+façade gives the file to the pydicom path (:mod:`src.ingestion.pydicom_engine`), which
+is also the oracle of the differential test.
 """
 
 from __future__ import annotations
