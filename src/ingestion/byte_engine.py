@@ -17,6 +17,7 @@ is also the oracle of the differential test.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -121,7 +122,9 @@ class ByteEngine:
             )
         finally:
             if mapped is not None:
-                mapped.close()
+                # Slices still held by a traceback (declined mid-walk): closed when freed.
+                with contextlib.suppress(BufferError):
+                    mapped.close()
 
     def _run(
         self,

@@ -256,3 +256,32 @@ def test_random_datasets(case: tuple[Dataset, bool], profile: str, tmp_path_fact
     source = tmp / "in.dcm"
     ds.save_as(source, enforce_file_format=True, implicit_vr=implicit, little_endian=True)
     compare(source, tmp, PROFILES[profile])
+
+
+def test_a_mapped_file_declined_mid_walk_goes_to_the_pydicom_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large (mapped) file the byte engine declines after it has started walking (a
+    curve under Clean Graphics) is de-identified by the pydicom path: the mapping is not
+    in the way."""
+    from src.ingestion import byte_engine
+
+    monkeypatch.setattr(byte_engine, "_MAPPED_ABOVE", 1024)  # map even a small file
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4.5"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = "1.2.3", "1.2.3.1", "OT"
+    ds.PatientName, ds.PatientID = "Mapped^Curve", "MRN77"
+    ds.add_new(0x50000010, "US", 1)
+    ds.BitsAllocated = 8
+    ds.PixelData = b"\x00" * 4096
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    source = tmp_path / "in.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    deid = Deidentifier(key=KEY, profile=ConfidentialityProfile(clean_graphics=True))
+    result = deid.deidentify_file_with_report(source, tmp_path / "out.dcm")
+    assert result.kept == 0  # the pydicom path lists every element; the byte engine counts
+    out = pydicom.dcmread(tmp_path / "out.dcm")
+    assert out.PatientName != "Mapped^Curve" and out.PatientIdentityRemoved == "NO"
