@@ -188,7 +188,7 @@ def _listed(
         if vr != "SQ" and mode != _Mode.NORMAL and tag in _CODE_STRUCTURE:
             action, reason = Action.KEEP, "E.1-1"
         else:
-            action, reason = _unlisted(tag, vr, profile, mode)
+            action, reason = unlisted_action(tag, vr, profile, mode)
         if action == Action.UID and reason == "check":
             return Rule(Kind.UID_CHECK, Action.UID, "safety-net")
         if reason == "coded-string":
@@ -221,11 +221,18 @@ def _value_rule(action: Action, reason: str, tag: int, vr: str, seq_path: tuple[
     return Rule(Kind.VALUE, action, reason)
 
 
-def _unlisted(tag: int, vr: str, profile: ConfidentialityProfile, mode: int) -> tuple[Action, str]:
-    """The safety net for an attribute Table E.1-1 does not list."""
+def unlisted_action(
+    tag: int, vr: str, profile: ConfidentialityProfile, mode: int
+) -> tuple[Action, str]:
+    """The safety net for an attribute Table E.1-1 does not list (both engines use it).
+
+    Two answers depend on the value and are the caller's to settle: ``(U, "check")``,
+    an unlisted UID kept when the standard defines it, and ``(K, "coded-string")``, a
+    CS in dummied content kept unless it holds this patient's identifiers.
+    """
     if vr == "SQ":
         return (Action.DUMMY if mode == _Mode.DUMMY else Action.KEEP), "E.1-1"
-    if not dictionary_has_tag(tag):
+    if not dictionary_has_tag(tag) and (tag >> 16) != 0x0002:
         return Action.REMOVE, "safety-net"
     if vr == "PN":
         return Action.DUMMY, "safety-net"
@@ -338,4 +345,5 @@ __all__ = [
     "dropped_overlays",
     "private_rule",
     "pseudonym_as_text",
+    "unlisted_action",
 ]

@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_has_tag, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -31,7 +30,6 @@ from src.ingestion.element_rules import (
     _CODE_MEANING,
     _DATE_VRS,
     _DIRECTORY_RECORDS,
-    _FREE_TEXT_VRS,
     _PATIENT_ID,
     _PATIENT_NAME,
     _SCANNED_TEXT_VRS,
@@ -42,6 +40,7 @@ from src.ingestion.element_rules import (
     _name,
     _tag_text,
     iod_action,
+    unlisted_action,
 )
 from src.ingestion.iod_types import PathTypes
 from src.ingestion.private import drop_orphan_creators, private_action
@@ -233,39 +232,21 @@ class DatasetWalker:
             return Action.CLEAN, "standard-code"
         if mode != _Mode.NORMAL and tag in _CODE_STRUCTURE:
             return Action.KEEP, "E.1-1"
-        if not dictionary_has_tag(tag) and (tag >> 16) != 0x0002:
-            return Action.REMOVE, "safety-net"
-        if vr == "PN":
-            return Action.DUMMY, "safety-net"
-        if vr in _DATE_VRS:
-            if ctx.profile.retain_longitudinal_full_dates:
-                return Action.KEEP, "safety-net"
-            if ctx.offset is not None:
-                return Action.CLEAN, "safety-net"
-            return Action.ZERO, "safety-net"
-        if vr == "UI":
-            keyword = keyword_for_tag(tag)
-            if ctx.profile.retain_uids or keyword.endswith(("ClassUID", "SyntaxUID")):
-                return Action.KEEP, "safety-net"
+        action, reason = unlisted_action(tag, vr, ctx.profile, mode)
+        if reason == "check":  # an unlisted UID: kept when the standard defines it
             value = ds[tag].value
             values = value if isinstance(value, MultiValue | list) else [value]
             if all((not v) or str(v) in UID_dictionary for v in values):
                 return Action.KEEP, "safety-net"
             return Action.UID, "safety-net"
-        if mode == _Mode.DUMMY and vr == "CS":
+        if reason == "coded-string":
             # Coded strings hold enumerated or defined terms, not names: a dummy such as
             # "ANONYMIZED" would make the object invalid. Kept, unless it holds this
             # patient's identifiers; then emptied.
             if ctx.identifiers.found_in(ds.get_item(tag)):
                 return Action.ZERO, "safety-net"
             return Action.KEEP, "E.1-1"
-        if mode == _Mode.DUMMY and vr in _TEXT_VRS | {"PN"}:
-            return Action.DUMMY, "safety-net"
-        if mode == _Mode.CLEAN and vr in _TEXT_VRS:
-            return Action.CLEAN, "safety-net"
-        if vr in _FREE_TEXT_VRS:
-            return Action.REMOVE, "safety-net"
-        return Action.KEEP, "E.1-1"
+        return action, reason
 
     def _apply(
         self,
