@@ -343,13 +343,14 @@ def big_file_memory() -> dict[str, float]:
     return {"size_mb": size / 1e6, "seconds": seconds, "peak_rss_mb": rss}
 
 
-def profile_hot_path(corpus: Path) -> str:
+def _profile(corpus: Path, setup: str, call: str, order: str) -> str:
+    """cProfile of ``call`` (a statement over ``src``, ``dst`` and ``n``) on 200 files."""
     code = (
         "import cProfile,pstats,io,os,sys\nfrom src.ingestion.deidentifier import "
-        "Deidentifier\nd=Deidentifier()\nsrc=sys.argv[1];dst=sys.argv[2]\n"
+        f"Deidentifier\n{setup}\nsrc=sys.argv[1];dst=sys.argv[2]\n"
         "names=sorted(os.listdir(src))[:200]\npr=cProfile.Profile();pr.enable()\n"
-        "[d.deidentify_file(os.path.join(src,n),os.path.join(dst,n)) for n in names]\n"
-        "pr.disable();s=io.StringIO();pstats.Stats(pr,stream=s).sort_stats('cumulative')"
+        f"[{call} for n in names]\n"
+        f"pr.disable();s=io.StringIO();pstats.Stats(pr,stream=s).sort_stats('{order}')"
         ".print_stats(18);print(s.getvalue())"
     )
     out = WORK / "profile-out"
@@ -358,24 +359,24 @@ def profile_hot_path(corpus: Path) -> str:
     shutil.rmtree(out, ignore_errors=True)
     lines = [line for line in text.splitlines() if line.strip()]
     return "\n".join(lines[:40])
+
+
+def profile_hot_path(corpus: Path) -> str:
+    return _profile(
+        corpus,
+        "d=Deidentifier()",
+        "d.deidentify_file(os.path.join(src,n),os.path.join(dst,n))",
+        "cumulative",
+    )
 
 
 def profile_pipeline(corpus: Path) -> str:
-    code = (
-        "import cProfile,pstats,io,os,sys\nfrom src.ingestion.deidentifier import "
-        "Deidentifier\nfrom src.ingestion.instance import InstancePipeline\n"
-        "p=InstancePipeline(Deidentifier())\nsrc=sys.argv[1];dst=sys.argv[2]\n"
-        "names=sorted(os.listdir(src))[:200]\npr=cProfile.Profile();pr.enable()\n"
-        "[p.process(os.path.join(src,n),os.path.join(dst,n),atomic=False) for n in names]\n"
-        "pr.disable();s=io.StringIO();pstats.Stats(pr,stream=s).sort_stats('tottime')"
-        ".print_stats(18);print(s.getvalue())"
+    return _profile(
+        corpus,
+        "from src.ingestion.instance import InstancePipeline\np=InstancePipeline(Deidentifier())",
+        "p.process(os.path.join(src,n),os.path.join(dst,n),atomic=False)",
+        "tottime",
     )
-    out = WORK / "profile-out"
-    out.mkdir(exist_ok=True)
-    text = sh([PY, "-c", code, str(corpus), str(out)], cwd=str(ROOT)).stdout
-    shutil.rmtree(out, ignore_errors=True)
-    lines = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(lines[:40])
 
 
 def table(rows: list[dict], ref: dict[str, float]) -> str:  # type: ignore[type-arg]
