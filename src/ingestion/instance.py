@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import IO, TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from pydicom.dataset import Dataset
 
 from src.errors import (
@@ -36,6 +35,7 @@ from src.ingestion.deidentifier import DeidentificationResult, Deidentifier
 from src.ingestion.dicom_parser import is_image
 from src.ingestion.metadata_extractor import MetadataExtractor
 from src.ingestion.output_layout import original_identity, output_key
+from src.ingestion.validation_hook import ValidationHook, schema_validation, validation_reason
 
 if TYPE_CHECKING:
     from src.pixels.cleaner import PixelCleaner, PixelOutcome
@@ -90,33 +90,6 @@ class InstanceRefusedError(PipelineError):
             f"{self.reason.value}: {detail}" if detail else self.reason.value,
             details={"reason": self.reason.value, "stage": stage},
         )
-
-
-#: A validation hook: called with the original metadata (as extracted); raises to veto.
-ValidationHook = Callable[[dict[str, Any]], None]
-
-
-def validation_reason(exc: ValidationError) -> str:
-    """Name the failing fields of a pydantic error, without the offending values."""
-    fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-    return "fields " + ", ".join(fields[:8])
-
-
-def schema_validation(metadata: dict[str, Any]) -> None:
-    """The default hook: the metadata must pass :class:`DICOMMetadataModel`.
-
-    Raises
-    ------
-    MetadataValidationError
-        Naming the failing fields.
-    """
-    from src.validation.schemas import DICOMMetadataModel
-
-    try:
-        DICOMMetadataModel(**metadata)
-    except ValidationError as exc:
-        fields = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
-        raise MetadataValidationError(validation_reason(exc), details={"fields": fields}) from None
 
 
 @dataclass
