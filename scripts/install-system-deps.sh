@@ -25,11 +25,15 @@ if [ "${1:-}" = "bench" ]; then
   command -v gdcmanon >/dev/null 2>&1 || need+=(libgdcm-tools)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
 fi
-# asl-validator (npm) checks the state machine definitions; kept out of git in tools/.
-if [ ! -x tools/node_modules/.bin/asl-validator ] && command -v npm >/dev/null 2>&1; then
-  echo "installing asl-validator into tools/" >&2
+# asl-validator (npm) checks the state machine definitions, and @cloud-copilot/iam-simulate
+# evaluates every AWS request of the stack against its policies (identity, resource, KMS key,
+# with conditions) as AWS does; both kept out of git in tools/, installed in one command so
+# that neither prunes the other.
+if command -v npm >/dev/null 2>&1 && { [ ! -x tools/node_modules/.bin/asl-validator ] || \
+    [ ! -d tools/node_modules/@cloud-copilot/iam-simulate ]; }; then
+  echo "installing asl-validator and iam-simulate into tools/" >&2
   npm install --silent --no-audit --no-fund --no-save --no-package-lock \
-    --prefix tools asl-validator@4.0.0 >/dev/null
+    --prefix tools asl-validator@4.0.0 @cloud-copilot/iam-simulate@0.1.173 >/dev/null
 fi
 # The template's own checkers, each in a venv of its own under tools/ (their pins clash
 # with the project's): aws-sam-cli for `sam validate` (offline) and checkov.

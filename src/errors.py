@@ -108,6 +108,13 @@ class ThrottlingError(StorageError):
     status_code = 503
 
 
+class ConflictError(StorageError):
+    """A concurrent change got in the way (S3's 409 ConditionalRequestConflict, an object
+    gone between two calls): nothing is wrong with the request, and a retry settles it."""
+
+    status_code = 409
+
+
 def error_response(
     exc: BaseException,
     *,

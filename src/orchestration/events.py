@@ -45,11 +45,12 @@ def objects_from_event(event: Any) -> list[ObjectRef]:
     """Every object an event names, in order.
 
     Accepts a list (what an EventBridge Pipe hands a state machine), ``{"Items": [...]}``
-    (a Distributed Map batch), SQS records whose bodies are EventBridge or S3 events, S3
-    notifications, EventBridge events and flat ``{"bucket", "key"}`` items.
+    (a Distributed Map batch, less the objects it routed elsewhere), SQS records whose
+    bodies are EventBridge or S3 events, S3 notifications, EventBridge events and flat
+    ``{"bucket", "key"}`` items.
     """
     if isinstance(event, list):
-        return [ref for item in event for ref in objects_from_event(item)]
+        return [ref for item in event if not routed(item) for ref in objects_from_event(item)]
     if not isinstance(event, dict):
         raise ConfigurationError("the event is not a JSON object")
     if "input" in event and isinstance(event["input"], dict):
@@ -74,6 +75,15 @@ def objects_from_event(event: Any) -> list[ObjectRef]:
         size = event.get("size", event.get("Size"))
         return [ObjectRef(bucket, key, int(size) if isinstance(size, int | str) else -1)]
     raise ConfigurationError("the event names no S3 object (bucket and key)")
+
+
+def routed(item: Any) -> bool:
+    """Whether a batch entry stands for an object the workflow sent elsewhere.
+
+    The backfill's per-object Choice replaces an object of ``LargeObjectBytes`` or more
+    with ``{"routed": "large-object"}`` once it has started the large-object state machine.
+    """
+    return isinstance(item, dict) and set(item) == {"routed"}
 
 
 def _records(event: dict[str, Any]) -> list[ObjectRef]:
@@ -101,4 +111,4 @@ def _sqs_message(message: dict[str, Any]) -> list[ObjectRef]:
     return [ObjectRef(r.bucket, r.key, r.size, mid) for r in refs]
 
 
-__all__ = ["ObjectRef", "object_from_event", "objects_from_event"]
+__all__ = ["ObjectRef", "object_from_event", "objects_from_event", "routed"]

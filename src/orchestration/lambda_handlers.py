@@ -28,18 +28,24 @@ from typing import Any, TypeVar
 from src.errors import (
     ConfigurationError,
     InvalidDICOMError,
-    KeyConfigurationError,
     MetadataValidationError,
-    ObjectNotFoundError,
     PipelineError,
-    StorageError,
     ThrottlingError,
     error_response,
 )
 from src.ingestion.dicom_parser import quiet_pydicom
 from src.monitoring.logs import configure_logging
+from src.orchestration import batch as batch_of_objects
 from src.orchestration import lambda_runtime as rt
-from src.orchestration.events import object_from_event, objects_from_event
+from src.orchestration.events import object_from_event, objects_from_event, routed
+from src.orchestration.faults import (
+    PERMANENT,
+    TRANSIENT,
+    PermanentError,
+    TransientError,
+    fault_kind,
+    log_retry,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,10 +53,6 @@ T = TypeVar("T")
 METRIC_NAMESPACE = rt.METRIC_NAMESPACE
 SERVICE = rt.SERVICE
 _STATE = rt.STATE
-
-
-class TransientError(Exception):
-    """Raised to the Lambda runtime so that Step Functions (or SQS) retries with backoff."""
 
 
 def lambda_handler_wrapper(handler_class: type[T]) -> type[T]:
@@ -82,11 +84,11 @@ def lambda_handler_wrapper(handler_class: type[T]) -> type[T]:
             response = original(self, event, context)
         except TransientError:
             status = "retry"
-            _log_retry(operation, "TransientError")
+            log_retry(operation, "TransientError")
             raise
         except ThrottlingError as exc:
             status = "retry"
-            _log_retry(operation, exc.aws_error_code or "throttled")
+            log_retry(operation, exc.aws_error_code or "throttled")
             raise TransientError(f"{operation}: {exc.aws_error_code or 'throttled'}") from None
         except PipelineError as exc:
             status = "rejected"
@@ -119,65 +121,40 @@ def lambda_handler_wrapper(handler_class: type[T]) -> type[T]:
     return handler_class
 
 
-def _log_retry(operation: str, code: str) -> None:
-    logger.warning(
-        "Transient failure; raising for retry",
-        extra={"operation": operation, "status": "retry", "details": {"aws_error_code": code}},
-    )
-
-
-def _transient(exc: BaseException) -> bool:
-    """Faults that are not the object's: retried, never quarantined."""
-    if isinstance(exc, ObjectNotFoundError):
-        return False
-    return isinstance(exc, StorageError | KeyConfigurationError)
-
-
 @lambda_handler_wrapper
 class InstanceHandler:
-    """The one pass, for one object or a batch; returns a PHI-free result per object."""
+    """The one pass, for one object or a batch; returns a PHI-free result per object.
+
+    SQS messages (what an EventBridge Pipe hands the Express machine) go through
+    Powertools' :class:`BatchProcessor`: a message whose object meets a transient fault, or
+    a defect of ours, is named in ``batchItemFailures`` and redelivered alone (a poison
+    message reaches the dead-letter queue by itself); one with a permanent fault is sent to
+    the dead-letter queue at once with the fault's code. A Distributed Map batch or a
+    single object raises :class:`TransientError` for the state machine's Retry; a
+    permanent fault is one ``failed`` result in a batch, and :class:`PermanentError` for a
+    single object.
+    """
 
     def handle(self, event: Any, context: Any) -> dict[str, Any]:
-        from src.orchestration.one_pass import SourceMissingError, object_id, process_object
-
-        refs = objects_from_event(event)
-        results: list[dict[str, Any]] = []
-        failures: list[dict[str, str]] = []
-        rows: list[dict[str, Any]] = []
-        for ref in refs:
-            try:
-                result = process_object(ref)
-            except SourceMissingError:
-                # Deleted before it was read: nothing to process or quarantine.
-                oid = object_id(rt.key(), ref)
-                logger.warning(
-                    "Object missing",
-                    extra={
-                        "operation": "instance",
-                        "status": "missing",
-                        "details": {"object_id": oid},
-                    },
-                )
-                results.append({"object_id": oid, "status": "missing"})
-                continue
-            except Exception as exc:
-                if not _transient(exc):
-                    raise
-                if not ref.message_id:
-                    # A single object or a map batch: the caller's Retry redoes it whole
-                    # (what was already written is recognised by its owner and skipped).
-                    code = getattr(exc, "aws_error_code", None) or type(exc).__name__
-                    raise TransientError(f"InstanceHandler: {code}") from None
-                failures.append({"itemIdentifier": ref.message_id})
-                continue
-            results.append(result.as_state())
-            if result.index:
-                rows.append(result.index)
+        records = event.get("Records") if isinstance(event, dict) else None
+        if isinstance(records, list) and records and all(
+            isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records
+        ):
+            results, failures = batch_of_objects.sqs_batch(records)
+        else:
+            batch = isinstance(event, dict) and isinstance(event.get("Items"), list)
+            results = batch_of_objects.object_batch(objects_from_event(event), batch=batch)
+            failures = []
+        rows = [r.pop("_index") for r in results if r.get("_index")]
+        for r in results:
+            r.pop("_index", None)
         if rows and os.environ.get("MEDPIPE_OPERATIONS_BUCKET"):
             from src.storage.index_table import put_index_rows
 
             put_index_rows(rt.store(os.environ["MEDPIPE_OPERATIONS_BUCKET"]), rows, results)
         counts = {s: sum(r["status"] == s for r in results) for s in ("processed", "quarantined")}
+        if isinstance(event, dict) and isinstance(event.get("Items"), list):
+            counts["routed_to_large_object"] = sum(map(routed, event["Items"]))
         return {
             "statusCode": 200,
             "body": {"results": results, **counts},
@@ -263,7 +240,9 @@ class IndexHandler:
     """Turn the JSON rows an instance invocation left under ``index-rows/`` into Parquet.
 
     Started by EventBridge when such an object is created in the operations bucket; the
-    Parquet object under ``index/`` takes the same name, so a repeated event rewrites it.
+    Parquet object under ``index/`` of the processed bucket (de-identified, read by the
+    same consumers with the same key as the outputs) takes the same name, so a repeated
+    event rewrites it.
     """
 
     def handle(self, event: Any, context: Any) -> dict[str, Any]:
@@ -273,7 +252,11 @@ class IndexHandler:
         for ref in objects_from_event(event):
             if ref.bucket != os.environ.get("MEDPIPE_OPERATIONS_BUCKET"):
                 raise ConfigurationError("index event for a bucket other than the operations one")
-            written.append(compact_index_rows(rt.store(ref.bucket), ref.key))
+            written.append(
+                compact_index_rows(
+                    rt.store(ref.bucket), ref.key, rt.store(rt.env("MEDPIPE_PROCESSED_BUCKET"))
+                )
+            )
         logger.info(
             "Index rows compacted",
             extra={"operation": "index", "status": "ok", "details": {"objects": len(written)}},
@@ -324,13 +307,17 @@ validation_handler = _entry(ValidationHandler())
 deidentification_handler = _entry(DeidentificationHandler())
 
 __all__ = [
+    "PERMANENT",
+    "TRANSIENT",
     "DeidentificationHandler",
     "IndexHandler",
     "IngestionHandler",
     "InstanceHandler",
+    "PermanentError",
     "TransientError",
     "ValidationHandler",
     "deidentification_handler",
+    "fault_kind",
     "index_handler",
     "ingestion_handler",
     "instance_handler",

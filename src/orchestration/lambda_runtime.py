@@ -14,7 +14,11 @@ MEDPIPE_KEY_SECRET_ID or MEDPIPE_KEY_PARAMETER
 MEDPIPE_PROFILE
     Optional JSON object of PS3.15 options, as in the ``[profile]`` TOML table.
 MEDPIPE_KMS_KEY_ID
-    Optional: send SSE-KMS with this key on every write (the buckets' default otherwise).
+    Optional: send SSE-KMS with this key on every write. Leave it unset with the
+    template's buckets: their default (SSE-KMS with the stack's keys) applies.
+MEDPIPE_DEAD_LETTER_QUEUE_URL
+    Where an SQS message whose object met a permanent fault (access denied, a missing
+    bucket) goes at once, with the fault's code as the ``medpipe-reason`` attribute.
 """
 
 from __future__ import annotations
@@ -97,6 +101,38 @@ def store(bucket: str) -> Any:
     return stores[bucket]
 
 
+def dead_letter(message: dict[str, Any], object_id: str, reason: str) -> None:
+    """Send an SQS message to the dead-letter queue now, with a PHI-free reason.
+
+    The body is the message's own (the queue's trust zone already holds it); the
+    attributes name the fault's code and the object's keyed id, never its key.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``MEDPIPE_DEAD_LETTER_QUEUE_URL`` is not set.
+    StorageError
+        If the queue refused the message (the message is then redelivered).
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from src.aws import make_client, translate_client_error
+
+    url = env("MEDPIPE_DEAD_LETTER_QUEUE_URL")
+    if "sqs" not in STATE:
+        STATE["sqs"] = make_client("sqs", region_name=os.environ.get("AWS_REGION", "us-east-1"))
+    attributes = {
+        "medpipe-reason": {"DataType": "String", "StringValue": reason},
+        "medpipe-object-id": {"DataType": "String", "StringValue": object_id},
+    }
+    try:
+        STATE["sqs"].send_message(
+            QueueUrl=url, MessageBody=str(message.get("body") or "{}"), MessageAttributes=attributes
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise translate_client_error(exc, "dead_letter", "the dead-letter queue") from exc
+
+
 def metrics() -> Any:
     from aws_lambda_powertools import Metrics
 
@@ -110,4 +146,15 @@ def metric(name: str, value: float, unit: str) -> None:
     metrics().add_metric(name=name, unit=unit, value=value)
 
 
-__all__ = ["STATE", "env", "key", "metric", "metrics", "parser", "pipeline", "profile", "store"]
+__all__ = [
+    "STATE",
+    "dead_letter",
+    "env",
+    "key",
+    "metric",
+    "metrics",
+    "parser",
+    "pipeline",
+    "profile",
+    "store",
+]

@@ -148,8 +148,12 @@ def put_index_rows(store: Any, rows: list[dict[str, Any]], results: list[dict[st
     return key
 
 
-def compact_index_rows(store: Any, pending: str) -> str:
+def compact_index_rows(store: Any, pending: str, target_store: Any = None) -> str:
     """Write the rows held at ``pending`` as Parquet under ``index/``; returns that key.
+
+    ``target_store`` is where the Parquet goes (the processed bucket on AWS, beside the
+    de-identified outputs and under the same key, so that a consumer needs one bucket and
+    one key); by default, ``store`` itself.
 
     Raises
     ------
@@ -159,7 +163,9 @@ def compact_index_rows(store: Any, pending: str) -> str:
     target = parquet_key(pending)
     with store.open(pending) as fh:
         rows = json.loads(fh.read())["rows"]
-    store.put(target, to_parquet(rows), content_type="application/vnd.apache.parquet")
+    (target_store or store).put(
+        target, to_parquet(rows), content_type="application/vnd.apache.parquet"
+    )
     return target
 
 

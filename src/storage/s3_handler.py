@@ -1,7 +1,9 @@
 """S3 storage: upload, download, list, delete and inspect objects.
 
 Large files go through boto3's transfer manager (multipart above ``multipart_threshold``).
-Server-side encryption is SSE-S3 (``AES256``) by default, or SSE-KMS with a key id.
+Uploads send no encryption header unless asked, so the bucket's default encryption applies
+(SSE-KMS with the stack's key in the template, whose bucket policies deny any other
+header); ``sse="AES256"`` or ``sse="aws:kms"`` with a key id ask for one explicitly.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ class S3Handler:
         Inject a ready client (tests, custom retry settings).
     session : boto3.session.Session, optional
         Build the client from this session.
-    sse : {"AES256", "aws:kms", None}
-        Server-side encryption for uploads; ``None`` leaves it to the bucket's default.
+    sse : {None, "AES256", "aws:kms"}
+        Server-side encryption header for uploads. ``None`` (the default) sends none, so
+        the bucket's default encryption applies; a header the bucket's policy does not
+        allow is refused there, not silently downgraded here.
     kms_key_id : str, optional
         The KMS key for ``sse="aws:kms"``.
     transfer_config : TransferConfig, optional
@@ -67,7 +71,7 @@ class S3Handler:
         endpoint_url: str | None = None,
         s3_client: Any = None,
         session: boto3.session.Session | None = None,
-        sse: str | None = "AES256",
+        sse: str | None = None,
         kms_key_id: str | None = None,
         transfer_config: TransferConfig | None = None,
     ) -> None:

@@ -3,8 +3,10 @@
 Writes are single PUTs (multipart above 64 MiB) that never HEAD afterwards, so a writer
 needs ``s3:PutObject`` alone. ``if_absent`` sends ``If-None-Match: *``: S3 refuses the
 write with 412 when the key exists, and the store then reads the owner recorded in the
-existing object's ``x-amz-meta-medpipe-owner`` (which needs ``s3:GetObject``; without
-it the owner is unknown and the write counts as a duplicate). Encryption is the
+existing object's ``x-amz-meta-medpipe-owner`` (which needs ``s3:GetObject``). A fault
+while reading the owner (throttling, a 5xx, a timeout, access denied) is raised, never
+read as a duplicate, and a 409 ``ConditionalRequestConflict`` is a :class:`ConflictError`
+to retry, not an existing object. Encryption is the
 bucket's default (SSE-KMS with a Bucket Key in the template) unless a KMS key is given.
 """
 
@@ -20,7 +22,7 @@ from urllib.parse import urlparse
 from botocore.exceptions import BotoCoreError, ClientError
 
 from src.aws import make_client, translate_client_error
-from src.errors import ConfigurationError
+from src.errors import ConfigurationError, ConflictError, ObjectNotFoundError
 from src.storage.store import ObjectExistsError, QuarantineRecord, StoredObject, write_quarantine
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -130,11 +132,27 @@ class S3Store:
         return True
 
     def owner(self, key: str) -> str | None:
-        """The input id recorded with ``key`` (``None`` when unknown or not readable)."""
+        """The input id recorded with ``key`` (``None`` when the object records none).
+
+        Raises
+        ------
+        ConflictError
+            When the object that refused a write is gone by the time it is read (a
+            concurrent delete): a retry writes it.
+        StorageError
+            When the owner cannot be read (throttled, a service fault, access denied): the
+            caller retries or fails, and never takes the write for a duplicate.
+        """
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
-        except ClientError:
-            return None
+        except (ClientError, BotoCoreError) as exc:
+            error = translate_client_error(exc, "owner", self.uri)
+            if isinstance(error, ObjectNotFoundError):
+                raise ConflictError(
+                    f"owner of an object in {self.uri} changed during the write",
+                    aws_error_code="OwnerChanged",
+                ) from None
+            raise error from exc
         meta: dict[str, str] = head.get("Metadata", {})
         return meta.get(_OWNER)
 
@@ -166,8 +184,13 @@ class S3Store:
                 self._put_multipart(target, source, extra, if_absent)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code"))
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if code in ("PreconditionFailed", "412"):
                 raise ObjectExistsError(key, self.owner(key)) from None
+            if code in ("ConditionalRequestConflict", "409"):
+                # Another conditional write to the key is in flight: not an answer yet.
+                raise ConflictError(
+                    f"put to {self.uri} conflicted with a concurrent write", aws_error_code=code
+                ) from None
             raise translate_client_error(exc, "put", self.uri) from exc
         except BotoCoreError as exc:
             raise translate_client_error(exc, "put", self.uri) from exc

@@ -54,7 +54,7 @@ def test_documented_example_upload(aws, dcm):
 
 
 def test_metadata_content_type_and_sse_pass_through(aws, dcm):
-    handler = S3Handler(BUCKET)
+    handler = S3Handler(BUCKET, sse="AES256")
     handler.upload_file(dcm, "a/b c/ünï cödé.dcm", metadata={"patient_id": "anon123"})
     head = handler.get_object_metadata("a/b c/ünï cödé.dcm")
     assert head["Metadata"] == {"patient_id": "anon123"}
@@ -63,6 +63,18 @@ def test_metadata_content_type_and_sse_pass_through(aws, dcm):
     assert head["ServerSideEncryption"] == "AES256"
     keys = [o["Key"] for o in handler.list_objects(prefix="a/")]
     assert keys == ["a/b c/ünï cödé.dcm"]
+
+
+def test_no_encryption_header_unless_asked_so_the_buckets_default_applies(aws, dcm):
+    sent = []
+    handler = S3Handler(BUCKET)
+    handler.s3_client.meta.events.register(
+        "before-call.s3.*", lambda params, **_: sent.append(params.get("headers", {}))
+    )
+    handler.upload_file(dcm, "default.dcm")
+    assert sent and not any(
+        h.lower().startswith("x-amz-server-side-encryption") for headers in sent for h in headers
+    )
 
 
 def test_sse_kms_with_key_id(aws, dcm):

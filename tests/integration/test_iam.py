@@ -30,7 +30,9 @@ def _names(secret_arn: str) -> dict[str, str]:
     names.update(
         {
             "DeidentificationKey": secret_arn,
-            "DataKey.Arn": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/data",
+            "PhiKey.Arn": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/phi",
+            "OutputKey.Arn": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/output",
+            "IngestDeadLetterQueue.Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:medpipe-dlq",
             "SecretKey.Arn": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/secret",
             "InstanceLogGroup.Arn": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:instance",
         }
@@ -128,11 +130,11 @@ def test_the_index_function_turns_rows_into_parquet_with_its_own_policy(stack, m
         # The index function may read rows and write Parquet, and nothing else.
         with pytest.raises(Exception, match="AccessDenied"):
             boto3.client("s3", region_name=ws.REGION).get_object(Bucket="raw", Key="in/good.dcm")
-    written = [k for k in ws.keys(admin, "operations") if k.startswith("index/")]
+    written = [k for k in ws.keys(admin, "processed") if k.startswith("index/")]
     assert written == response["body"]["written"] and len(written) == 1
 
 
-def test_without_put_on_the_processed_bucket_nothing_is_quarantined_and_the_batch_retries(
+def test_without_put_on_the_processed_bucket_nothing_is_quarantined_and_it_is_dead_lettered(
     stack, monkeypatch
 ):
     statements = [
@@ -140,11 +142,19 @@ def test_without_put_on_the_processed_bucket_nothing_is_quarantined_and_the_batc
         for s in template.role_statements("InstanceFunctionRole", stack["names"])
         if s["Sid"] != "WriteProcessedOnce"
     ]
+    dlq = boto3.client("sqs", region_name=ws.REGION).create_queue(QueueName="medpipe-dlq")
+    monkeypatch.setenv("MEDPIPE_DEAD_LETTER_QUEUE_URL", dlq["QueueUrl"])
     _as_function(monkeypatch, statements)
     batch = ws.pipe_batch("raw", ["in/good.dcm"])
     with enable_iam_authentication():
         response = lh.instance_handler({"Records": batch}, None)
-    # Access denied is not the file's fault: it is retried (SQS), never quarantined.
-    assert response["batchItemFailures"] == [{"itemIdentifier": "msg-000"}]
+    # Access denied is not the file's fault, and retrying cannot mend it: the message goes
+    # to the dead-letter queue once, with the code, through the role's own permission.
+    assert response["batchItemFailures"] == []
+    assert response["body"]["results"][0]["status"] == "failed"
     assert ws.keys(stack["s3"], "processed") == []
     assert ws.keys(stack["s3"], "quarantine") == []
+    letters = boto3.client("sqs", region_name=ws.REGION).receive_message(
+        QueueUrl=dlq["QueueUrl"], MessageAttributeNames=["All"]
+    )["Messages"]
+    assert letters[0]["MessageAttributes"]["medpipe-reason"]["StringValue"] == "AccessDenied"

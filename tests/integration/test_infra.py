@@ -153,59 +153,65 @@ def test_every_function_runs_the_one_pass_handler_and_placeholders_match():
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"GetAtt": "IngestDeadLetterQueue.Arn"}
 
 
+def _stack() -> Any:
+    if not (TOOLS / "sam" / "bin" / "python").exists():
+        _tool("sam/bin/python")
+    from tests.integration.rendered_stack import Stack
+
+    return Stack({"PhiUserArns": "arn:aws:iam::123456789012:role/uploader",
+                  "OutputReaderArns": "arn:aws:iam::123456789012:role/analyst"})
+
+
 def test_buckets_are_sse_kms_with_bucket_keys_tls12_and_lifecycle():
-    resources = _resources()
-    for name in ("RawBucket", "ProcessedBucket", "QuarantineBucket", "OperationsBucket"):
-        resource = resources[name]
+    stack = _stack()
+    keys = {"RawBucket": "PhiKey", "QuarantineBucket": "PhiKey", "OperationsBucket": "PhiKey",
+            "ProcessedBucket": "OutputKey"}
+    for name, key in keys.items():
+        resource = stack.resources[name]
         assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
         props = resource["Properties"]
         sse = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
         assert sse["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+        assert sse["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] == stack.att(key, "Arn")
         assert sse["BucketKeyEnabled"] is True
         assert all(props["PublicAccessBlockConfiguration"].values())
-        assert props["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogsBucket"}
+        assert props["LoggingConfiguration"]["DestinationBucketName"] == stack.ref("AccessLogsBucket")
         rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
         assert "AbortIncompleteMultipartUpload" in rules["OldVersionsAndUploads"]
-        statements = {
-            s["Sid"]: s
-            for s in resources[f"{name}Policy"]["Properties"]["PolicyDocument"]["Statement"]
-        }
+        statements = {s.get("Sid"): s for s in stack.bucket_policy(name)["Statement"]}
         assert statements["DenyTlsBelow12"]["Condition"]["NumericLessThan"]["s3:TlsVersion"] == 1.2
-        assert "DenyOtherEncryption" in statements and "DenyInsecureTransport" in statements
+        # A wrong header is denied; a missing one gets the default (the Null guard).
+        for sid in ("DenyOtherEncryption", "DenyOtherKmsKey"):
+            assert statements[sid]["Condition"]["Null"] == {
+                next(iter(statements[sid]["Condition"]["StringNotEquals"])): "false"
+            }
+        assert "DenyInsecureTransport" in statements
         phi = name in ("RawBucket", "QuarantineBucket")
         assert ("DenyPresignedUrls" in statements) is phi, name
         assert ("PhiRetention" in rules) is phi, name
-    for key in ("DataKey", "SecretKey", "DeidentificationKey"):
-        assert resources[key]["DeletionPolicy"] == "Retain", key
-    assert resources["DeidentificationKey"]["Properties"]["KmsKeyId"] == {"Ref": "SecretKey"}
+    for key in ("PhiKey", "OutputKey", "SecretKey", "DeidentificationKey"):
+        assert stack.resources[key]["DeletionPolicy"] == "Retain", key
+    assert stack.props("DeidentificationKey")["KmsKeyId"] == stack.ref("SecretKey")
 
 
 def test_no_role_grants_a_wildcard_resource_or_logs_star():
-    resources = _resources()
-    roles = [r for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
+    stack = _stack()
+    roles = stack.of_type("AWS::IAM::Role")
     assert len(roles) >= 5
-    for role in roles:
+    for logical, role in roles.items():
+        assert "RoleName" not in role["Properties"], logical  # no CAPABILITY_NAMED_IAM
+        assert role["Properties"]["Path"] == f"/medpipe/{stack.name}/"
         for policy in role["Properties"]["Policies"]:
             for statement in policy["PolicyDocument"]["Statement"]:
-                actions = (
-                    statement["Action"]
-                    if isinstance(statement["Action"], list)
-                    else [statement["Action"]]
-                )
-                assert not any(a in ("*", "logs:*", "s3:*") for a in actions), statement
-                targets = (
-                    statement["Resource"]
-                    if isinstance(statement["Resource"], list)
-                    else [statement["Resource"]]
-                )
+                actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+                assert not any(a in ("*", "logs:*", "s3:*", "kms:*") for a in actions), statement
+                targets = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
                 assert "*" not in targets, statement
-    for name in ("DataKey", "SecretKey"):
-        sids = {s["Sid"]: s for s in resources[name]["Properties"]["KeyPolicy"]["Statement"]}
+    for name in ("PhiKey", "OutputKey", "SecretKey"):
+        sids = {s["Sid"]: s for s in stack.props(name)["KeyPolicy"]["Statement"]}
         admin = sids["Administrators"]["Action"]
         assert "kms:Decrypt" not in admin and "kms:*" not in admin  # administrators cannot read
-        users = [
-            s for s in sids.values() if "kms:Decrypt" in s["Action"] and "AWS" in s["Principal"]
-        ]
+        users = [s for s in sids.values() if "kms:Decrypt" in s["Action"] and "AWS" in s["Principal"]]
         assert users and all("kms:ViaService" in s["Condition"]["StringEquals"] for s in users)
 
 

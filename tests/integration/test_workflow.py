@@ -21,7 +21,7 @@ from src.synthetic import write_corpus
 from tests.integration import workflow_stack as ws
 from tests.integration.lambda_seam import MOTO_CONFIG, route_lambdas
 
-ROUTES = {ws.FUNCTION: lh.instance_handler}
+ROUTES = {ws.FUNCTION: lh.instance_handler, ws.LARGE_FUNCTION: lh.instance_handler}
 
 
 @pytest.fixture()
@@ -67,10 +67,10 @@ def test_a_pipe_batch_is_one_lambda_call_with_one_outcome_per_object(stack, corp
     assert len(pending) == 1 and pending[0].endswith(".json")
     # EventBridge hands the index function that object's creation; it writes the Parquet.
     lh.index_handler(ws.object_created("operations", pending[0]), None)
-    index = [k for k in ws.keys(s3, "operations") if k.startswith("index/date=")]
+    index = [k for k in ws.keys(s3, "processed") if k.startswith("index/date=")]
     assert index == [pending[0].replace("index-rows/", "index/").replace(".json", ".parquet")]
     table = pq.read_table(
-        io.BytesIO(s3.get_object(Bucket="operations", Key=index[0])["Body"].read())
+        io.BytesIO(s3.get_object(Bucket="processed", Key=index[0])["Body"].read())
     )
     assert table.num_rows == 1 and table.column("series_modality").to_pylist() == ["CT"]
 

@@ -25,15 +25,18 @@ EVENTS = Path(__file__).parents[1] / "events"
 REGION = "us-east-1"
 BUCKETS = ("raw", "processed", "quarantine", "operations")
 FUNCTION = "medpipe-instance"
+LARGE_FUNCTION = "medpipe-large-instance"
+# The template's LargeObjectBytes, lowered so that a test's files can be "large".
+LARGE_OBJECT_BYTES = 1_000_000
 
 
 def object_created(bucket: str, key: str, size: int = 1024) -> dict[str, Any]:
-    """An EventBridge 'Object Created' event as S3 sends it (key URL-encoded)."""
+    """An EventBridge "Object Created" event as S3 sends it (key URL-encoded, "/" kept)."""
     event: dict[str, Any] = json.loads(
         (EVENTS / "eventbridge_object_created.json")
         .read_text()
         .replace("RAW_BUCKET", bucket)
-        .replace("OBJECT_KEY", quote_plus(key))
+        .replace("OBJECT_KEY", quote_plus(key, safe="/"))  # as S3 encodes keys: "/" kept
     )
     event["detail"]["object"]["size"] = size
     return event
@@ -53,17 +56,45 @@ def pipe_batch(bucket: str, keys: list[str]) -> list[dict[str, Any]]:
 def moto_compatible(definition: dict[str, Any]) -> dict[str, Any]:
     """The definition less what moto's ASL parser refuses.
 
-    ``ItemBatcher`` goes (the function takes a batch or a single item, so children get one
-    item each), EXPRESS children run as STANDARD, and ``ResultWriter.WriterConfig`` goes.
+    ``ItemBatcher`` goes, and each child starts with a Pass state that makes its one item
+    a batch of one (``{"Items": [item]}``, the shape ``ItemBatcher`` hands a child); EXPRESS
+    children run as STANDARD, and ``ResultWriter.WriterConfig`` goes. moto's
+    ``states:startExecution`` integration fails on the PascalCase parameters that AWS
+    documents (``'StateMachineArn'``), so a task that starts the large-object machine
+    calls the large function directly instead, with the same input (what that machine's
+    one task does).
     """
     copy = json.loads(json.dumps(definition))
+    _start_large_directly(copy)
     for state in copy["States"].values():
-        state.pop("ItemBatcher", None)
+        if state.pop("ItemBatcher", None) is not None:
+            processor = state["ItemProcessor"]
+            processor["States"]["BatchOfOne"] = {
+                "Type": "Pass",
+                "Parameters": {"Items.$": "States.Array($)"},
+                "Next": processor["StartAt"],
+            }
+            processor["StartAt"] = "BatchOfOne"
         processor = state.get("ItemProcessor", {}).get("ProcessorConfig", {})
         if processor.get("ExecutionType") == "EXPRESS":
             processor["ExecutionType"] = "STANDARD"
         state.get("ResultWriter", {}).pop("WriterConfig", None)
     return copy
+
+
+def _start_large_directly(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("Resource") == "arn:aws:states:::states:startExecution":
+            node["Resource"] = "arn:aws:states:::lambda:invoke"
+            node["Parameters"] = {
+                "FunctionName": "${LargeInstanceFunctionArn}",
+                "Payload": node["Parameters"]["Input"],
+            }
+        for value in node.values():
+            _start_large_directly(value)
+    elif isinstance(node, list):
+        for value in node:
+            _start_large_directly(value)
 
 
 def build(monkeypatch: Any, definitions: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -87,22 +118,35 @@ def build(monkeypatch: Any, definitions: dict[str, dict[str, Any]] | None = None
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:
         archive.writestr("handler.py", "def handler(event, context):\n    return event\n")
-    arn = boto3.client("lambda", region_name=REGION).create_function(
-        FunctionName=FUNCTION,
-        Runtime="python3.12",
-        Role=role,
-        Handler="handler.handler",
-        Code={"ZipFile": buf.getvalue()},
-    )["FunctionArn"]
+    arns = {
+        name: boto3.client("lambda", region_name=REGION).create_function(
+            FunctionName=name,
+            Runtime="python3.12",
+            Role=role,
+            Handler="handler.handler",
+            Code={"ZipFile": buf.getvalue()},
+        )["FunctionArn"]
+        for name in (FUNCTION, LARGE_FUNCTION)
+    }
     sfn = StepFunctionsHandler()
-    machines = {}
-    for kind in ("pipeline", "backfill"):
+    machines: dict[str, str] = {}
+    for kind, source, function in (
+        ("large", "pipeline", LARGE_FUNCTION),
+        ("pipeline", "pipeline", FUNCTION),
+        ("backfill", "backfill", FUNCTION),
+    ):
         definition = (definitions or {}).get(kind) or sfn.load_state_machine_definition(
-            str(DEFINITIONS / f"{kind}.asl.json")
+            str(DEFINITIONS / f"{source}.asl.json")
         )
         filled = sfn.substitute_variables(
             moto_compatible(definition),
-            {"InstanceFunctionArn": arn, "OperationsBucket": "operations"},
+            {
+                "InstanceFunctionArn": arns[function],
+                "OperationsBucket": "operations",
+                "LargeObjectStateMachineArn": machines.get("large", ""),
+                "LargeInstanceFunctionArn": arns[LARGE_FUNCTION],
+                "LargeObjectBytes": LARGE_OBJECT_BYTES,
+            },
         )
         machines[kind] = sfn.create_state_machine(f"medpipe-{kind}", filled, role)[
             "state_machine_arn"
