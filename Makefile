@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLES ?= samples
 OUTPUT  ?= output
 
-.PHONY: run test lint typecheck unit system-deps bench cost fuzz clean help
+.PHONY: run test lint typecheck unit system-deps bench cost fuzz deploy clean help
 
 help:
 	@echo "make run    - set up, generate sample studies with fake PHI, de-identify them into ./$(OUTPUT)"
@@ -13,6 +13,7 @@ help:
 	@echo "make bench  - benchmarks side by side with peer tools (writes docs/benchmarks.md)"
 	@echo "make cost   - AWS cost per million files, counted from a moto run (writes docs/cost.md)"
 	@echo "make fuzz   - longer fuzzing of parse and de-identify"
+	@echo "make deploy - build the Lambda packages and deploy the stack (sam deploy --guided; docs/aws.md)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -52,6 +53,13 @@ bench: $(VENV)/.installed-dev
 
 cost: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.cost
+
+# Deploy for an operator: sam build runs build-<LogicalId> below for each function, then
+# sam deploy --guided asks for the stack name, region and parameters (infra/samconfig.toml).
+SAM ?= tools/sam/bin/sam
+deploy: system-deps
+	$(SAM) build --template-file infra/template.yaml --config-file $(CURDIR)/infra/samconfig.toml
+	$(SAM) deploy --guided --config-file $(CURDIR)/infra/samconfig.toml
 
 fuzz: $(VENV)/.installed-dev
 	MEDPIPE_FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/unit/test_deidentifier_properties.py -p no:cacheprovider
