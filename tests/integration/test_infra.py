@@ -263,3 +263,52 @@ def test_the_instance_package_carries_the_detector_within_lambdas_size_limit(
     assert list(artifacts.glob("onnxruntime/capi/onnxruntime_pybind11_state*aarch64*.so"))
     assert not (artifacts / "cv2").exists() and not (artifacts / "pyarrow").exists()
     assert (artifacts / "src/pixels/detector.py").is_file()
+
+
+def test_a_stranger_can_deploy_it_with_the_documented_command():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml").read_text())
+    deploy = config["default"]["deploy"]["parameters"]
+    # No fixed role names in the template, so no CAPABILITY_NAMED_IAM.
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["confirm_changeset"] is True and deploy["resolve_s3"] is True
+    dry = subprocess.run(
+        ["make", "-n", "deploy"], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert "sam build --template-file infra/template.yaml" in dry
+    assert "sam deploy --guided" in dry and "infra/samconfig.toml" in dry
+    guide = (ROOT / "docs" / "aws.md").read_text()
+    for heading in ("## Prerequisites", "## Parameters", "## First deploy", "## Uploading",
+                    "## Reading the outputs", "## Backfilling", "## Alarms",
+                    "## The pseudonym key", "## Cost", "## Teardown",
+                    "## What is tested offline, and how"):
+        assert heading in guide, heading
+    parameters = _stack().template["Parameters"]
+    for name in ("PhiUserArns", "OutputReaderArns", "AlarmEmail"):
+        assert f"`{name}`" in guide and name in parameters, name
+    outputs = _stack().template["Outputs"]
+    assert {"AlarmTopicArn", "DeidentificationKeySecretArn"} <= set(outputs)
+    assert "AlarmEmail" in str(_stack().template["Resources"]["AlarmSubscription"])
+
+
+def test_every_machine_function_and_queue_has_its_alarms_on_the_topic():
+    stack = _stack()
+    alarms = stack.of_type("AWS::CloudWatch::Alarm").values()
+    topic = stack.ref("AlarmTopic")
+    assert all(a["Properties"]["AlarmActions"] == [topic] for a in alarms)
+    watched = {
+        (a["Properties"]["MetricName"], d["Value"])
+        for a in alarms
+        for d in a["Properties"]["Dimensions"]
+    }
+    for machine in stack.of_type("AWS::StepFunctions::StateMachine"):
+        for metric in ("ExecutionsFailed", "ExecutionsTimedOut"):
+            assert (metric, stack.ref(machine)) in watched, (metric, machine)
+    for function in stack.of_type("AWS::Lambda::Function"):
+        for metric in ("Errors", "Throttles"):
+            assert (metric, stack.ref(function)) in watched, (metric, function)
+    dlq = stack.att("IngestDeadLetterQueue", "QueueName")
+    assert ("ApproximateNumberOfMessagesVisible", dlq) in watched
+    assert ("ApproximateAgeOfOldestMessage", dlq) in watched
+    assert ("ApproximateAgeOfOldestMessage", stack.att("IngestQueue", "QueueName")) in watched
