@@ -36,6 +36,13 @@ def _role_of(stack: Stack, arn: str) -> str:
     raise KeyError("a role that is not the stack's")
 
 
+def _acting(stack: Stack, role_arn: str) -> tuple[str, str, dict[str, Any], list[Any]]:
+    """The role behind an ARN: its logical id, session principal, context and policies."""
+    role = _role_of(stack, role_arn)
+    principal, base = session(stack, role)
+    return role, principal, base, stack.identity_policies(role)
+
+
 def _queue_of(stack: Stack, arn: str) -> str | None:
     for logical in stack.of_type("AWS::SQS::Queue"):
         if stack.att(logical, "Arn") == arn:
@@ -65,9 +72,7 @@ def pipes(stack: Stack, t: Translator) -> list[Request]:
     out: list[Request] = []
     for logical, pipe in stack.of_type("AWS::Pipes::Pipe").items():
         props = pipe["Properties"]
-        role = _role_of(stack, props["RoleArn"])
-        principal, base = session(stack, role)
-        identity = stack.identity_policies(role)
+        role, principal, base, identity = _acting(stack, props["RoleArn"])
         queue = _queue_of(stack, props["Source"])
         assert queue, f"{logical}: only SQS sources are modelled"
         for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
@@ -131,9 +136,7 @@ def machines(stack: Stack, t: Translator, backfill_bucket: str) -> list[Request]
     out: list[Request] = []
     for logical, machine in stack.of_type("AWS::StepFunctions::StateMachine").items():
         props = machine["Properties"]
-        role = _role_of(stack, props["RoleArn"])
-        principal, base = session(stack, role)
-        identity = stack.identity_policies(role)
+        role, principal, base, identity = _acting(stack, props["RoleArn"])
         subs = props.get("DefinitionSubstitutions", {})
         for value in subs.values():
             if isinstance(value, str) and ":function:" in value:
