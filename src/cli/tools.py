@@ -54,12 +54,16 @@ def validate(file: str) -> None:
     """Check that FILE parses and its metadata passes the schemas (exit 1 if not)."""
     from pydantic import ValidationError
 
+    from src.errors import InvalidDICOMError
     from src.ingestion.dicom_parser import DICOMParser
     from src.ingestion.instance import validation_reason
     from src.ingestion.metadata_extractor import MetadataExtractor
     from src.validation.schemas import DICOMMetadataModel
 
-    dataset = DICOMParser().parse_file(file)
+    try:
+        dataset = DICOMParser().parse_file(file)
+    except InvalidDICOMError as exc:  # the reason names tags and offsets, never values
+        _fail(f"{file}: invalid: {exc.reason}", 1)
     try:
         DICOMMetadataModel(**MetadataExtractor().extract_metadata(dataset))
     except ValidationError as exc:

@@ -32,7 +32,7 @@ from pydicom.uid import (
 
 from src.errors import InvalidDICOMError
 from src.ingestion.deflate import check_deflate_limit
-from src.ingestion.structure import check_structure
+from src.ingestion.structure import check_structure, encapsulates
 
 #: Default ceiling on the inflated size of a Deflated Explicit VR Little Endian dataset.
 DEFAULT_MAX_INFLATED_BYTES = 512 * 1024 * 1024
@@ -319,7 +319,13 @@ class DICOMParser:
         buffer = _buffer_of(fp)
         try:
             spans = check_structure(
-                buffer, source, start=start + 132, implicit=implicit, little=little, has_meta=True
+                buffer,
+                source,
+                start=start + 132,
+                implicit=implicit,
+                little=little,
+                has_meta=True,
+                encapsulated=encapsulates(str(uid)),
             )
         finally:
             if isinstance(buffer, mmap.mmap):

@@ -31,6 +31,7 @@ from src.errors import (
     PipelineError,
     StorageError,
 )
+from src.ingestion.data_faults import raised_reading_values
 from src.ingestion.deidentifier import DeidentificationResult, Deidentifier
 from src.ingestion.dicom_parser import is_image
 from src.ingestion.metadata_extractor import MetadataExtractor
@@ -49,6 +50,7 @@ class Reason(StrEnum):
     EMPTY = "empty"
     NOT_DICOM = "not-dicom"
     TRUNCATED = "truncated"
+    MALFORMED = "malformed"
     IMAGE_WITHOUT_PIXEL_DATA = "image-without-pixel-data"
     FAILED_VALIDATION = "failed-validation"
     DEIDENTIFICATION_REFUSED = "deidentification-refused"
@@ -138,6 +140,8 @@ def _parse_refusal(exc: InvalidDICOMError) -> InstanceRefusedError:
         return InstanceRefusedError(Reason.EMPTY, text, "parse")
     if text.startswith("truncated"):
         return InstanceRefusedError(Reason.TRUNCATED, text, "parse")
+    if text.startswith("malformed"):
+        return InstanceRefusedError(Reason.MALFORMED, text.removeprefix("malformed: "), "parse")
     if text.startswith("cannot open"):
         return InstanceRefusedError(Reason.UNREADABLE, text, "read")
     return InstanceRefusedError(Reason.NOT_DICOM, text, "parse")
@@ -305,6 +309,14 @@ class InstancePipeline:
             raise InstanceRefusedError(Reason.UNREADABLE, type(exc).__name__, stage[0]) from exc
         except Exception as exc:
             _remove(output_path)
+            if raised_reading_values(exc):
+                # pydicom choked on this file's bytes (an unknown VR, a value its VR cannot
+                # hold): a fault of the data, not of ours.
+                raise InstanceRefusedError(
+                    Reason.MALFORMED,
+                    f"a value cannot be decoded ({type(exc).__name__})",
+                    stage[0],
+                ) from exc
             logger.error(
                 "Unexpected error; instance refused",
                 extra={

@@ -32,6 +32,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from src.errors import InvalidDICOMError
 from src.ingestion.deidentifier import Deidentifier
 from src.ingestion.elements import NotHandled
 from src.ingestion.profile import ConfidentialityProfile
@@ -89,6 +90,13 @@ def compare(
             )  # fmt: skip
         except NotHandled:
             assert not a.exists()
+            return False
+        except InvalidDICOMError as refused:
+            # A structural refusal: the pydicom path refuses it too, for the same reason.
+            assert not a.exists()
+            with pytest.raises(InvalidDICOMError) as also:
+                oracle.deidentify_file_with_report(source, b)
+            assert also.value.reason.split(":")[0] == refused.reason.split(":")[0], source.name
             return False
     oracle_result = oracle.deidentify_file_with_report(source, b)
     ours, theirs = pydicom.dcmread(a), pydicom.dcmread(b)  # without force: valid Part 10

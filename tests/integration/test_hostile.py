@@ -102,7 +102,7 @@ def build_bad_corpus(root: Path, good: Path) -> dict[str, str]:
     undelimited = _file_with_raw(root, "undelimited.dcm", _raw_nested(3)[: -8 * 6])
     expected[undelimited.name] = "truncated"
     deep = _file_with_raw(root, "nested-10000.dcm", _raw_nested(10_000))
-    expected[deep.name] = "not-dicom: sequence nesting"
+    expected[deep.name] = "malformed: sequence nesting"
     bomb = Dataset()
     bomb.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     bomb.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.777"
