@@ -11,6 +11,7 @@ instance and may send it again.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -25,13 +26,13 @@ from src.ingestion.dicom_parser import DICOMParser
 from src.ingestion.instance import InstancePipeline, InstanceRefusedError, Reason, schema_validation
 from src.ingestion.pseudonyms import KeyMaterial
 from src.pipeline.config import RunConfig
-from src.pipeline.journal import Journal
+from src.pipeline.journal import Journal, session_counts
 from src.pipeline.provenance import check_provenance
 from src.pipeline.reports import write_reports
 from src.pipeline.sources import Location, input_id, parse_location
 from src.pipeline.state import state_dir_for, sweep_leftovers
 from src.pipeline.summary import RunSummary
-from src.pipeline.worker import PROCESSED, QUARANTINED, Outcome
+from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome
 from src.storage.store import (
     DuplicateInstanceError,
     QuarantineRecord,
@@ -144,6 +145,9 @@ class Intake:
             fsync=True,  # the sender is told "success" only for what is on disk
         )
         check_provenance(self.sink, key.fingerprint(), config.profile.as_dict())
+        # Earlier sessions' true counts (a kill -9 can stop one between two rewrites of
+        # the run history); the journal was written before each "success" was sent.
+        self.recovered = session_counts(self.state / "journal.jsonl")
         self.journal = Journal(self.state / "journal.jsonl")
         self.entries = self.journal.load()
         self.claims = {e["output"]: i for i, e in self.entries.items() if e["status"] == PROCESSED}
@@ -171,11 +175,33 @@ class Intake:
         """
         iid = input_id(self.key.key, f"dicom:{sop_instance_uid}")
         size = os.path.getsize(path)
-        outcome = Outcome(iid, f"size:{size}", QUARANTINED, bytes_in=size)
+        fingerprint = content_fingerprint(path)
+        with self._lock:
+            previous = self.entries.get(iid)
+        if previous is not None and same_content(previous["fingerprint"], fingerprint):
+            # The same instance again (a sender's retry): acknowledged, not redone, and
+            # counted once in the manifest, as `run` skips an unchanged input.
+            return self._repeat(iid, fingerprint, size)
+        duplicate = previous is not None and previous["status"] == PROCESSED
+        if duplicate:
+            # Other content under a SOP Instance UID already written: `run`'s rule, a
+            # second input, quarantined as duplicate-sop-instance; the first output stays.
+            iid = input_id(self.key.key, f"dicom:{sop_instance_uid}:{fingerprint}")
+            with self._lock:
+                retried = iid in self.entries  # that other content's own retry
+            if retried:
+                return self._repeat(iid, fingerprint, size)
+        outcome = Outcome(iid, fingerprint, QUARANTINED, bytes_in=size)
         staged = str(self.staging / f"{iid}.{uuid.uuid4().hex[:8]}.dcm")
         started = time.perf_counter()
         try:
             try:
+                if duplicate:
+                    raise InstanceRefusedError(
+                        Reason.DUPLICATE_SOP_INSTANCE,
+                        "another input already wrote this SOP Instance UID",
+                        "write",
+                    )
                 with self._process_lock:
                     result = self.pipeline.process(path, staged, label=iid)
             except InstanceRefusedError as exc:
@@ -228,10 +254,33 @@ class Intake:
             return OUT_OF_RESOURCES
         return SUCCESS
 
+    def _repeat(self, iid: str, fingerprint: str, size: int) -> int:
+        try:
+            with self._lock:
+                entry = {"input_id": iid, "fingerprint": fingerprint, "status": SKIPPED,
+                         "session": self.session}
+                self.journal.append(entry)
+                self.summary.inputs += 1
+                self.summary.skipped += 1
+                self.summary.bytes_in += size
+        except OSError as exc:
+            logger.error(
+                "Repeat not journalled; the sender is told to keep it",
+                extra={"operation": "receive", "status": "failed",
+                       "details": {"input_id": iid, "error": error_name(exc)}},
+            )
+            return OUT_OF_RESOURCES
+        logger.debug(
+            "Instance received again",
+            extra={"operation": "receive", "status": SKIPPED, "details": {"input_id": iid}},
+        )
+        return SUCCESS
+
     def _account(self, outcome: Outcome) -> None:
         with self._lock:
-            self.journal.append(outcome.journal_entry())
-            self.entries[outcome.input_id] = outcome.journal_entry()
+            entry = {**outcome.journal_entry(), "session": self.session}
+            self.journal.append(entry)
+            self.entries[outcome.input_id] = entry
             summary = self.summary
             summary.inputs += 1
             summary.bytes_in += outcome.bytes_in
@@ -266,7 +315,14 @@ class Intake:
         with self._lock:
             self.summary.elapsed_seconds = time.perf_counter() - self._started
             entries = dict(self.entries)
-            write_reports(self.sink, entries, self.summary, self.config, session=self.session)
+            write_reports(
+                self.sink,
+                entries,
+                self.summary,
+                self.config,
+                session=self.session,
+                recovered=self.recovered,
+            )
 
     def local_path(self, key: str) -> str | None:
         """The local file of an output key (None for an S3 OUTPUT)."""
@@ -277,6 +333,23 @@ class Intake:
 
         self.journal.close()
         shutil.rmtree(self.spool, ignore_errors=True)
+
+
+def content_fingerprint(path: str) -> str:
+    """What a repeat is recognised by: the received bytes' size and SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"size:{os.path.getsize(path)} sha256:{digest.hexdigest()}"
+
+
+def same_content(recorded: str, fingerprint: str) -> bool:
+    """Whether a journalled fingerprint is this content's. A journal from before digests
+    recorded the size alone (``size:N``): a retry of the same size counts as the same."""
+    return recorded == fingerprint or (
+        " " not in recorded and fingerprint.startswith(recorded + " ")
+    )
 
 
 def error_name(exc: BaseException) -> str:

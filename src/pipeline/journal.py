@@ -6,21 +6,56 @@ A line cut by ``kill -9`` is skipped on load, so its input is simply redone.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def read_journal(path: Path) -> dict[str, dict[str, Any]]:
-    """The latest entry of every input id in the journal at ``path``."""
-    entries: dict[str, dict[str, Any]] = {}
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             try:
-                entry = json.loads(line)
+                yield json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by kill -9: its input is simply redone
+
+
+def read_journal(path: Path) -> dict[str, dict[str, Any]]:
+    """The latest entry of every input id in the journal at ``path``.
+
+    A ``skipped`` line (a receiver's record of a repeated instance it acknowledged
+    without redoing it) counts for its session but changes no input's entry.
+    """
+    entries: dict[str, dict[str, Any]] = {}
+    for entry in _lines(path):
+        if entry.get("status") != "skipped":
             entries[entry["input_id"]] = entry
     return entries
+
+
+def session_counts(path: Path) -> dict[str, dict[str, Any]]:
+    """What each session recorded in the journal at ``path``: its inputs, processed,
+    quarantined (by reason) and skipped, from every line it wrote (the journal is written
+    before a sender is told "success", so these counts survive a ``kill -9``)."""
+    counts: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return counts
+    for entry in _lines(path):
+        session = entry.get("session")
+        if not session:
+            continue
+        c = counts.setdefault(
+            session,
+            {"inputs": 0, "processed": 0, "quarantined": 0, "skipped": 0, "reasons": {}},
+        )
+        status = str(entry.get("status"))
+        c["inputs"] += 1
+        if status in ("processed", "quarantined", "skipped"):
+            c[status] += 1
+        if status == "quarantined":
+            reason = str(entry.get("reason", ""))
+            c["reasons"][reason] = c["reasons"].get(reason, 0) + 1
+    return counts
 
 
 class Journal:
@@ -42,4 +77,4 @@ class Journal:
         self._fh.close()
 
 
-__all__ = ["Journal", "read_journal"]
+__all__ = ["Journal", "read_journal", "session_counts"]

@@ -38,11 +38,14 @@ def write_reports(
     config: RunConfig,
     *,
     session: str = "",
+    recovered: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Write index.jsonl, index.parquet and manifest.json (and metrics when asked).
 
     ``session`` names a long-lived invocation (a receiver) that rewrites the reports as it
     goes: its entry in the run history is replaced rather than appended each time.
+    ``recovered`` holds earlier sessions' counts as their journal lines give them: a
+    session stopped by ``kill -9`` between two rewrites gets its true counts back.
     """
     rows = sorted(
         (e for e in entries.values() if e["status"] == PROCESSED), key=lambda e: e["output"]
@@ -57,6 +60,14 @@ def write_reports(
     if session:
         this_run["session"] = session
         earlier = [r for r in earlier if r.get("session") != session]
+    for run in earlier:
+        counts = (recovered or {}).get(str(run.get("session", "")))
+        if counts is not None and run.get("inputs") != counts["inputs"]:
+            for name in ("inputs", "processed", "quarantined", "skipped"):
+                run[name] = counts[name]
+            run["quarantine_reasons"] = dict(sorted(counts["reasons"].items()))
+            run["balanced"] = True
+            run["recovered_from_journal"] = True
     statuses = [e["status"] for e in entries.values()]
     manifest = {
         "run": summary.as_dict(),
