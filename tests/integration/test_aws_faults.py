@@ -240,3 +240,36 @@ def test_backfill_routes_objects_above_the_size_parameter_to_the_large_function(
         assert details["status"] == "SUCCEEDED", details
         assert calls[ws.LARGE_FUNCTION] == 1
         assert len([k for k in ws.keys(s3, "processed") if k.endswith(".dcm")]) == 3
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("SlowDown", 503), ("InternalError", 500), ("ServiceUnavailable", 503),
+     ("ConditionalRequestConflict", 409)],
+)
+def test_a_fault_of_the_put_itself_is_transient_never_a_duplicate(tmp_path, code, status):
+    staged = tmp_path / "x.dcm"
+    staged.write_bytes(b"DICM")
+    store, stub = _store_with(("put_object", code, status))
+    with pytest.raises(StorageError) as caught:
+        commit_instance(store, "a/b.dcm", str(staged), "owner-1", claimed=False)
+    assert not isinstance(caught.value, DuplicateInstanceError)
+    assert lh.fault_kind(caught.value) == lh.TRANSIENT
+    stub.assert_no_pending_responses()
+
+
+def test_a_timeout_of_the_put_is_transient(tmp_path):
+    staged = tmp_path / "x.dcm"
+    staged.write_bytes(b"DICM")
+    client = boto3.client(
+        "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
+    )
+
+    def put_object(**_):  # type: ignore[no-untyped-def]
+        raise ReadTimeoutError(endpoint_url="https://s3.amazonaws.com")
+
+    client.put_object = put_object  # type: ignore[method-assign]
+    with pytest.raises(ThrottlingError) as caught:
+        commit_instance(S3Store("processed", s3_client=client), "a/b.dcm", str(staged), "o",
+                        claimed=False)
+    assert lh.fault_kind(caught.value) == lh.TRANSIENT
