@@ -47,7 +47,7 @@ from src.ingestion.pseudonyms import Pseudonymizer
 from src.ingestion.safety_net import (
     _Identifiers,
 )
-from src.ingestion.structure import check_structure, encapsulates
+from src.ingestion.structure import check_contents, encapsulates
 from src.ingestion.value_actions import (
     ValueActions,
 )
@@ -141,18 +141,13 @@ class ByteEngine:
     ) -> DeidentificationResult:
         part = read_part10(buf)
         implicit = part.implicit
-        # The same structural check as the pydicom path's parser (PS3.5 7.1, 7.5, A.4):
-        # malformed input is refused with its data reason, never written.
-        check_structure(
-            buf,
-            "input",
-            start=part.dataset_start,
-            implicit=implicit,
-            little=True,
-            has_meta=False,
-            encapsulated=encapsulates(part.transfer_syntax),
-        )
         top = elements_of(buf, part.dataset_start, len(buf), implicit)
+        # The same structural checks as the pydicom path's parser (PS3.5 7.1, 7.5, A.4),
+        # inside the sequences the top-level walk stepped over: malformed input is
+        # refused with its data reason, never written.
+        check_contents(
+            buf, "input", top, implicit=implicit, encapsulated=encapsulates(part.transfer_syntax)
+        )
         facts = read_facts(buf, top)
         key = facts.patient_key
         pseudonym = patient_id if patient_id is not None else self.pseudo.patient_id(key)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Sequence
 
 from src.errors import InvalidDICOMError
 
@@ -266,6 +267,48 @@ def check_structure(
         pos, 0, in_item=False, record=record, encapsulated=encapsulated
     )
     return {tag: (first, last) for tag, first, last in record}
+
+
+def check_contents(
+    buf: bytes | memoryview | mmap.mmap,
+    source: str,
+    top: Sequence[tuple[int, bytes, int, int, int, bool]],
+    *,
+    implicit: bool,
+    encapsulated: bool | None,
+) -> None:
+    """The checks of :func:`check_structure` on a data set whose top level a caller has
+    already walked (``top``: tag, VR, start, value start, value end, undefined length),
+    so only what lies inside its sequences is walked again.
+
+    Raises
+    ------
+    InvalidDICOMError
+        As :func:`check_structure`.
+    """
+    walker = _Walker(buf, len(buf), source, implicit, True)
+    for tag, vr, start, value_start, value_end, undefined in top:
+        group, element = tag >> 16, tag & 0xFFFF
+        if tag == 0x7FE00010:
+            if encapsulated is not None and encapsulated != undefined:
+                raise walker.fail(
+                    "malformed: (7FE0,0010) "
+                    + ("native pixel data in an encapsulated"
+                       if encapsulated else "encapsulated pixel data in a native")
+                    + f" transfer syntax, at offset {start}"
+                )
+            continue
+        size = None if implicit else _FIXED_SIZE.get(vr)
+        if size is not None and not undefined and (value_end - value_start) % size:
+            raise walker.fail(
+                f"malformed: ({group:04X},{element:04X}) {vr.decode()} value length "
+                f"{value_end - value_start} is not a multiple of {size}, at offset {start}"
+            )
+        sequence = vr == b"SQ" or (implicit and _dictionary_sequence(tag))
+        if undefined and (sequence or implicit):
+            walker.undefined(value_start, 1, walk_items=True)
+        elif sequence:
+            walker.defined(value_start, value_end, 1, group, element)
 
 
 #: The transfer syntaxes whose pixel data is native (PS3.5 A.1-A.3, A.5); every other
