@@ -127,6 +127,8 @@ class _Walker:
                     + f" transfer syntax, at offset {element_start}"
                 )
             vr = self.explicit_vr(element_start, group)
+            if vr is None and self.implicit and length & 7 and length != 0xFFFFFFFF:
+                vr = _implicit_vr((group << 16) | element)  # the dictionary's, as pydicom reads it
             size = _FIXED_SIZE.get(vr) if vr is not None else None
             if size is not None and length != 0xFFFFFFFF and length % size:
                 raise self.fail(
@@ -298,7 +300,7 @@ def check_contents(
                     + f" transfer syntax, at offset {start}"
                 )
             continue
-        size = None if implicit else _FIXED_SIZE.get(vr)
+        size = _FIXED_SIZE.get(vr)
         if size is not None and not undefined and (value_end - value_start) % size:
             raise walker.fail(
                 f"malformed: ({group:04X},{element:04X}) {vr.decode()} value length "
@@ -392,6 +394,13 @@ def _elements_ordered(
                 return pos, False
         pos = value + length
     return pos, True
+
+
+def _implicit_vr(tag: int) -> bytes | None:
+    from src.ingestion.dictionary import dictionary_vr
+
+    text = dictionary_vr(tag)
+    return text.split(" or ")[0].encode() if text else None
 
 
 def _dictionary_sequence(tag: int) -> bool:
