@@ -319,14 +319,9 @@ class DICOMParser:
         buffer = _buffer_of(fp)
         try:
             spans = check_structure(
-                buffer,
-                source,
-                start=start + 132,
-                implicit=implicit,
-                little=little,
-                has_meta=True,
-                encapsulated=encapsulates(str(uid)),
-            )
+                buffer, source, start=start + 132, implicit=implicit, little=little,
+                has_meta=True, encapsulated=encapsulates(str(uid)),
+            )  # fmt: skip
         finally:
             if isinstance(buffer, mmap.mmap):
                 buffer.close()

@@ -25,8 +25,8 @@ from pydicom.filewriter import write_data_element, write_dataset, write_file_met
 from src.atomic import open_output as _output
 from src.errors import DeidentificationError, InvalidDICOMError
 from src.ingestion.embedded_overlays import copy_masked, masked_chunks
+from src.ingestion.item_order import items_well_ordered
 from src.ingestion.markers import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from src.ingestion.structure import items_well_ordered
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _LONG_VRS = frozenset(

@@ -40,7 +40,9 @@ _VRS = frozenset(
 )
 
 
-class _Walker:
+class StructureWalker:
+    """Reads tags and lengths over a buffer and checks them against PS3.5 (no values)."""
+
     def __init__(
         self,
         buf: bytes | memoryview | mmap.mmap,
@@ -69,7 +71,7 @@ class _Walker:
         vr = self.explicit_vr(pos, group)
         if vr is not None:
             return vr == b"SQ"
-        return self.implicit and _dictionary_sequence((group << 16) | element)
+        return self.implicit and dictionary_sequence((group << 16) | element)
 
     def header(self, pos: int) -> tuple[int, int, int, int]:
         """Return (group, element, length, value start) of the element at ``pos``."""
@@ -262,10 +264,10 @@ def check_structure(
     end = len(buf)
     pos = start
     if has_meta:
-        meta = _Walker(buf, end, source, implicit=False, little=True)
+        meta = StructureWalker(buf, end, source, implicit=False, little=True)
         pos = meta.elements(pos, 0, in_item=False, stop_group=0x0002)
     record: list[tuple[int, int, int]] = []
-    _Walker(buf, end, source, implicit, little).elements(
+    StructureWalker(buf, end, source, implicit, little).elements(
         pos, 0, in_item=False, record=record, encapsulated=encapsulated
     )
     return {tag: (first, last) for tag, first, last in record}
@@ -288,7 +290,7 @@ def check_contents(
     InvalidDICOMError
         As :func:`check_structure`.
     """
-    walker = _Walker(buf, len(buf), source, implicit, True)
+    walker = StructureWalker(buf, len(buf), source, implicit, True)
     for tag, vr, start, value_start, value_end, undefined in top:
         group, element = tag >> 16, tag & 0xFFFF
         if tag == 0x7FE00010:
@@ -306,7 +308,7 @@ def check_contents(
                 f"malformed: ({group:04X},{element:04X}) {vr.decode()} value length "
                 f"{value_end - value_start} is not a multiple of {size}, at offset {start}"
             )
-        sequence = vr == b"SQ" or (implicit and _dictionary_sequence(tag))
+        sequence = vr == b"SQ" or (implicit and dictionary_sequence(tag))
         if undefined and (sequence or implicit):
             walker.undefined(value_start, 1, walk_items=True)
         elif sequence:
@@ -330,72 +332,6 @@ def encapsulates(transfer_syntax: str) -> bool | None:
     return None
 
 
-def items_well_ordered(
-    buf: bytes | memoryview, start: int, end: int, *, implicit: bool, little: bool
-) -> bool:
-    """Whether every item inside the sequence element at ``buf[start:end]`` lists its
-    elements once each, in ascending tag order, at every depth.
-
-    A repeated tag is read by pydicom as its last copy but shown by dcmtk as its first:
-    such a sequence must not be copied as bytes, only re-encoded from what was decided
-    element by element.
-    """
-    walker = _Walker(buf, end, "<sequence>", implicit, little)
-    try:
-        _, _, length, value = walker.header(start)
-        stop = end if length == 0xFFFFFFFF else value + length
-        return _items_ordered(walker, value, stop, length == 0xFFFFFFFF, 0)
-    except (InvalidDICOMError, struct.error):
-        return False
-
-
-def _items_ordered(w: _Walker, pos: int, stop: int, undefined: bool, depth: int) -> bool:
-    if depth > MAX_DEPTH:
-        return False
-    while pos < stop:
-        group, element, length = struct.unpack_from(w.e + "HHL", w.buf, pos)
-        if (group, element) == (0xFFFE, 0xE0DD):
-            return undefined
-        if (group, element) != (0xFFFE, 0xE000):
-            return False
-        item_end = stop if length == 0xFFFFFFFF else pos + 8 + length
-        pos, ok = _elements_ordered(w, pos + 8, item_end, length == 0xFFFFFFFF, depth)
-        if not ok:
-            return False
-    return True
-
-
-def _elements_ordered(
-    w: _Walker, pos: int, stop: int, undefined: bool, depth: int
-) -> tuple[int, bool]:
-    previous = -1
-    while pos < stop:
-        group, element, length, value = w.header(pos)
-        if group == 0xFFFE and element == 0xE00D:
-            return value, undefined
-        tag = (group << 16) | element
-        if tag <= previous:
-            return pos, False
-        previous = tag
-        is_sequence = length == 0xFFFFFFFF or (
-            bytes(w.buf[pos + 4 : pos + 6]) == b"SQ"
-            if not w.implicit
-            else _dictionary_sequence(tag)
-        )
-        if is_sequence and (group, element) != (0x7FE0, 0x0010):
-            inner_stop = stop if length == 0xFFFFFFFF else value + length
-            if length == 0xFFFFFFFF:
-                end = w.undefined(value, depth + 1)
-                if not _items_ordered(w, value, end, True, depth + 1):
-                    return pos, False
-                pos = end
-                continue
-            if not _items_ordered(w, value, inner_stop, False, depth + 1):
-                return pos, False
-        pos = value + length
-    return pos, True
-
-
 def _implicit_vr(tag: int) -> bytes | None:
     from src.ingestion.dictionary import dictionary_vr
 
@@ -403,7 +339,7 @@ def _implicit_vr(tag: int) -> bytes | None:
     return text.split(" or ")[0].encode() if text else None
 
 
-def _dictionary_sequence(tag: int) -> bool:
+def dictionary_sequence(tag: int) -> bool:
     # pydicom's own dictionary, loaded without importing pydicom (the byte path's rule).
     from src.ingestion.dictionary import dictionary_vr
 

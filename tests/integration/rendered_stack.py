@@ -223,18 +223,26 @@ class Stack:
             for p in self.props(role).get("Policies", [])
         ]
 
-    def bucket_policy(self, bucket_logical: str) -> dict[str, Any] | None:
-        for policy in self.of_type("AWS::S3::BucketPolicy").values():
-            if policy["Properties"]["Bucket"] == self.ref(bucket_logical):
+    def _resource_policy(self, kind: str, holds: Any) -> dict[str, Any] | None:
+        """The PolicyDocument of the first ``kind`` resource whose properties ``holds``."""
+        for policy in self.of_type(kind).values():
+            if holds(policy["Properties"]):
                 doc: dict[str, Any] = policy["Properties"]["PolicyDocument"]
                 return doc
         return None
 
-    def bucket_by_name(self, name: str) -> str:
-        for logical in self.of_type("AWS::S3::Bucket"):
-            if self.ref(logical) == name:
+    def _by_ref(self, kind: str, ref: str) -> str:
+        for logical in self.of_type(kind):
+            if self.ref(logical) == ref:
                 return logical
-        raise KeyError(f"no bucket named {name} in the stack")
+        raise KeyError(f"no {kind} {ref} in the stack")
+
+    def bucket_policy(self, bucket_logical: str) -> dict[str, Any] | None:
+        name = self.ref(bucket_logical)
+        return self._resource_policy("AWS::S3::BucketPolicy", lambda p: p["Bucket"] == name)
+
+    def bucket_by_name(self, name: str) -> str:
+        return self._by_ref("AWS::S3::Bucket", name)
 
     def bucket_key(self, bucket_logical: str) -> str | None:
         """The ARN of the bucket's default SSE-KMS key (``None`` for SSE-S3)."""
@@ -253,17 +261,11 @@ class Stack:
         return policy
 
     def queue_policy(self, queue_logical: str) -> dict[str, Any] | None:
-        for policy in self.of_type("AWS::SQS::QueuePolicy").values():
-            if self.ref(queue_logical) in policy["Properties"]["Queues"]:
-                doc: dict[str, Any] = policy["Properties"]["PolicyDocument"]
-                return doc
-        return None
+        url = self.ref(queue_logical)
+        return self._resource_policy("AWS::SQS::QueuePolicy", lambda p: url in p["Queues"])
 
     def queue_by_url(self, url: str) -> str:
-        for logical in self.of_type("AWS::SQS::Queue"):
-            if self.ref(logical) == url:
-                return logical
-        raise KeyError("a queue that is not the stack's")
+        return self._by_ref("AWS::SQS::Queue", url)
 
     def role_of_function(self, function_logical: str) -> str:
         arn = self.props(function_logical)["Role"]

@@ -137,8 +137,11 @@ def test_dcmdump_rejects_native_pixel_data_under_a_compressed_syntax(tmp_path):
 
 
 def test_the_originals_pass(tmp_path):
+    # The fixtures' sources are well formed: each refusal above is the one change's doing.
     for name in ("CT_small.dcm", "SC_rgb_rle.dcm"):
-        DICOMParser().parse_file(get_testdata_file(name))
+        parsed = DICOMParser().parse_file(get_testdata_file(name))
+        assert parsed.SOPInstanceUID == pydicom.dcmread(get_testdata_file(name)).SOPInstanceUID
+        assert "PixelData" in parsed
 
 
 def test_validate_reports_it_with_exit_1_and_no_value(tmp_path):
