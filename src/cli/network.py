@@ -30,7 +30,12 @@ def _client_tls(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLCon
 @main.command()
 @click.argument("output_uri", metavar="OUTPUT")
 @click.option("--port", type=click.IntRange(0, 65535), required=True, help="TCP port to listen on.")
-@click.option("--ae-title", default="MEDPIPE", show_default=True, help="Our AE title.")
+@click.option(
+    "--ae-title",
+    default="MEDPIPE",
+    show_default=True,
+    help="Our AE title; an association calling another is rejected.",
+)
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--allow-ae", multiple=True, help="Calling AE title let in (repeat; default: any).")
 @click.option(
@@ -38,22 +43,60 @@ def _client_tls(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLCon
     multiple=True,
     help="Source address or network let in, e.g. 10.1.0.0/16 (repeat; default: any).",
 )
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Our TLS certificate (PEM); every connection is then TLS 1.2 or later.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The private key of --tls-cert (PEM).",
+)
 @click.option(
     "--tls-ca",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="Require client certificates signed by this CA.",
 )
-@click.option("--max-associations", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--max-pdu", type=click.IntRange(min=0), default=16382, show_default=True)
+@click.option(
+    "--max-associations",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Associations at once; more are rejected (local limit exceeded).",
+)
+@click.option(
+    "--max-pdu",
+    type=click.IntRange(min=0),
+    default=16382,
+    show_default=True,
+    help="Maximum Length we announce; a longer incoming PDU closes the connection "
+    "(0: none announced, 64 MiB accepted).",
+)
 @click.option(
     "--idle-timeout",
     type=click.FloatRange(min=1),
     default=60.0,
     show_default=True,
-    help="Seconds of silence before an association is aborted.",
+    help="Seconds of silence before an association is aborted; each PDU must arrive "
+    "whole within it.",
+)
+@click.option(
+    "--association-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds from connect to a whole A-ASSOCIATE-RQ (TLS handshake included).",
+)
+@click.option(
+    "--max-pending",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Connections not yet associated at once (they take no slot); the oldest is closed.",
 )
 @click.option(
     "--study-quiet",
@@ -80,6 +123,8 @@ def receive(
     max_associations: int,
     max_pdu: int,
     idle_timeout: float,
+    association_timeout: float,
+    max_pending: int,
     study_quiet: float,
     forward: str | None,
     endpoint_url: str | None,
@@ -117,6 +162,8 @@ def receive(
         max_associations=max_associations,
         max_pdu=max_pdu,
         idle_seconds=idle_timeout,
+        association_seconds=association_timeout,
+        max_pending=max_pending,
         quiet_seconds=study_quiet,
         forward=parse_destination(forward) if forward else None,
     )
@@ -207,7 +254,12 @@ def send(
 
     check_ae_title(ae_title)
     how = Association(
-        calling_ae=ae_title, tls=_client_tls(tls_cert, tls_key, tls_ca), retries=retries
+        calling_ae=ae_title,
+        tls=_client_tls(tls_cert, tls_key, tls_ca),
+        retries=retries,
+        tls_ca_file=tls_ca,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
     )
     summary = send_files(source, dest, how=how, progress=progress)
     for line in summary.lines():

@@ -36,6 +36,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from src.errors import ConfigurationError, StorageError
 from src.network.destinations import Destination, check_ae_title
 from src.network.forward import Forwarder
+from src.network.guard import ConnectionGuard, GuardedRequestHandler, requested, security_event
 from src.network.intake import Intake, Study, error_name
 from src.network.scu import Association
 
@@ -64,7 +65,13 @@ class ReceiverOptions:
     max_pdu : int
         Largest PDU we receive (bytes; 0 means no limit).
     idle_seconds : float
-        An association silent this long is aborted.
+        An association silent this long is aborted; each PDU must arrive within it.
+    association_seconds : float
+        From connect to a whole A-ASSOCIATE-RQ, TLS handshake included; a connection
+        that has not associated by then is closed.
+    max_pending : int
+        Connections not yet associated at once (they take no association slot); over
+        it the oldest is closed.
     quiet_seconds : float
         A study with no new instance for this long is complete.
     forward : Destination, optional
@@ -80,6 +87,8 @@ class ReceiverOptions:
     max_associations: int = 10
     max_pdu: int = 16382
     idle_seconds: float = 60.0
+    association_seconds: float = 10.0
+    max_pending: int = 32
     quiet_seconds: float = 30.0
     forward: Destination | None = None
     forward_how: Association | None = None
@@ -121,10 +130,30 @@ def _echo(_event: Any) -> int:
     return 0x0000
 
 
+class _GuardedAE(AE):
+    """An AE whose association limit counts only peers that have sent an A-ASSOCIATE-RQ:
+    a connection that never does cannot take a slot (see :mod:`src.network.guard`)."""
+
+    @property
+    def active_associations(self) -> list[Any]:
+        return [a for a in super().active_associations if requested(a)]
+
+
 class _AllowListServer(ThreadedAssociationServer):
-    """pynetdicom's server, closing connections from addresses not on the list."""
+    """pynetdicom's server, closing connections from addresses not on the list, and
+    leaving the TLS handshake to each connection's own thread."""
 
     allowed: tuple[Network, ...] = ()
+    guard: ConnectionGuard
+
+    def get_request(self) -> tuple[Any, Any]:
+        listening: Any = self.socket
+        client, address = listening.accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
+        return client, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         _no_delay(request)
@@ -136,10 +165,7 @@ class _AllowListServer(ThreadedAssociationServer):
             return False
         if any(address in net for net in self.allowed):
             return True
-        logger.warning(
-            "Connection refused: source address not allowed",
-            extra={"operation": "receive", "status": "rejected", "details": {}},
-        )
+        security_event("source address not allowed", client_address)
         return False
 
 
@@ -167,16 +193,31 @@ class Receiver:
 
     def _make_ae(self) -> AE:
         options = self.options
-        ae = AE(ae_title=options.ae_title)
+        ae = _GuardedAE(ae_title=options.ae_title)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         ae.maximum_associations = options.max_associations
         ae.maximum_pdu_size = options.max_pdu
         ae.network_timeout = options.idle_seconds
-        ae.acse_timeout = ae.dimse_timeout = min(options.idle_seconds, 30.0)
+        ae.acse_timeout = min(options.association_seconds, options.idle_seconds)
+        ae.dimse_timeout = min(options.idle_seconds, 30.0)
         ae.require_calling_aet = list(options.allowed_aes)
+        ae.require_called_aet = True
         return ae
+
+    def _on_rejected(self, event: Any) -> None:
+        """Name why pynetdicom rejected an association (a security event)."""
+        requestor = event.assoc.requestor
+        calling = str(requestor.ae_title).strip()
+        called = str(getattr(requestor.primitive, "called_ae_title", "")).strip()
+        if self.options.allowed_aes and calling not in self.options.allowed_aes:
+            reason = "calling AE title not allowed"
+        elif called != self.options.ae_title:
+            reason = "called AE title is not ours"
+        else:
+            reason = "association limit reached"
+        security_event(reason, (requestor.address, requestor.port))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -189,14 +230,23 @@ class Receiver:
         # a crash leaves it where the next start sweeps it away).
         _config.STORE_RECV_CHUNKED_DATASET = True
         tempfile.tempdir = str(self.intake.spool)
-        handlers: list[Any] = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, _echo)]
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, _echo),
+            (evt.EVT_REJECTED, self._on_rejected),
+        ]
+        options = self.options
         self.server = self.ae.make_server(
-            (self.options.bind, self.options.port),
+            (options.bind, options.port),
             evt_handlers=handlers,
-            ssl_context=self.options.tls,
+            ssl_context=options.tls,
             server_class=_AllowListServer,
+            request_handler=GuardedRequestHandler,
         )
         self.server.allowed = self.networks
+        self.server.guard = ConnectionGuard(
+            options.association_seconds, options.idle_seconds, options.max_pdu, options.max_pending
+        )
         self.ae._servers.append(self.server)  # as start_server does: shutdown() expects it
         self._spawn(self.server.serve_forever, "scp-accept")
         self._spawn(self._watch_studies, "scp-studies")
@@ -282,6 +332,7 @@ class Receiver:
         """
         if self.server is not None:
             self.server.shutdown()  # no new connections; the socket is closed
+            self.server.guard.close_pending()
         deadline = time.monotonic() + grace_seconds
         # Associations in flight may finish; a connection that never sent an
         # A-ASSOCIATE-RQ (a port probe, a half-open socket) is not waited for.
