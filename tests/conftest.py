@@ -11,7 +11,7 @@ import pytest
 
 # Set before anything imports boto3 or resolves a key; subprocesses inherit them.
 _HOME = tempfile.mkdtemp(prefix="medpipe-test-home-")
-os.environ["MEDPIPE_DEID_KEY"] = "unit-test-key-0123456789abcdef"
+os.environ["MEDPIPE_DEID_KEY"] = "unit-test-key-0123456789abcdef0123456789"
 os.environ["XDG_CONFIG_HOME"] = os.path.join(_HOME, "config")
 os.environ["XDG_CACHE_HOME"] = os.path.join(_HOME, "cache")
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"

@@ -40,7 +40,9 @@ PROFILE_FLAGS = (
 
 
 def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"medpipe: error: {message}", err=True)
+    from src.monitoring.logs import terminal_safe
+
+    click.echo(terminal_safe(f"medpipe: error: {message}"), err=True)
     sys.exit(code)
 
 

@@ -87,6 +87,7 @@ def run(
     INPUT and OUTPUT are folders or s3://bucket/prefix. Files are found by content,
     recursively (local zip archives are opened). Re-running resumes and skips finished work.
     """
+    from src.monitoring.logs import terminal_safe
     from src.pipeline.runner import check_locations
     from src.pipeline.runner import run as run_pipeline
 
@@ -138,7 +139,11 @@ def run(
         err=True,
     )
     summary = run_pipeline(
-        input_uri, output_uri, config, key, echo=lambda line: click.echo(line, err=True)
+        input_uri,
+        output_uri,
+        config,
+        key,
+        echo=lambda line: click.echo(terminal_safe(line), err=True),
     )
     for line in summary.lines():
         click.echo(line)

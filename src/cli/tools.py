@@ -191,8 +191,10 @@ def audit(
         f"for {report.values} identifying values from {report.inputs} inputs: "
         f"{len(report.hits)} hit(s)"
     )
+    from src.monitoring.logs import terminal_safe
+
     for hit in report.hits:
-        click.echo(f"HIT {hit.source} in {hit.found_in}")
+        click.echo(terminal_safe(f"HIT {hit.source} in {hit.found_in}"))
     if not report.clean:
         sys.exit(1)
 

@@ -31,5 +31,4 @@ def raised_reading_values(exc: BaseException) -> bool:
     return _PYDICOM in tb.tb_frame.f_code.co_filename
 
 
-
 __all__ = ["raised_reading_values"]

@@ -20,7 +20,7 @@ from typing import IO
 
 import pydicom
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import (
@@ -32,16 +32,17 @@ from pydicom.uid import (
 
 from src.errors import InvalidDICOMError
 from src.ingestion.deflate import check_deflate_limit
+from src.ingestion.headerless import (
+    FLAG_NO_FILE_META,
+    FLAG_NO_PREAMBLE,
+    read_headerless,
+)
 from src.ingestion.structure import check_structure, encapsulates
 
 #: Default ceiling on the inflated size of a Deflated Explicit VR Little Endian dataset.
 DEFAULT_MAX_INFLATED_BYTES = 512 * 1024 * 1024
 
-FLAG_NO_PREAMBLE = "no_preamble"
-FLAG_NO_FILE_META = "no_file_meta"
 FLAG_DEFLATED = "deflated"
-FLAG_LEADING_BYTES_SKIPPED = "leading_bytes_skipped"
-_MAX_RESYNC_BYTES = 3
 
 
 def quiet_pydicom() -> None:
@@ -121,21 +122,6 @@ def _touch_all(dataset: Dataset) -> None:
                 _touch_all(item)
         else:
             _ = elem.value
-
-
-def _plausible_headerless(dataset: Dataset) -> bool:
-    """Whether a force-read dataset looks like DICOM rather than arbitrary bytes."""
-    tags = list(dataset.keys())
-    if not tags:
-        return False
-    known = [t for t in tags if t.is_private or pydicom.datadict.dictionary_has_tag(t)]
-    # A real dataset starts with public attributes, in ascending order, mostly known.
-    return (
-        tags == sorted(tags)
-        and known[:1] == tags[:1]
-        and 0x0008 <= tags[0].group <= 0x0020
-        and len(known) * 2 >= len(tags)
-    )
 
 
 class DICOMParser:
@@ -273,7 +259,7 @@ class DICOMParser:
                         stop_before_pixels=stop_before_pixels,
                     )
                 else:
-                    dataset = self._read_headerless(fp, source, stop_before_pixels, flags)
+                    dataset = read_headerless(fp, source, stop_before_pixels, flags)
                 if decode or not has_preamble:
                     _touch_all(dataset)
             except InvalidDICOMError:
@@ -326,36 +312,6 @@ class DICOMParser:
             if isinstance(buffer, mmap.mmap):
                 buffer.close()
         return spans
-
-    def _read_headerless(
-        self, fp: IO[bytes], source: str, stop_before_pixels: bool, flags: list[str]
-    ) -> Dataset:
-        flags.append(FLAG_NO_PREAMBLE)
-        data = fp.read()
-        if len(data) < 8:
-            raise InvalidDICOMError(source, "too short to be DICOM")
-        # pydicom reads a headerless dataset with force=True; a few stray leading bytes
-        # (as in pydicom's own no_meta.dcm) are skipped when the dataset then reads cleanly.
-        for skip in range(_MAX_RESYNC_BYTES + 1):
-            buffer = io.BytesIO(data[skip:])
-            try:
-                dataset = pydicom.dcmread(buffer, force=True, stop_before_pixels=stop_before_pixels)
-            except Exception:
-                if skip == 0:
-                    raise
-                continue
-            if (
-                skip == 0
-                and isinstance(dataset, FileDataset)
-                and ("TransferSyntaxUID" in dataset.file_meta)
-            ):
-                return dataset
-            if _plausible_headerless(dataset):
-                flags.append(FLAG_NO_FILE_META)
-                if skip:
-                    flags.append(FLAG_LEADING_BYTES_SKIPPED)
-                return dataset
-        raise InvalidDICOMError(source, "not DICOM: no DICM preamble and no recognisable dataset")
 
 
 def _buffer_of(fp: IO[bytes]) -> bytes | mmap.mmap:

@@ -57,6 +57,7 @@ class Reason(StrEnum):
     DUPLICATE_SOP_INSTANCE = "duplicate-sop-instance"
     UNREADABLE = "unreadable"
     NOT_A_REGULAR_FILE = "not-a-regular-file"
+    UNSAFE_ARCHIVE = "unsafe-archive"
     PIXEL_PHI_REMAINS = "pixel-phi-remains"
     STORAGE_ERROR = "storage-error"
     INTERNAL_ERROR = "internal-error"

@@ -61,9 +61,7 @@ def _elements_ordered(
             return pos, False
         previous = tag
         is_sequence = length == 0xFFFFFFFF or (
-            bytes(w.buf[pos + 4 : pos + 6]) == b"SQ"
-            if not w.implicit
-            else dictionary_sequence(tag)
+            bytes(w.buf[pos + 4 : pos + 6]) == b"SQ" if not w.implicit else dictionary_sequence(tag)
         )
         if is_sequence and (group, element) != (0x7FE0, 0x0010):
             inner_stop = stop if length == 0xFFFFFFFF else value + length

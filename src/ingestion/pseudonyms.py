@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 ENV_KEY = "MEDPIPE_DEID_KEY"
 ENV_KEY_FILE = "MEDPIPE_KEY_FILE"
 MIN_KEY_LENGTH = 16
+#: Below this many bytes a key is accepted with a warning (a generated key has 32).
+STRONG_KEY_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,35 @@ def default_key_file() -> Path:
     return Path(base) / "medpipe" / "deid.key"
 
 
-def _check(key: bytes, source: str) -> KeyMaterial:
+def _check(key: bytes, source: str, *, warn: bool = False) -> KeyMaterial:
     if len(key) < MIN_KEY_LENGTH:
         raise KeyConfigurationError(
             f"de-identification key from {source} is shorter than {MIN_KEY_LENGTH} bytes"
         )
+    if warn and (len(key) < STRONG_KEY_LENGTH or len(set(key)) < 8):
+        # A key someone typed: pseudonyms of guessable inputs (a Patient ID) can then be
+        # confirmed by whoever guesses the key. Accepted, but said.
+        logger.warning(
+            "Weak de-identification key: fewer than %d bytes or few distinct ones "
+            "(`medpipe key create` makes a 256-bit one)",
+            STRONG_KEY_LENGTH,
+            extra={"operation": "key", "status": "weak", "details": {"source": source}},
+        )
     return KeyMaterial(key, source)
+
+
+def _warn_if_shared(path: Path) -> None:
+    """Warn when a key file can be read by group or others (it should be 0600)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        logger.warning(
+            "Key file readable by group or others (mode %o): chmod 600 it",
+            mode & 0o777,
+            extra={"operation": "key", "status": "shared", "details": {"mode": oct(mode & 0o777)}},
+        )
 
 
 def _why(exc: OSError) -> str:
@@ -146,7 +171,7 @@ def resolve_key(
         return key_material(key)
     env = os.environ.get(ENV_KEY)
     if env:
-        return _check(env.strip().encode("utf-8"), f"environment variable {ENV_KEY}")
+        return _check(env.strip().encode("utf-8"), f"environment variable {ENV_KEY}", warn=True)
     explicit = key_file or os.environ.get(ENV_KEY_FILE)
     path = Path(explicit) if explicit else default_key_file()
     if not path.exists():
@@ -168,7 +193,8 @@ def resolve_key(
             f"cannot read key file {path} ({_why(exc)}): it must be readable by this user "
             "(and by no one else: mode 0600)"
         ) from exc
-    return _check(text.encode("utf-8"), f"key file {path}")
+    _warn_if_shared(path)
+    return _check(text.encode("utf-8"), f"key file {path}", warn=True)
 
 
 _DT = re.compile(

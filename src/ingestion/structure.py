@@ -26,8 +26,22 @@ from src.errors import InvalidDICOMError
 MAX_DEPTH = 64
 PIXEL_DATA = (0x7FE0, 0x0010)
 #: The size of one value of the fixed-size binary VRs (a length must be a multiple).
-_FIXED_SIZE = {b"US": 2, b"SS": 2, b"UL": 4, b"SL": 4, b"FL": 4, b"AT": 4, b"FD": 8,
-               b"SV": 8, b"UV": 8, b"OW": 2, b"OF": 4, b"OL": 4, b"OD": 8, b"OV": 8}
+_FIXED_SIZE = {
+    b"US": 2,
+    b"SS": 2,
+    b"UL": 4,
+    b"SL": 4,
+    b"FL": 4,
+    b"AT": 4,
+    b"FD": 8,
+    b"SV": 8,
+    b"UV": 8,
+    b"OW": 2,
+    b"OF": 4,
+    b"OL": 4,
+    b"OD": 8,
+    b"OV": 8,
+}
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
 )
@@ -124,8 +138,11 @@ class StructureWalker:
             ):
                 raise self.fail(
                     "malformed: (7FE0,0010) "
-                    + ("native pixel data in an encapsulated"
-                       if encapsulated else "encapsulated pixel data in a native")
+                    + (
+                        "native pixel data in an encapsulated"
+                        if encapsulated
+                        else "encapsulated pixel data in a native"
+                    )
                     + f" transfer syntax, at offset {element_start}"
                 )
             vr = self.explicit_vr(element_start, group)
@@ -297,8 +314,11 @@ def check_contents(
             if encapsulated is not None and encapsulated != undefined:
                 raise walker.fail(
                     "malformed: (7FE0,0010) "
-                    + ("native pixel data in an encapsulated"
-                       if encapsulated else "encapsulated pixel data in a native")
+                    + (
+                        "native pixel data in an encapsulated"
+                        if encapsulated
+                        else "encapsulated pixel data in a native"
+                    )
                     + f" transfer syntax, at offset {start}"
                 )
             continue
@@ -318,8 +338,7 @@ def check_contents(
 #: The transfer syntaxes whose pixel data is native (PS3.5 A.1-A.3, A.5); every other
 #: standard one encapsulates it (A.4).
 NATIVE_SYNTAXES = frozenset(
-    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
-     "1.2.840.10008.1.2.1.99"}
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 )
 
 

@@ -91,6 +91,15 @@ def current_format() -> str:
     return _FORMAT
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1) shown as ``\\xNN``: a file name
+    cannot move the cursor, set the window title or hide a line (OSC/CSI sequences)."""
+    return text.translate(_CONTROL)
+
+
 class HumanFormatter(logging.Formatter):
     """One short line per record for a terminal: the message and its details, which hold
     ids, tags, reasons and counts (never PHI), as ``key=value``."""
@@ -101,7 +110,7 @@ class HumanFormatter(logging.Formatter):
             f"{k}={v}" for k, v in details.items() if v not in ("", None, [], {}) and k != "seconds"
         ]
         tail = f" ({', '.join(parts)})" if parts else ""
-        return f"medpipe: {record.getMessage().lower()}{tail}"
+        return terminal_safe(f"medpipe: {record.getMessage().lower()}{tail}")
 
 
 def configure_logging(

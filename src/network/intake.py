@@ -258,8 +258,12 @@ class Intake:
     def _repeat(self, iid: str, fingerprint: str, size: int) -> int:
         try:
             with self._lock:
-                entry = {"input_id": iid, "fingerprint": fingerprint, "status": SKIPPED,
-                         "session": self.session}
+                entry = {
+                    "input_id": iid,
+                    "fingerprint": fingerprint,
+                    "status": SKIPPED,
+                    "session": self.session,
+                }
                 self.journal.append(entry)
                 self.summary.inputs += 1
                 self.summary.skipped += 1
@@ -267,8 +271,11 @@ class Intake:
         except OSError as exc:
             logger.error(
                 "Repeat not journalled; the sender is told to keep it",
-                extra={"operation": "receive", "status": "failed",
-                       "details": {"input_id": iid, "error": error_name(exc)}},
+                extra={
+                    "operation": "receive",
+                    "status": "failed",
+                    "details": {"input_id": iid, "error": error_name(exc)},
+                },
             )
             return OUT_OF_RESOURCES
         logger.debug(

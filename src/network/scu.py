@@ -63,6 +63,10 @@ class Association:
     backoff_seconds: float = 1.0
     timeout_seconds: float = 30.0
     max_pdu: int = 0
+    #: The PEM files behind ``tls`` (CA, certificate, key), for HTTPS destinations.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
 
 def _is_success(status: int) -> bool:

@@ -103,7 +103,8 @@ def deliver(
         delivery = scu.store(todo, dest, acknowledged, how)
     else:
         retries = how.retries if how is not None else 4
-        delivery = stow.store(todo, dest, acknowledged, retries=retries)
+        client = stow.client_for(dest, how)
+        delivery = stow.store(todo, dest, acknowledged, retries=retries, client=client)
     summary.sent += delivery.sent
     summary.failed += delivery.failed
     summary.bytes_sent += delivery.bytes_sent

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import requests
 from dicomweb_client import DICOMwebClient
@@ -18,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from src.network.destinations import Destination
 from src.network.outgoing import Outgoing
-from src.network.scu import Delivery
+from src.network.scu import Association, Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,29 @@ def _stored_uids(response: Dataset) -> tuple[set[str], set[str]]:
         str(i.get("ReferencedSOPInstanceUID", "")) for i in response.get("FailedSOPSequence", [])
     }
     return stored, failed
+
+
+class _PinnedCASession(requests.Session):
+    """A session whose own ``verify`` wins: requests otherwise lets REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE from the environment replace it (requests issue #3829), which
+    silently ignored ``--tls-ca``."""
+
+    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
+        settings["verify"] = self.verify
+        return settings
+
+
+def client_for(dest: Destination, how: Association | None) -> DICOMwebClient:
+    """A DICOMweb client that verifies the origin against ``--tls-ca`` (when given, else
+    the system's CAs) and presents ``--tls-cert``/``--tls-key`` (when given)."""
+    pinned = how is not None and bool(how.tls_ca_file)
+    session = _PinnedCASession() if pinned else requests.Session()
+    if how is not None and how.tls_ca_file:
+        session.verify = how.tls_ca_file
+    if how is not None and how.tls_cert_file:
+        session.cert = (how.tls_cert_file, how.tls_key_file or how.tls_cert_file)
+    return DICOMwebClient(url=dest.url, session=session)
 
 
 def store(
@@ -120,4 +144,4 @@ def _post(
     return True
 
 
-__all__ = ["BATCH_BYTES", "BATCH_FILES", "store"]
+__all__ = ["BATCH_BYTES", "BATCH_FILES", "client_for", "store"]

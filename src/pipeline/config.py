@@ -26,6 +26,7 @@ from typing import Any
 
 from src.errors import ConfigurationError
 from src.ingestion.profile import ConfidentialityProfile
+from src.pipeline.archives import ArchiveLimits
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ class RunConfig:
         Deflate zip-bomb ceiling.
     max_zip_member_bytes : int
         Largest member read out of a zip archive.
+    max_zip_bytes : int
+        Largest sum of the member sizes one zip archive declares; a larger archive is
+        refused whole (``unsafe-archive``) before any member is read.
+    max_zip_ratio : int
+        Largest expansion of one zip archive (its members over its own size, once they
+        pass 64 MiB).
+    max_quarantine_copy_bytes : int
+        A refused input larger than this is quarantined by its reason only (the
+        original stays where it came from).
     state_dir : str or None
         Where the resume journal lives for ``s3://`` OUTPUT.
     crosswalk : str or None
@@ -67,9 +77,20 @@ class RunConfig:
     progress: bool | None = None
     max_inflated_bytes: int = 512 * 1024 * 1024
     max_zip_member_bytes: int = 4 * 1024 * 1024 * 1024
+    max_zip_bytes: int = 64 * 1024 * 1024 * 1024
+    max_zip_ratio: int = 100
+    max_quarantine_copy_bytes: int = 256 * 1024 * 1024
     state_dir: str | None = None
     crosswalk: str | None = None
     crosswalk_in_output: bool = False
+
+    def archive_limits(self) -> ArchiveLimits:
+        """What one zip archive in INPUT may expand to."""
+        return ArchiveLimits(
+            max_member_bytes=self.max_zip_member_bytes,
+            max_total_bytes=self.max_zip_bytes,
+            max_ratio=self.max_zip_ratio,
+        )
 
     def worker_count(self) -> int:
         """The number of worker processes to start."""
@@ -116,6 +137,9 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> RunConf
             "metrics",
             "max_inflated_bytes",
             "max_zip_member_bytes",
+            "max_zip_bytes",
+            "max_zip_ratio",
+            "max_quarantine_copy_bytes",
             "state_dir",
             "crosswalk",
             "crosswalk_in_output",

@@ -182,6 +182,22 @@ def render_page(items: list[ReviewItem], with_before: bool) -> str:
     )
 
 
+def _check_page_location(page: Path, output: Path) -> None:
+    """The page shows original pixels (PHI): never in the shareable part of OUTPUT."""
+    from src.errors import ConfigurationError
+
+    if page.is_symlink():
+        raise ConfigurationError("--to is a symbolic link; give the file itself")
+    target, out = page.resolve(), output.resolve()
+    private = (out / "quarantine", out / ".medpipe")
+    inside = target == out or out in target.parents
+    if inside and not any(p == target or p in target.parents for p in private):
+        raise ConfigurationError(
+            "the review page shows original pixels (PHI): write it under "
+            "OUTPUT/quarantine/ or outside OUTPUT"
+        )
+
+
 def write_review(
     output: str | os.PathLike[str],
     key: bytes,
@@ -191,8 +207,9 @@ def write_review(
     """Write the review page; returns its path and the number of images on it."""
     from src.atomic import write_bytes_atomic
 
-    items = collect(output, input_root, key)
     page = Path(target) if target else Path(output) / "quarantine" / "review.html"
+    _check_page_location(page, Path(output))
+    items = collect(output, input_root, key)
     write_bytes_atomic(page, render_page(items, input_root is not None).encode("utf-8"))
     return page, len(items)
 

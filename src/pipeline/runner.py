@@ -46,6 +46,7 @@ from src.pipeline.sources import (
     input_id,
     iter_local,
     iter_store,
+    original_for_quarantine,
     parse_location,
 )
 from src.pipeline.state import state_dir_for, sweep_leftovers
@@ -85,7 +86,7 @@ def discover(input_loc: Location, output_loc: Location, config: RunConfig) -> It
     if not os.path.exists(input_loc.path):
         raise ConfigurationError(f"INPUT {input_loc.raw} does not exist")
     exclude = None if output_loc.is_s3 else output_loc.path
-    yield from iter_local(input_loc.path, exclude)
+    yield from iter_local(input_loc.path, exclude, config.archive_limits())
 
 
 def check_locations(input_uri: str, output_uri: str) -> tuple[Location, Location]:
@@ -157,7 +158,8 @@ def _run(
     staging = state / "staging"
     state.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(output_loc, staging)
-    staging.mkdir(parents=True, exist_ok=True)
+    staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(staging, 0o700)  # scratch copies of originals: PHI
     journal = Journal(state / "journal.jsonl")
     previous = journal.load()
     sink = _open(output_loc, config)
@@ -215,7 +217,15 @@ def _run(
         for outcome in _outcomes(todo, config, key.key, str(staging)):
             if outcome.no_room:
                 raise _no_room(outcome.no_room)
-            _finish(outcome, by_id[outcome.input_id], sink, claims, summary, str(staging))
+            _finish(
+                outcome,
+                by_id[outcome.input_id],
+                sink,
+                claims,
+                summary,
+                str(staging),
+                config.max_quarantine_copy_bytes,
+            )
             if crosswalk is not None and outcome.status == PROCESSED:
                 crosswalk.add(by_id[outcome.input_id].relative, outcome.identity, outcome.index)
             journal.append(outcome.journal_entry())
@@ -314,6 +324,7 @@ def _finish(
     claims: dict[str, str],
     summary: RunSummary,
     staging: str,
+    copy_limit: int,
 ) -> None:
     """Commit a processed file to OUTPUT, or quarantine the input, and count it."""
     try:
@@ -348,15 +359,19 @@ def _finish(
         summary.quarantined += 1
         summary.bytes_in += outcome.bytes_in
         summary.reasons[outcome.reason] = summary.reasons.get(outcome.reason, 0) + 1
-        original = outcome.original or (item.path if item.kind == "file" else "")
-        record = QuarantineRecord(
-            input_id=outcome.input_id,
-            reason=outcome.reason,
-            detail=outcome.detail,
-            stage=outcome.stage,
-            source=item.relative,
-        )
-        sink.quarantine(record, original or None)
+        copy = outcome.original if outcome.original.startswith(staging) else ""
+        with original_for_quarantine(item, copy, outcome.detail, copy_limit) as (
+            original,
+            detail,
+        ):
+            record = QuarantineRecord(
+                input_id=outcome.input_id,
+                reason=outcome.reason,
+                detail=detail,
+                stage=outcome.stage,
+                source=item.relative,
+            )
+            sink.quarantine(record, original)
     finally:
         for leftover in (outcome.staged, outcome.original):
             if leftover and leftover.startswith(staging):

@@ -2,20 +2,36 @@
 
 Inputs are found recursively and by content, not by extension: every regular file is an
 input, and the worker decides whether it is DICOM. Symbolic links are never followed
-out of the input tree. Local zip archives are opened and each member becomes an input;
+out of the input tree, and a file is read only if it is still the file discovery saw
+(same device and inode, opened without following a link): a file swapped for a link
+during the run is refused, not read. Local zip archives are opened, once
+:mod:`src.pipeline.archives` has found them safe, and each member becomes an input;
 S3 inputs are listed through the S3 store, object by object.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import hmac
 import os
+import stat
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlparse
+
+from src.pipeline.archives import ArchiveLimits, unsafe_archive
+
+#: The prefix of medpipe's own temporary files (an interrupted atomic write).
+TMP_PREFIX = ".medpipe-tmp-"
+
+
+class InputChangedError(OSError):
+    """The input is no longer the file discovery found (replaced by a link or another
+    file, or not a regular file any more); it is not read."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,12 @@ class InputItem:
     key: str = ""
     refusal: str = ""
     member_index: int = -1
+    #: The quarantine reason of a ``refused`` item.
+    refused_as: str = "not-a-regular-file"
+    #: ``st_dev`` and ``st_ino`` of a local file at discovery (0: not known).
+    device: int = 0
+    inode: int = 0
+    mtime_ns: int = 0
 
 
 def input_id(key: bytes, relative: str) -> str:
@@ -79,16 +101,19 @@ def _inside(root: str, target: str) -> bool:
     return os.path.commonpath([root_real, os.path.realpath(target)]) == root_real
 
 
-def iter_local(root: str, exclude: str | None = None) -> Iterator[InputItem]:
+def iter_local(
+    root: str, exclude: str | None = None, limits: ArchiveLimits | None = None
+) -> Iterator[InputItem]:
     """Walk ``root`` recursively, in sorted order, yielding every input it holds.
 
     Symbolic links that resolve outside ``root`` (and symlinked directories) are
     yielded as refused inputs, never opened; ``exclude`` (the OUTPUT folder when it
-    lies inside INPUT) is skipped.
+    lies inside INPUT) is skipped; a zip archive beyond ``limits`` is refused whole.
     """
+    limits = limits or ArchiveLimits()
     if os.path.isfile(root):
         base = os.path.dirname(root)
-        yield from _file_items(base, root)
+        yield from _file_items(base, root, limits)
         return
     excluded = os.path.realpath(exclude) if exclude else None
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -116,12 +141,15 @@ def iter_local(root: str, exclude: str | None = None) -> Iterator[InputItem]:
         dirnames[:] = kept
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
-            if name.startswith(".medpipe-tmp-"):
+            if name.startswith(TMP_PREFIX):
+                rel = os.path.relpath(full, root)
+                why = "a medpipe temporary file (an interrupted write) is not read"
+                yield InputItem("refused", rel, "tmp", 0, path=full, refusal=why)
                 continue
-            yield from _file_items(root, full)
+            yield from _file_items(root, full, limits)
 
 
-def _file_items(root: str, full: str) -> Iterator[InputItem]:
+def _file_items(root: str, full: str, limits: ArchiveLimits) -> Iterator[InputItem]:
     rel = os.path.relpath(full, root)
     if os.path.islink(full) and not _inside(root, full):
         yield InputItem(
@@ -144,10 +172,87 @@ def _file_items(root: str, full: str) -> Iterator[InputItem]:
         yield InputItem("refused", rel, "special", 0, path=full, refusal="not a regular file")
         return
     fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
-    if st.st_size > 4 and _is_zip(full):
-        yield from _zip_items(full, rel, fingerprint)
+    # A link inside the tree is read through its target, which is then opened without
+    # following any link and must be the file found here.
+    path = os.path.realpath(full) if os.path.islink(full) else full
+    if st.st_size > 4 and _is_zip(path):
+        yield from _zip_items(path, rel, fingerprint, st.st_size, limits)
         return
-    yield InputItem("file", rel, fingerprint, st.st_size, path=full)
+    yield InputItem(
+        "file",
+        rel,
+        fingerprint,
+        st.st_size,
+        path=path,
+        device=st.st_dev,
+        inode=st.st_ino,
+        mtime_ns=st.st_mtime_ns,
+    )
+
+
+def open_input(item: InputItem) -> IO[bytes]:
+    """Open a local file input for reading, refusing anything but the file discovered.
+
+    Raises
+    ------
+    InputChangedError
+        When the path is now a link, a special file, or another file.
+    OSError
+        When it cannot be opened at all.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(item.path, flags | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputChangedError("replaced by a symbolic link after discovery") from exc
+        raise
+    st = os.fstat(fd)
+    found = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    if not stat.S_ISREG(st.st_mode) or (
+        item.inode and found != (item.device, item.inode, item.mtime_ns, item.size)
+    ):
+        os.close(fd)
+        raise InputChangedError("replaced or changed after discovery")
+    return os.fdopen(fd, "rb")
+
+
+@contextlib.contextmanager
+def original_for_quarantine(
+    item: InputItem, copy: str, detail: str, limit: int
+) -> Iterator[tuple[str | None, str]]:
+    """The path to copy into quarantine for a refused input, and the record's detail.
+
+    ``copy`` is the run's scratch copy (zip members, S3 objects); a local file is
+    opened as :func:`open_input` opens it and copied through its descriptor, so a file
+    swapped for a link since discovery is never copied. Above ``limit`` bytes only the
+    reason is kept: the original stays where it came from.
+    """
+    if copy:
+        size = os.path.getsize(copy)
+        if size > limit:
+            yield None, f"{detail}; the original ({size} bytes) is not copied"
+        else:
+            yield copy, detail
+        return
+    if item.kind != "file":
+        yield None, detail
+        return
+    try:
+        source = open_input(item)
+    except InputChangedError as exc:
+        yield None, f"{detail}; not copied: {exc}"
+        return
+    except OSError:
+        yield None, detail
+        return
+    with source:
+        size = os.fstat(source.fileno()).st_size
+        if size > limit:
+            yield None, f"{detail}; the original ({size} bytes) is not copied"
+            return
+        fds = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+        yield f"{fds}/{source.fileno()}", detail
 
 
 def _is_zip(path: str) -> bool:
@@ -160,12 +265,31 @@ def _is_zip(path: str) -> bool:
     return head[:4] == b"PK\x03\x04" and head[128:132] != b"DICM"
 
 
-def _zip_items(path: str, rel: str, fingerprint: str) -> Iterator[InputItem]:
+def _zip_items(
+    path: str, rel: str, fingerprint: str, size: int, limits: ArchiveLimits
+) -> Iterator[InputItem]:
     try:
         with zipfile.ZipFile(path) as archive:
             infos = sorted(enumerate(archive.infolist()), key=lambda p: (p[1].filename, p[0]))
+            unsafe = unsafe_archive(archive, size, limits)
     except (zipfile.BadZipFile, OSError, ValueError):
-        yield InputItem("file", rel, fingerprint, os.path.getsize(path), path=path)
+        st = os.stat(path)
+        yield InputItem(
+            "file",
+            rel,
+            fingerprint,
+            size,
+            path=path,
+            device=st.st_dev,
+            inode=st.st_ino,
+            mtime_ns=st.st_mtime_ns,
+        )
+        return
+    if unsafe:
+        why = f"zip archive not opened: {unsafe}"
+        yield InputItem(
+            "refused", rel, fingerprint, size, path=path, refusal=why, refused_as="unsafe-archive"
+        )
         return
     for index, info in infos:
         if info.is_dir():
@@ -201,20 +325,28 @@ def materialise(item: InputItem, target: str, store: Any, max_member_bytes: int)
     """Return a local path holding the item's bytes (``target`` for zip and S3 items)."""
     if item.kind == "file":
         return item.path
-    if item.kind == "zip":
-        with (
-            zipfile.ZipFile(item.path) as archive,
-            archive.open(archive.infolist()[item.member_index]) as src,
-            open(target, "wb") as dst,
-        ):
-            copied = 0
-            while chunk := src.read(1 << 20):
-                copied += len(chunk)
-                if copied > max_member_bytes:
-                    raise ValueError("zip member larger than the configured limit")
-                dst.write(chunk)
-        return target
-    if item.kind == "s3":
-        store.fetch(item.key, target)
-        return target
-    raise ValueError(f"cannot read an input of kind {item.kind}")
+    if item.kind not in ("zip", "s3"):
+        raise ValueError(f"cannot read an input of kind {item.kind}")
+    # The scratch copy holds PHI: private to this user, and gone on any failure.
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        if item.kind == "zip":
+            with (
+                os.fdopen(fd, "wb") as dst,
+                zipfile.ZipFile(item.path) as archive,
+                archive.open(archive.infolist()[item.member_index]) as src,
+            ):
+                copied = 0
+                while chunk := src.read(1 << 20):
+                    copied += len(chunk)
+                    if copied > max_member_bytes:
+                        raise ValueError("zip member larger than the configured limit")
+                    dst.write(chunk)
+        else:
+            os.close(fd)
+            store.fetch(item.key, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        raise
+    return target

@@ -9,6 +9,7 @@ order. Every outcome is ``processed`` or ``quarantined`` with a named reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -30,7 +31,7 @@ from src.ingestion.instance import (
 )
 from src.monitoring.logs import configure_logging
 from src.pipeline.config import RunConfig
-from src.pipeline.sources import InputItem, materialise
+from src.pipeline.sources import InputChangedError, InputItem, materialise, open_input
 
 logger = logging.getLogger(__name__)
 
@@ -144,26 +145,34 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
     started = time.perf_counter()
     outcome = Outcome(iid, item.fingerprint, QUARANTINED, bytes_in=item.size)
     if item.kind == "refused":
-        outcome.refuse(Reason.NOT_A_REGULAR_FILE, item.refusal, "discover")
+        outcome.refuse(Reason(item.refused_as), item.refusal, "discover")
         return outcome
     staged = os.path.join(state.staging, f"{iid}.dcm")
     try:
         outcome.stage = "read"
-        # Zip members and S3 objects get a scratch copy, kept until the coordinator has
-        # committed the output: a duplicate is quarantined with these original bytes.
-        local = materialise(
-            item,
-            os.path.join(state.staging, f"{iid}.orig"),
-            _input_store(item, state),
-            state.config.max_zip_member_bytes,
-        )
-        outcome.original = local
-        # The staging folder is this run's own: written in place, moved into OUTPUT later.
-        result = state.pipeline.process(local, staged, label=iid, atomic=False)
+        if item.kind == "file":
+            # Read from the descriptor of the file discovery found, never by a path
+            # that may since have become a link out of INPUT.
+            with open_input(item) as source:
+                result = state.pipeline.process(source, staged, label=iid, atomic=False)
+        else:
+            # Zip members and S3 objects get a scratch copy, kept until the coordinator
+            # has committed the output: a duplicate is quarantined with these bytes.
+            local = materialise(
+                item,
+                os.path.join(state.staging, f"{iid}.orig"),
+                _input_store(item, state),
+                state.config.max_zip_member_bytes,
+            )
+            outcome.original = local
+            # The staging folder is this run's own: written in place, moved later.
+            result = state.pipeline.process(local, staged, label=iid, atomic=False)
+    except InputChangedError as exc:
+        outcome.refuse(Reason.NOT_A_REGULAR_FILE, str(exc), "read")
     except InstanceRefusedError as exc:
         detail = exc.detail
-        if exc.reason == Reason.NOT_DICOM and outcome.original:
-            detail = _archive_detail(outcome.original, item.kind) or detail
+        if exc.reason == Reason.NOT_DICOM:
+            detail = _archive_detail(item, outcome.original) or detail
         outcome.refuse(exc.reason, detail, exc.stage)
     except OutputWriteError as exc:
         outcome.no_room = _errno_name(exc.__cause__) or "ENOSPC"
@@ -184,19 +193,22 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
         outcome.staged = staged
         outcome.bytes_out = result.bytes_out
         outcome.identity = result.original
+    if outcome.status != PROCESSED:  # a refusal or a full disk leaves no partial output
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
 
-def _archive_detail(path: str, kind: str) -> str:
+def _archive_detail(item: InputItem, copy: str) -> str:
     """Say so when a refused input is an archive that was not opened (only zip files in
     a local INPUT are)."""
     try:
-        with open(path, "rb") as fh:
+        with open(copy, "rb") if copy else open_input(item) as fh:
             head = fh.read(512)
     except OSError:
         return ""
-    where = {"zip": "inside a zip archive", "s3": "in S3"}.get(kind, "")
+    where = {"zip": "inside a zip archive", "s3": "in S3"}.get(item.kind, "")
     if head[:4] == b"PK\x03\x04":
         return f"a zip archive {where or 'here'} is not opened: unpack it into INPUT first"
     if head[257:262] == b"ustar":

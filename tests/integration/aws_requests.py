@@ -163,8 +163,15 @@ class Translator:
         return logical, f"arn:aws:s3:::{name}"
 
     def _s3(
-        self, label: str, principal: str, base: dict[str, Any], identity: list[Any],
-        action: str, bucket: str, key: str | None, extra: dict[str, Any] | None = None,
+        self,
+        label: str,
+        principal: str,
+        base: dict[str, Any],
+        identity: list[Any],
+        action: str,
+        bucket: str,
+        key: str | None,
+        extra: dict[str, Any] | None = None,
     ) -> Request:
         logical, arn = self._bucket(bucket)
         return Request(
@@ -178,19 +185,32 @@ class Translator:
         )
 
     def _kms_via(
-        self, label: str, principal: str, base: dict[str, Any], identity: list[Any],
-        action: str, key_arn: str, service: str, context: dict[str, Any] | None = None,
+        self,
+        label: str,
+        principal: str,
+        base: dict[str, Any],
+        identity: list[Any],
+        action: str,
+        key_arn: str,
+        service: str,
+        context: dict[str, Any] | None = None,
     ) -> Request:
-        arn = key_arn if key_arn.startswith("arn:") else self.stack.att(
-            self.stack.key_logical(key_arn), "Arn"
+        arn = (
+            key_arn
+            if key_arn.startswith("arn:")
+            else self.stack.att(self.stack.key_logical(key_arn), "Arn")
         )
         return Request(
             f"{label} -> {action} {self.stack.key_logical(key_arn)}",
             principal,
             action,
             arn,
-            {**base, "kms:ViaService": f"{service}.{REGION}.amazonaws.com",
-             "kms:CallerAccount": ACCOUNT, **(context or {})},
+            {
+                **base,
+                "kms:ViaService": f"{service}.{REGION}.amazonaws.com",
+                "kms:CallerAccount": ACCOUNT,
+                **(context or {}),
+            },
             identity,
             self.stack.key_policy(key_arn),
         )
@@ -213,11 +233,17 @@ class Translator:
         kms_key = self._object_key(bucket, params)
         if kms_key and kms_key != "aws/s3":
             context = {"kms:EncryptionContext:aws:s3:arn": f"arn:aws:s3:::{bucket}"}
-            out.append(self._kms_via(label, principal, base, identity, "kms:GenerateDataKey",
-                                     kms_key, "s3", context))
+            out.append(
+                self._kms_via(
+                    label, principal, base, identity, "kms:GenerateDataKey", kms_key, "s3", context
+                )
+            )
             if decrypt:
-                out.append(self._kms_via(label, principal, base, identity, "kms:Decrypt",
-                                         kms_key, "s3", context))
+                out.append(
+                    self._kms_via(
+                        label, principal, base, identity, "kms:Decrypt", kms_key, "s3", context
+                    )
+                )
         return out
 
     def _s3_PutObject(self, label, principal, base, identity, params):  # type: ignore[no-untyped-def]
@@ -227,14 +253,27 @@ class Translator:
         return self._put(label, principal, base, identity, params, decrypt=True)
 
     def _s3_UploadPart(self, label, principal, base, identity, params):  # type: ignore[no-untyped-def]
-        return [self._s3(label, principal, base, identity, "s3:PutObject", params["Bucket"], params["Key"])]
+        return [
+            self._s3(
+                label, principal, base, identity, "s3:PutObject", params["Bucket"], params["Key"]
+            )
+        ]
 
     def _s3_CompleteMultipartUpload(self, label, principal, base, identity, params):  # type: ignore[no-untyped-def]
         return self._s3_UploadPart(label, principal, base, identity, params)
 
     def _s3_AbortMultipartUpload(self, label, principal, base, identity, params):  # type: ignore[no-untyped-def]
-        return [self._s3(label, principal, base, identity, "s3:AbortMultipartUpload",
-                         params["Bucket"], params["Key"])]
+        return [
+            self._s3(
+                label,
+                principal,
+                base,
+                identity,
+                "s3:AbortMultipartUpload",
+                params["Bucket"],
+                params["Key"],
+            )
+        ]
 
     def _s3_GetObject(self, label, principal, base, identity, params):  # type: ignore[no-untyped-def]
         bucket, key = params["Bucket"], params["Key"]
@@ -242,21 +281,33 @@ class Translator:
         kms_key = self.stack.bucket_key(self.stack.bucket_by_name(bucket))
         if kms_key:
             context = {"kms:EncryptionContext:aws:s3:arn": f"arn:aws:s3:::{bucket}"}
-            out.append(self._kms_via(label, principal, base, identity, "kms:Decrypt",
-                                     kms_key, "s3", context))
+            out.append(
+                self._kms_via(
+                    label, principal, base, identity, "kms:Decrypt", kms_key, "s3", context
+                )
+            )
         return out
 
     def _s3_HeadObject(self, label, principal, base, identity, params):  # type: ignore[no-untyped-def]
-        return [self._s3(label, principal, base, identity, "s3:GetObject", params["Bucket"], params["Key"])]
+        return [
+            self._s3(
+                label, principal, base, identity, "s3:GetObject", params["Bucket"], params["Key"]
+            )
+        ]
 
     def _s3_ListObjectsV2(self, label, principal, base, identity, params):  # type: ignore[no-untyped-def]
         extra = {"s3:prefix": params.get("Prefix", "")}
-        return [self._s3(label, principal, base, identity, "s3:ListBucket", params["Bucket"], None, extra)]
+        return [
+            self._s3(
+                label, principal, base, identity, "s3:ListBucket", params["Bucket"], None, extra
+            )
+        ]
 
     def _s3_CopyObject(self, label, principal, base, identity, params):  # type: ignore[no-untyped-def]
         source = params["CopySource"]
-        get = self._s3_GetObject(label, principal, base, identity,
-                                 {"Bucket": source["Bucket"], "Key": source["Key"]})
+        get = self._s3_GetObject(
+            label, principal, base, identity, {"Bucket": source["Bucket"], "Key": source["Key"]}
+        )
         return get + self._put(label, principal, base, identity, params)
 
     # Secrets Manager, SQS -------------------------------------------------------------------
@@ -275,8 +326,17 @@ class Translator:
 
     def send_to_queue(self, label, principal, base, identity, queue):  # type: ignore[no-untyped-def]
         arn = self.stack.att(queue, "Arn")
-        out = [Request(f"{label} {queue}", principal, "sqs:SendMessage", arn, base, identity,
-                       self.stack.queue_policy(queue))]
+        out = [
+            Request(
+                f"{label} {queue}",
+                principal,
+                "sqs:SendMessage",
+                arn,
+                base,
+                identity,
+                self.stack.queue_policy(queue),
+            )
+        ]
         key = self.stack.props(queue).get("KmsMasterKeyId")
         if key:
             for action in ("kms:GenerateDataKey", "kms:Decrypt"):

@@ -153,7 +153,7 @@ class Stack:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, arg), = node.items()
+            ((key, arg),) = node.items()
             if key == "Ref":
                 return _NO_VALUE if arg == "AWS::NoValue" else self.ref(arg)
             if key == "Fn::GetAtt":

@@ -56,15 +56,21 @@ def start_machine(
     principal, base = session(stack, role)
     identity = stack.identity_policies(role)
     action = "states:StartSyncExecution" if sync else "states:StartExecution"
-    out = [Request(f"{label} {action} {machine}", principal, action, stack.ref(machine), base,
-                   identity)]
+    out = [
+        Request(
+            f"{label} {action} {machine}", principal, action, stack.ref(machine), base, identity
+        )
+    ]
     encryption = stack.props(machine).get("EncryptionConfiguration", {})
     if encryption.get("Type") == "CUSTOMER_MANAGED_KMS_KEY":
         context = {"kms:EncryptionContext:aws:states:stateMachineArn": stack.ref(machine)}
         actions = ["kms:GenerateDataKey", "kms:Decrypt"] if sync else ["kms:GenerateDataKey"]
         for kms in actions:
-            out.append(t._kms_via(label, principal, base, identity, kms, encryption["KmsKeyId"],
-                                  "states", context))
+            out.append(
+                t._kms_via(
+                    label, principal, base, identity, kms, encryption["KmsKeyId"], "states", context
+                )
+            )
     return out
 
 
@@ -76,14 +82,25 @@ def pipes(stack: Stack, t: Translator) -> list[Request]:
         queue = _queue_of(stack, props["Source"])
         assert queue, f"{logical}: only SQS sources are modelled"
         for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
-            out.append(Request(f"{logical} {action}", principal, action, props["Source"], base,
-                               identity, stack.queue_policy(queue)))
+            out.append(
+                Request(
+                    f"{logical} {action}",
+                    principal,
+                    action,
+                    props["Source"],
+                    base,
+                    identity,
+                    stack.queue_policy(queue),
+                )
+            )
         key = stack.props(queue).get("KmsMasterKeyId")
         if key:
             out.append(t._kms_via(logical, principal, base, identity, "kms:Decrypt", key, "sqs"))
         target = props["TargetParameters"]["StepFunctionStateMachineParameters"]
         sync = target["InvocationType"] == "REQUEST_RESPONSE"
-        out += start_machine(stack, t, logical, role, _machine_of(stack, props["Target"]), sync=sync)
+        out += start_machine(
+            stack, t, logical, role, _machine_of(stack, props["Target"]), sync=sync
+        )
     return out
 
 
@@ -91,7 +108,10 @@ def _lambda_policy(stack: Stack, function_arn: str) -> dict[str, Any] | None:
     statements = []
     for perm in stack.of_type("AWS::Lambda::Permission").values():
         props = perm["Properties"]
-        if f"function:{props['FunctionName']}" in function_arn or props["FunctionName"] == function_arn:
+        if (
+            f"function:{props['FunctionName']}" in function_arn
+            or props["FunctionName"] == function_arn
+        ):
             statement: dict[str, Any] = {
                 "Effect": "Allow",
                 "Principal": {"Service": props["Principal"]},
@@ -108,8 +128,9 @@ def rules(stack: Stack, t: Translator) -> list[Request]:
     out: list[Request] = []
     for logical, rule in stack.of_type("AWS::Events::Rule").items():
         rule_arn = stack.att(logical, "Arn")
-        principal, base = _service("events", **{"aws:SourceArn": rule_arn,
-                                                "aws:SourceAccount": ACCOUNT})
+        principal, base = _service(
+            "events", **{"aws:SourceArn": rule_arn, "aws:SourceAccount": ACCOUNT}
+        )
         for target in rule["Properties"]["Targets"]:
             label = f"{logical} -> {target['Id']}"
             arn = target["Arn"]
@@ -119,9 +140,17 @@ def rules(stack: Stack, t: Translator) -> list[Request]:
             elif (queue := _queue_of(stack, arn)) is not None:
                 out += t.send_to_queue(label, principal, base, [], queue)
             elif ":function:" in arn:
-                out.append(Request(f"{label} lambda:InvokeFunction", principal,
-                                   "lambda:InvokeFunction", arn, base, [],
-                                   _lambda_policy(stack, arn)))
+                out.append(
+                    Request(
+                        f"{label} lambda:InvokeFunction",
+                        principal,
+                        "lambda:InvokeFunction",
+                        arn,
+                        base,
+                        [],
+                        _lambda_policy(stack, arn),
+                    )
+                )
             else:
                 raise AssertionError(f"{label}: a target kind that is not modelled")
             dlq = target.get("DeadLetterConfig", {}).get("Arn")
@@ -140,30 +169,65 @@ def machines(stack: Stack, t: Translator, backfill_bucket: str) -> list[Request]
         subs = props.get("DefinitionSubstitutions", {})
         for value in subs.values():
             if isinstance(value, str) and ":function:" in value:
-                out.append(Request(f"{logical} lambda:InvokeFunction", principal,
-                                   "lambda:InvokeFunction", value, base, identity))
+                out.append(
+                    Request(
+                        f"{logical} lambda:InvokeFunction",
+                        principal,
+                        "lambda:InvokeFunction",
+                        value,
+                        base,
+                        identity,
+                    )
+                )
             if isinstance(value, str) and ":stateMachine:" in value:
                 out += start_machine(stack, t, logical, role, _machine_of(stack, value), sync=False)
         encryption = props.get("EncryptionConfiguration", {})
         if encryption.get("Type") == "CUSTOMER_MANAGED_KMS_KEY":
             context = {"kms:EncryptionContext:aws:states:stateMachineArn": stack.ref(logical)}
             for kms in ("kms:GenerateDataKey", "kms:Decrypt"):
-                out.append(t._kms_via(f"{logical} own data", principal, base, identity, kms,
-                                      encryption["KmsKeyId"], "states", context))
+                out.append(
+                    t._kms_via(
+                        f"{logical} own data",
+                        principal,
+                        base,
+                        identity,
+                        kms,
+                        encryption["KmsKeyId"],
+                        "states",
+                        context,
+                    )
+                )
         key = props["DefinitionS3Location"]["Key"]
         definition = json.loads((DEFINITIONS / key).read_text())
         for state in definition["States"].values():
             if "ItemReader" in state:  # the Distributed Map lists the prefix it is given
-                out += t._s3_ListObjectsV2(f"{logical} ItemReader", principal, base, identity,
-                                           {"Bucket": backfill_bucket, "Prefix": "backfill/"})
-            if state.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED":
+                out += t._s3_ListObjectsV2(
+                    f"{logical} ItemReader",
+                    principal,
+                    base,
+                    identity,
+                    {"Bucket": backfill_bucket, "Prefix": "backfill/"},
+                )
+            if (
+                state.get("ItemProcessor", {}).get("ProcessorConfig", {}).get("Mode")
+                == "DISTRIBUTED"
+            ):
                 out += start_machine(stack, t, f"{logical} child", role, logical, sync=False)
             if "ResultWriter" in state:  # no SSE header: the ResultWriter cannot send one
                 params = state["ResultWriter"]["Parameters"]
-                bucket = stack.ref("OperationsBucket") if params["Bucket"] == "${OperationsBucket}" else params["Bucket"]
-                out += t._put(f"{logical} ResultWriter", principal, base, identity,
-                              {"Bucket": bucket, "Key": f"{params['Prefix']}/run/manifest.json"},
-                              decrypt=True)
+                bucket = (
+                    stack.ref("OperationsBucket")
+                    if params["Bucket"] == "${OperationsBucket}"
+                    else params["Bucket"]
+                )
+                out += t._put(
+                    f"{logical} ResultWriter",
+                    principal,
+                    base,
+                    identity,
+                    {"Bucket": bucket, "Key": f"{params['Prefix']}/run/manifest.json"},
+                    decrypt=True,
+                )
     return out
 
 
@@ -175,7 +239,9 @@ def functions(stack: Stack, t: Translator) -> list[Request]:
         principal, base = session(stack, role)
         identity = stack.identity_policies(role)
         group = function["Properties"]["LoggingConfig"]["LogGroup"]
-        group_logical = next(k for k in stack.of_type("AWS::Logs::LogGroup") if stack.ref(k) == group)
+        group_logical = next(
+            k for k in stack.of_type("AWS::Logs::LogGroup") if stack.ref(k) == group
+        )
         group_arn = stack.att(group_logical, "Arn").removesuffix(":*")
         stream = f"{group_arn}:log-stream:2026/12/07/[$LATEST]0123456789abcdef"
         for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
@@ -184,8 +250,17 @@ def functions(stack: Stack, t: Translator) -> list[Request]:
         if key:
             logs, context = _service(f"logs.{REGION}", **{"aws:SourceAccount": ACCOUNT})
             context["kms:EncryptionContext:aws:logs:arn"] = group_arn
-            out.append(Request(f"{logical} logs -> kms:GenerateDataKey", logs,
-                               "kms:GenerateDataKey", key, context, [], stack.key_policy(key)))
+            out.append(
+                Request(
+                    f"{logical} logs -> kms:GenerateDataKey",
+                    logs,
+                    "kms:GenerateDataKey",
+                    key,
+                    context,
+                    [],
+                    stack.key_policy(key),
+                )
+            )
     return out
 
 
@@ -201,28 +276,56 @@ def alarms(stack: Stack) -> list[Request]:
         topic = next(k for k in stack.of_type("AWS::SNS::Topic") if stack.ref(k) == topic_arn)
         principal, base = _service(
             "cloudwatch",
-            **{"aws:SourceAccount": ACCOUNT,
-               "aws:SourceArn": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{alarm}"},
+            **{
+                "aws:SourceAccount": ACCOUNT,
+                "aws:SourceArn": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{alarm}",
+            },
         )
-        policy = next((p["Properties"]["PolicyDocument"]
-                       for p in stack.of_type("AWS::SNS::TopicPolicy").values()
-                       if topic_arn in p["Properties"]["Topics"]), None)
-        out.append(Request(f"alarms -> {topic} sns:Publish", principal, "sns:Publish", topic_arn,
-                           base, [], policy))
+        policy = next(
+            (
+                p["Properties"]["PolicyDocument"]
+                for p in stack.of_type("AWS::SNS::TopicPolicy").values()
+                if topic_arn in p["Properties"]["Topics"]
+            ),
+            None,
+        )
+        out.append(
+            Request(
+                f"alarms -> {topic} sns:Publish",
+                principal,
+                "sns:Publish",
+                topic_arn,
+                base,
+                [],
+                policy,
+            )
+        )
         key = stack.props(topic).get("KmsMasterKeyId")
         if key:
             for action in ("kms:GenerateDataKey", "kms:Decrypt"):
-                out.append(Request(f"alarms -> {topic} {action}", principal, action,
-                                   stack.att(stack.key_logical(key), "Arn"), base, [],
-                                   stack.key_policy(key)))
+                out.append(
+                    Request(
+                        f"alarms -> {topic} {action}",
+                        principal,
+                        action,
+                        stack.att(stack.key_logical(key), "Arn"),
+                        base,
+                        [],
+                        stack.key_policy(key),
+                    )
+                )
     return out
 
 
 def every_service_request(stack: Stack, backfill_bucket: str) -> list[Request]:
     t = Translator(stack)
-    return pipes(stack, t) + rules(stack, t) + machines(stack, t, backfill_bucket) + functions(
-        stack, t
-    ) + alarms(stack)
+    return (
+        pipes(stack, t)
+        + rules(stack, t)
+        + machines(stack, t, backfill_bucket)
+        + functions(stack, t)
+        + alarms(stack)
+    )
 
 
 __all__ = ["every_service_request", "s3_context"]

@@ -39,9 +39,13 @@ def stack(monkeypatch):  # type: ignore[no-untyped-def]
 
 
 def _dead_letters(stack):  # type: ignore[no-untyped-def]
-    return stack["sqs"].receive_message(
-        QueueUrl=stack["dlq"], MaxNumberOfMessages=10, MessageAttributeNames=["All"]
-    ).get("Messages", [])
+    return (
+        stack["sqs"]
+        .receive_message(
+            QueueUrl=stack["dlq"], MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        )
+        .get("Messages", [])
+    )
 
 
 def _fail_for(monkeypatch, key: str, exc: Exception) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +86,9 @@ def _store_with(*errors: tuple[str, str, int]) -> tuple[S3Store, Stubber]:
 def test_an_unreadable_owner_is_raised_not_taken_for_a_duplicate(tmp_path, code, status, expected):
     staged = tmp_path / "x.dcm"
     staged.write_bytes(b"DICM")
-    store, stub = _store_with(("put_object", "PreconditionFailed", 412), ("head_object", code, status))
+    store, stub = _store_with(
+        ("put_object", "PreconditionFailed", 412), ("head_object", code, status)
+    )
     with pytest.raises(expected) as caught:
         commit_instance(store, "a/b.dcm", str(staged), "owner-1", claimed=False)
     assert not isinstance(caught.value, DuplicateInstanceError)
@@ -127,9 +133,13 @@ def test_the_owner_recorded_by_the_same_input_is_still_a_harmless_repeat(tmp_pat
         "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
     )
     stub = Stubber(client)
-    stub.add_client_error("put_object", service_error_code="PreconditionFailed", http_status_code=412)
+    stub.add_client_error(
+        "put_object", service_error_code="PreconditionFailed", http_status_code=412
+    )
     stub.add_response("head_object", {"Metadata": {"medpipe-owner": "owner-1"}})
-    stub.add_client_error("put_object", service_error_code="PreconditionFailed", http_status_code=412)
+    stub.add_client_error(
+        "put_object", service_error_code="PreconditionFailed", http_status_code=412
+    )
     stub.add_response("head_object", {"Metadata": {"medpipe-owner": "owner-2"}})
     stub.activate()
     store = S3Store("processed", s3_client=client)
@@ -153,20 +163,26 @@ def test_a_poison_message_is_the_only_one_redelivered(stack, corpus, monkeypatch
     for i in range(3):
         s3.upload_file(str(corpus.files[i]), "raw", f"in/{i}.dcm")
     _fail_for(monkeypatch, "in/1.dcm", RuntimeError("a defect of ours"))
-    response = lh.instance_handler({"Records": ws.pipe_batch("raw", ["in/0.dcm", "in/1.dcm", "in/2.dcm"])}, None)
+    response = lh.instance_handler(
+        {"Records": ws.pipe_batch("raw", ["in/0.dcm", "in/1.dcm", "in/2.dcm"])}, None
+    )
     assert response["batchItemFailures"] == [{"itemIdentifier": "msg-001"}]
     assert response["body"]["processed"] == 2
     assert ws.keys(s3, "quarantine") == [] and _dead_letters(stack) == []
 
 
-def test_access_denied_goes_to_the_dead_letter_queue_once_with_its_code(stack, corpus, monkeypatch, capsys):
+def test_access_denied_goes_to_the_dead_letter_queue_once_with_its_code(
+    stack, corpus, monkeypatch, capsys
+):
     s3 = stack["s3"]
     s3.upload_file(str(corpus.files[0]), "raw", "in/Doe^Jane 1970.dcm")
     s3.upload_file(str(corpus.files[1]), "raw", "in/ok.dcm")
     _fail_for(
         monkeypatch,
         "in/Doe^Jane 1970.dcm",
-        AccessDeniedError("put failed for s3://processed: AccessDenied", aws_error_code="AccessDenied"),
+        AccessDeniedError(
+            "put failed for s3://processed: AccessDenied", aws_error_code="AccessDenied"
+        ),
     )
     batch = ws.pipe_batch("raw", ["in/Doe^Jane 1970.dcm", "in/ok.dcm"])
     with route_lambdas(ROUTES) as calls:
@@ -210,8 +226,13 @@ def test_a_conflict_in_the_pipe_batch_is_redelivered_not_quarantined(stack, corp
 
     def conflicting(self, key, source, **kw):  # type: ignore[no-untyped-def]
         if self.bucket == "processed":
-            error = {"Error": {"Code": "ConditionalRequestConflict"}, "ResponseMetadata": {"HTTPStatusCode": 409}}
-            raise ConflictError("conflict", aws_error_code="ConditionalRequestConflict") from ClientError(error, "PutObject")
+            error = {
+                "Error": {"Code": "ConditionalRequestConflict"},
+                "ResponseMetadata": {"HTTPStatusCode": 409},
+            }
+            raise ConflictError(
+                "conflict", aws_error_code="ConditionalRequestConflict"
+            ) from ClientError(error, "PutObject")
         return real_put(self, key, source, **kw)
 
     monkeypatch.setattr(S3Store, "put", conflicting)
@@ -223,11 +244,31 @@ def test_a_conflict_in_the_pipe_batch_is_redelivered_not_quarantined(stack, corp
 # -- the backfill: large objects take the large function -----------------------------------
 
 
-def test_backfill_routes_objects_above_the_size_parameter_to_the_large_function(monkeypatch, tmp_path):
-    small = write_corpus(tmp_path / "s", seed=3, patients=1, series_per_study=1,
-                         instances_per_series=2, rows=16, columns=16, include_sr=False, include_us=False)
-    large = write_corpus(tmp_path / "l", seed=4, patients=1, series_per_study=1,
-                         instances_per_series=1, rows=768, columns=768, include_sr=False, include_us=False)
+def test_backfill_routes_objects_above_the_size_parameter_to_the_large_function(
+    monkeypatch, tmp_path
+):
+    small = write_corpus(
+        tmp_path / "s",
+        seed=3,
+        patients=1,
+        series_per_study=1,
+        instances_per_series=2,
+        rows=16,
+        columns=16,
+        include_sr=False,
+        include_us=False,
+    )
+    large = write_corpus(
+        tmp_path / "l",
+        seed=4,
+        patients=1,
+        series_per_study=1,
+        instances_per_series=1,
+        rows=768,
+        columns=768,
+        include_sr=False,
+        include_us=False,
+    )
     assert large.files[0].stat().st_size >= ws.LARGE_OBJECT_BYTES
     with mock_aws(config=MOTO_CONFIG):  # type: ignore[arg-type]
         stack = ws.build(monkeypatch)
@@ -236,7 +277,9 @@ def test_backfill_routes_objects_above_the_size_parameter_to_the_large_function(
             s3.upload_file(str(path), "raw", f"bf/small-{i}.dcm")
         s3.upload_file(str(large.files[0]), "raw", "bf/large.dcm")
         with route_lambdas(ROUTES) as calls:
-            details = ws.run(stack, "backfill", {"bucket": "raw", "prefix": "bf/"}, "bf", timeout=300)
+            details = ws.run(
+                stack, "backfill", {"bucket": "raw", "prefix": "bf/"}, "bf", timeout=300
+            )
         assert details["status"] == "SUCCEEDED", details
         assert calls[ws.LARGE_FUNCTION] == 1
         assert len([k for k in ws.keys(s3, "processed") if k.endswith(".dcm")]) == 3
@@ -244,8 +287,12 @@ def test_backfill_routes_objects_above_the_size_parameter_to_the_large_function(
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [("SlowDown", 503), ("InternalError", 500), ("ServiceUnavailable", 503),
-     ("ConditionalRequestConflict", 409)],
+    [
+        ("SlowDown", 503),
+        ("InternalError", 500),
+        ("ServiceUnavailable", 503),
+        ("ConditionalRequestConflict", 409),
+    ],
 )
 def test_a_fault_of_the_put_itself_is_transient_never_a_duplicate(tmp_path, code, status):
     staged = tmp_path / "x.dcm"
@@ -270,6 +317,7 @@ def test_a_timeout_of_the_put_is_transient(tmp_path):
 
     client.put_object = put_object  # type: ignore[method-assign]
     with pytest.raises(ThrottlingError) as caught:
-        commit_instance(S3Store("processed", s3_client=client), "a/b.dcm", str(staged), "o",
-                        claimed=False)
+        commit_instance(
+            S3Store("processed", s3_client=client), "a/b.dcm", str(staged), "o", claimed=False
+        )
     assert lh.fault_kind(caught.value) == lh.TRANSIENT

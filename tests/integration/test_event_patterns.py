@@ -48,7 +48,7 @@ def check_pattern(node: Any, path: str = "$") -> None:
 
 def _check_matcher(matcher: dict[str, Any], where: str) -> None:
     assert len(matcher) == 1, f"{where}: one matcher per object"
-    (kind, operand), = matcher.items()
+    ((kind, operand),) = matcher.items()
     if kind == "numeric":
         assert isinstance(operand, list) and len(operand) in (2, 4), f"{where}: numeric pairs"
         for op, number in zip(operand[::2], operand[1::2], strict=True):
@@ -101,15 +101,21 @@ def _event(bucket: str, key: str, size: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [(1, "ObjectCreatedRule"), (67108863, "ObjectCreatedRule"), (67108864, "LargeObjectCreatedRule"),
-     (5 * 2**30, "LargeObjectCreatedRule")],
+    [
+        (1, "ObjectCreatedRule"),
+        (67108863, "ObjectCreatedRule"),
+        (67108864, "LargeObjectCreatedRule"),
+        (5 * 2**30, "LargeObjectCreatedRule"),
+    ],
 )
 def test_each_upload_matches_exactly_one_size_rule(size, expected):
     stack = _stack()
     patterns = _patterns(stack)
     assert int(stack.parameters["LargeObjectBytes"]) == 67108864
     event = _event(stack.ref("RawBucket"), "study/1.dcm", size)
-    matched = {n for n, p in patterns.items() if EventPattern.load(json.dumps(p)).matches_event(event)}
+    matched = {
+        n for n, p in patterns.items() if EventPattern.load(json.dumps(p)).matches_event(event)
+    }
     assert matched == {expected}
 
 

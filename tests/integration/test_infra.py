@@ -158,14 +158,22 @@ def _stack() -> Any:
         _tool("sam/bin/python")
     from tests.integration.rendered_stack import Stack
 
-    return Stack({"PhiUserArns": "arn:aws:iam::123456789012:role/uploader",
-                  "OutputReaderArns": "arn:aws:iam::123456789012:role/analyst"})
+    return Stack(
+        {
+            "PhiUserArns": "arn:aws:iam::123456789012:role/uploader",
+            "OutputReaderArns": "arn:aws:iam::123456789012:role/analyst",
+        }
+    )
 
 
 def test_buckets_are_sse_kms_with_bucket_keys_tls12_and_lifecycle():
     stack = _stack()
-    keys = {"RawBucket": "PhiKey", "QuarantineBucket": "PhiKey", "OperationsBucket": "PhiKey",
-            "ProcessedBucket": "OutputKey"}
+    keys = {
+        "RawBucket": "PhiKey",
+        "QuarantineBucket": "PhiKey",
+        "OperationsBucket": "PhiKey",
+        "ProcessedBucket": "OutputKey",
+    }
     for name, key in keys.items():
         resource = stack.resources[name]
         assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
@@ -175,7 +183,9 @@ def test_buckets_are_sse_kms_with_bucket_keys_tls12_and_lifecycle():
         assert sse["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] == stack.att(key, "Arn")
         assert sse["BucketKeyEnabled"] is True
         assert all(props["PublicAccessBlockConfiguration"].values())
-        assert props["LoggingConfiguration"]["DestinationBucketName"] == stack.ref("AccessLogsBucket")
+        assert props["LoggingConfiguration"]["DestinationBucketName"] == stack.ref(
+            "AccessLogsBucket"
+        )
         rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
         assert "AbortIncompleteMultipartUpload" in rules["OldVersionsAndUploads"]
         statements = {s.get("Sid"): s for s in stack.bucket_policy(name)["Statement"]}
@@ -203,15 +213,25 @@ def test_no_role_grants_a_wildcard_resource_or_logs_star():
         assert role["Properties"]["Path"] == f"/medpipe/{stack.name}/"
         for policy in role["Properties"]["Policies"]:
             for statement in policy["PolicyDocument"]["Statement"]:
-                actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+                actions = (
+                    [statement["Action"]]
+                    if isinstance(statement["Action"], str)
+                    else statement["Action"]
+                )
                 assert not any(a in ("*", "logs:*", "s3:*", "kms:*") for a in actions), statement
-                targets = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+                targets = (
+                    [statement["Resource"]]
+                    if isinstance(statement["Resource"], str)
+                    else statement["Resource"]
+                )
                 assert "*" not in targets, statement
     for name in ("PhiKey", "OutputKey", "SecretKey"):
         sids = {s["Sid"]: s for s in stack.props(name)["KeyPolicy"]["Statement"]}
         admin = sids["Administrators"]["Action"]
         assert "kms:Decrypt" not in admin and "kms:*" not in admin  # administrators cannot read
-        users = [s for s in sids.values() if "kms:Decrypt" in s["Action"] and "AWS" in s["Principal"]]
+        users = [
+            s for s in sids.values() if "kms:Decrypt" in s["Action"] and "AWS" in s["Principal"]
+        ]
         assert users and all("kms:ViaService" in s["Condition"]["StringEquals"] for s in users)
 
 
@@ -279,10 +299,19 @@ def test_a_stranger_can_deploy_it_with_the_documented_command():
     assert "sam build --template-file infra/template.yaml" in dry
     assert "sam deploy --guided" in dry and "infra/samconfig.toml" in dry
     guide = (ROOT / "docs" / "aws.md").read_text()
-    for heading in ("## Prerequisites", "## Parameters", "## First deploy", "## Uploading",
-                    "## Reading the outputs", "## Backfilling", "## Alarms",
-                    "## The pseudonym key", "## Cost", "## Teardown",
-                    "## What is tested offline, and how"):
+    for heading in (
+        "## Prerequisites",
+        "## Parameters",
+        "## First deploy",
+        "## Uploading",
+        "## Reading the outputs",
+        "## Backfilling",
+        "## Alarms",
+        "## The pseudonym key",
+        "## Cost",
+        "## Teardown",
+        "## What is tested offline, and how",
+    ):
         assert heading in guide, heading
     parameters = _stack().template["Parameters"]
     for name in ("PhiUserArns", "OutputReaderArns", "AlarmEmail"):

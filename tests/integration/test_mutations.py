@@ -43,8 +43,9 @@ COUNTS: collections.Counter[str] = collections.Counter()
 
 def _seeds() -> list[bytes]:
     folder = Path(tempfile.mkdtemp(prefix="medpipe-mutants-"))
-    corpus = write_corpus(folder, seed=5, patients=2, series_per_study=1,
-                          instances_per_series=2, rows=16, columns=16)
+    corpus = write_corpus(
+        folder, seed=5, patients=2, series_per_study=1, instances_per_series=2, rows=16, columns=16
+    )
     files = [p.read_bytes() for p in corpus.files]
     for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm"):
         files.append(Path(get_testdata_file(name)).read_bytes())
@@ -60,9 +61,11 @@ def mutants(draw: st.DrawFn) -> tuple[str, bytes]:
     data = bytearray(draw(st.sampled_from(SEEDS)))
     n = len(data)
     at = draw(st.integers(132, n - 8))
-    kind = draw(st.sampled_from(
-        ["flip", "truncate", "length16", "length32", "vr", "delete", "duplicate", "syntax"]
-    ))
+    kind = draw(
+        st.sampled_from(
+            ["flip", "truncate", "length16", "length32", "vr", "delete", "duplicate", "syntax"]
+        )
+    )
     if kind == "flip":
         data[at] ^= 1 << draw(st.integers(0, 7))
     elif kind == "truncate":
@@ -95,8 +98,13 @@ def _parses(path: Path) -> str | None:
     except Exception as exc:  # any failure to read is the finding
         return f"pydicom: {type(exc).__name__}"
     if shutil.which("dcmdump"):
-        done = subprocess.run(["dcmdump", "-q", str(path)], capture_output=True, text=True,
-                              errors="replace", check=False)
+        done = subprocess.run(
+            ["dcmdump", "-q", str(path)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=False,
+        )
         if done.returncode != 0 or "E:" in done.stderr:
             return f"dcmdump: {done.stderr[:200]}"
     return None
@@ -110,10 +118,16 @@ def pipeline() -> InstancePipeline:
 
 
 @seed(SEED)
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(mutant=mutants())
-def test_a_mutant_is_processed_readably_or_quarantined_with_a_data_reason(pipeline, tmp_path, mutant):
+def test_a_mutant_is_processed_readably_or_quarantined_with_a_data_reason(
+    pipeline, tmp_path, mutant
+):
     kind, data = mutant
     source, output = tmp_path / "in.dcm", tmp_path / "out.dcm"
     source.write_bytes(data)

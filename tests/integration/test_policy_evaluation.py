@@ -58,7 +58,10 @@ def _tools_or_skip() -> None:
         for what, ok in (
             ("tools/sam", SAM_PYTHON.exists()),
             ("node", shutil.which("node") is not None),
-            ("iam-simulate", (SAM_PYTHON.parents[2] / "node_modules/@cloud-copilot/iam-simulate").exists()),
+            (
+                "iam-simulate",
+                (SAM_PYTHON.parents[2] / "node_modules/@cloud-copilot/iam-simulate").exists(),
+            ),
         )
         if not ok
     ]
@@ -83,7 +86,9 @@ def _moto_stack(stack: Stack, monkeypatch) -> dict[str, str]:  # type: ignore[no
         Name="medpipe-key", SecretString="policy-evaluation-key-0123456789"
     )
     for logical in stack.of_type("AWS::SQS::Queue"):
-        boto3.client("sqs", region_name=REGION).create_queue(QueueName=stack.att(logical, "QueueName"))
+        boto3.client("sqs", region_name=REGION).create_queue(
+            QueueName=stack.att(logical, "QueueName")
+        )
     environment = stack.props("InstanceFunction")["Environment"]["Variables"]
     assert environment["MEDPIPE_KEY_SECRET_ID"] == stack.ref("DeidentificationKey")
     for name, value in environment.items():
@@ -112,7 +117,9 @@ def code_requests(stack, corpus) -> list[Request]:  # type: ignore[no-untyped-de
             s3.put_object(Bucket=raw, Key="in/cut.dcm", Body=data[: len(data) // 2])
             with recorder.as_role(instance):
                 # The Pipe's SQS batch (a good file and a truncated one: quarantined).
-                lh.instance_handler({"Records": ws.pipe_batch(raw, ["in/0.dcm", "in/cut.dcm"])}, None)
+                lh.instance_handler(
+                    {"Records": ws.pipe_batch(raw, ["in/0.dcm", "in/cut.dcm"])}, None
+                )
                 # The large-object machine's EventBridge event.
                 lh.instance_handler({"Records": ws.object_created(raw, "in/1.dcm")}, None)
                 # A Distributed Map child batch, with a repeat: the owner check reads the head.
@@ -140,8 +147,13 @@ def code_requests(stack, corpus) -> list[Request]:  # type: ignore[no-untyped-de
         monkeypatch.undo()
         lh._STATE.clear()
     operations_seen = {(service, op) for _, service, op, _ in recorder.calls}
-    assert {("s3", "GetObject"), ("s3", "PutObject"), ("s3", "HeadObject"),
-            ("secretsmanager", "GetSecretValue"), ("sqs", "SendMessage")} <= operations_seen
+    assert {
+        ("s3", "GetObject"),
+        ("s3", "PutObject"),
+        ("s3", "HeadObject"),
+        ("secretsmanager", "GetSecretValue"),
+        ("sqs", "SendMessage"),
+    } <= operations_seen
     translator = Translator(stack)
     return [r for call in recorder.calls for r in translator.for_call(*call)]
 
@@ -154,29 +166,62 @@ def _people(stack: Stack) -> list[Request]:
     t = Translator(stack)
 
     def person(arn: str, **context: str) -> tuple[str, dict[str, str]]:
-        return arn, {"aws:PrincipalArn": arn, "aws:PrincipalAccount": ACCOUNT,
-                     "aws:SecureTransport": "true", **context}
+        return arn, {
+            "aws:PrincipalArn": arn,
+            "aws:PrincipalAccount": ACCOUNT,
+            "aws:SecureTransport": "true",
+            **context,
+        }
 
     def s3(who, action, bucket, key, expect=ALLOWED, identity=(), **extra):  # type: ignore[no-untyped-def]
         principal, base = person(who)
         logical = stack.bucket_by_name(bucket)
         resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else "")
-        return Request(f"{who.rsplit('/', 1)[-1]} {action} {logical}", principal, action, resource,
-                       {**base, **s3_context(), **extra}, list(identity),
-                       stack.bucket_policy(logical), expect)
+        return Request(
+            f"{who.rsplit('/', 1)[-1]} {action} {logical}",
+            principal,
+            action,
+            resource,
+            {**base, **s3_context(), **extra},
+            list(identity),
+            stack.bucket_policy(logical),
+            expect,
+        )
 
     def kms(who, action, key, service="s3", expect=ALLOWED, identity=()):  # type: ignore[no-untyped-def]
         principal, base = person(who)
-        request = t._kms_via(who.rsplit("/", 1)[-1], principal, base, list(identity), action, key,
-                             service)
+        request = t._kms_via(
+            who.rsplit("/", 1)[-1], principal, base, list(identity), action, key, service
+        )
         request.expect = expect
         return request
 
-    anything = [{"name": "admin", "policy": {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:*", "kms:*", "states:*"], "Resource": "*"}]}}]
-    start_backfill = [{"name": "operator", "policy": {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "states:StartExecution",
-         "Resource": stack.ref("BackfillStateMachine")}]}}]
+    anything = [
+        {
+            "name": "admin",
+            "policy": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": ["s3:*", "kms:*", "states:*"], "Resource": "*"}
+                ],
+            },
+        }
+    ]
+    start_backfill = [
+        {
+            "name": "operator",
+            "policy": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "states:StartExecution",
+                        "Resource": stack.ref("BackfillStateMachine"),
+                    }
+                ],
+            },
+        }
+    ]
     operator, operator_base = person(OPERATOR)
     out = [
         # Uploaders put without an encryption header: the bucket's default applies.
@@ -186,30 +231,73 @@ def _people(stack: Stack) -> list[Request]:
         s3(OPERATOR, "s3:GetObject", quarantine, "quarantine/x.bin"),
         s3(OPERATOR, "s3:ListBucket", quarantine, None),
         kms(OPERATOR, "kms:Decrypt", phi),
-        Request("operator states:StartExecution backfill", operator, "states:StartExecution",
-                stack.ref("BackfillStateMachine"), operator_base, start_backfill),
+        Request(
+            "operator states:StartExecution backfill",
+            operator,
+            "states:StartExecution",
+            stack.ref("BackfillStateMachine"),
+            operator_base,
+            start_backfill,
+        ),
         kms(OPERATOR, "kms:GenerateDataKey", phi, service="states"),
         # Consumers read the outputs and the index, and sign presigned URLs for them.
         s3(ANALYST, "s3:GetObject", processed, "ab12/cd34/ef56/0001.dcm"),
         s3(ANALYST, "s3:GetObject", processed, "index/date=2026-12-07/x.parquet"),
         s3(ANALYST, "s3:ListBucket", processed, None),
-        s3(ANALYST, "s3:GetObject", processed, "ab12/cd34/ef56/0001.dcm",
-           **{"s3:authType": "REST-QUERY-STRING"}),
+        s3(
+            ANALYST,
+            "s3:GetObject",
+            processed,
+            "ab12/cd34/ef56/0001.dcm",
+            **{"s3:authType": "REST-QUERY-STRING"},
+        ),
         kms(ANALYST, "kms:Decrypt", output),
         # -- negative controls ------------------------------------------------------------
-        s3(UPLOADER, "s3:PutObject", raw, "study/2.dcm", DENIED,
-           **{"s3:x-amz-server-side-encryption": "AES256"}),
-        s3(UPLOADER, "s3:PutObject", raw, "study/3.dcm", DENIED,
-           **{"s3:x-amz-server-side-encryption": "aws:kms"}),
-        s3(UPLOADER, "s3:PutObject", raw, "study/4.dcm", DENIED,
-           **{"s3:x-amz-server-side-encryption": "aws:kms",
-              "s3:x-amz-server-side-encryption-aws-kms-key-id": output}),
+        s3(
+            UPLOADER,
+            "s3:PutObject",
+            raw,
+            "study/2.dcm",
+            DENIED,
+            **{"s3:x-amz-server-side-encryption": "AES256"},
+        ),
+        s3(
+            UPLOADER,
+            "s3:PutObject",
+            raw,
+            "study/3.dcm",
+            DENIED,
+            **{"s3:x-amz-server-side-encryption": "aws:kms"},
+        ),
+        s3(
+            UPLOADER,
+            "s3:PutObject",
+            raw,
+            "study/4.dcm",
+            DENIED,
+            **{
+                "s3:x-amz-server-side-encryption": "aws:kms",
+                "s3:x-amz-server-side-encryption-aws-kms-key-id": output,
+            },
+        ),
         s3(ANALYST, "s3:GetObject", processed, "a.dcm", DENIED, **{"aws:SecureTransport": "false"}),
         s3(ANALYST, "s3:GetObject", processed, "a.dcm", DENIED, **{"s3:TlsVersion": "1.1"}),
-        s3(OPERATOR, "s3:GetObject", raw, "study/1.dcm", DENIED,
-           **{"s3:authType": "REST-QUERY-STRING"}),
-        s3(OPERATOR, "s3:GetObject", quarantine, "quarantine/x.bin", DENIED,
-           **{"s3:authType": "REST-QUERY-STRING"}),
+        s3(
+            OPERATOR,
+            "s3:GetObject",
+            raw,
+            "study/1.dcm",
+            DENIED,
+            **{"s3:authType": "REST-QUERY-STRING"},
+        ),
+        s3(
+            OPERATOR,
+            "s3:GetObject",
+            quarantine,
+            "quarantine/x.bin",
+            DENIED,
+            **{"s3:authType": "REST-QUERY-STRING"},
+        ),
         s3(ANALYST, "s3:GetObject", raw, "study/1.dcm", DENIED),
         kms(ANALYST, "kms:Decrypt", phi, expect=DENIED),
         kms(OUTSIDER, "kms:Decrypt", output, expect=DENIED, identity=anything),
@@ -219,11 +307,23 @@ def _people(stack: Stack) -> list[Request]:
     instance_role = stack.role_of_function("InstanceFunction")
     denied_to_roles = [
         t.for_call(index_role, "s3", "GetObject", {"Bucket": raw, "Key": "study/1.dcm"})[0],
-        t.for_call(instance_role, "s3", "PutObject",
-                   {"Bucket": processed, "Key": "x.dcm", "ServerSideEncryption": "AES256"})[0],
-        t.for_call(instance_role, "s3", "PutObject",
-                   {"Bucket": processed, "Key": "x.dcm", "ServerSideEncryption": "aws:kms",
-                    "SSEKMSKeyId": phi})[0],
+        t.for_call(
+            instance_role,
+            "s3",
+            "PutObject",
+            {"Bucket": processed, "Key": "x.dcm", "ServerSideEncryption": "AES256"},
+        )[0],
+        t.for_call(
+            instance_role,
+            "s3",
+            "PutObject",
+            {
+                "Bucket": processed,
+                "Key": "x.dcm",
+                "ServerSideEncryption": "aws:kms",
+                "SSEKMSKeyId": phi,
+            },
+        )[0],
     ]
     for request in denied_to_roles:
         request.expect = DENIED
@@ -247,7 +347,8 @@ def _report(pairs) -> str:  # type: ignore[no-untyped-def]
 
 def _wrong(pairs):  # type: ignore[no-untyped-def]
     return [
-        (r, v) for r, v in pairs
+        (r, v)
+        for r, v in pairs
         if (v["result"] == ALLOWED) != (r.expect == ALLOWED) or v["result"] == "Error"
     ]
 
@@ -265,16 +366,25 @@ def test_every_request_aws_makes_for_the_stack_is_allowed(stack):
     requests = [r for r in requests if r not in logs]
     pairs = _verdicts(requests)
     assert {r.action for r in requests} >= {
-        "sqs:ReceiveMessage", "states:StartSyncExecution", "states:StartExecution",
-        "sqs:SendMessage", "lambda:InvokeFunction", "s3:ListBucket", "s3:PutObject",
-        "sns:Publish", "logs:PutLogEvents",
+        "sqs:ReceiveMessage",
+        "states:StartSyncExecution",
+        "states:StartExecution",
+        "sqs:SendMessage",
+        "lambda:InvokeFunction",
+        "s3:ListBucket",
+        "s3:PutObject",
+        "sns:Publish",
+        "logs:PutLogEvents",
     }
     wrong = _wrong(pairs)
     assert not wrong, _report(wrong)
     # The evaluator ignores kms:EncryptionContext keys: match the Logs statement's pattern.
     for request in logs:
-        statement = next(s for s in request.resource_policy["Statement"]
-                         if s.get("Principal", {}).get("Service") == request.principal)
+        statement = next(
+            s
+            for s in request.resource_policy["Statement"]
+            if s.get("Principal", {}).get("Service") == request.principal
+        )
         assert request.action.removeprefix("kms:") in str(statement["Action"])
         pattern = statement["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
         assert fnmatch.fnmatchcase(request.context["kms:EncryptionContext:aws:logs:arn"], pattern)
@@ -292,7 +402,9 @@ def test_without_people_in_the_parameters_nobody_outside_the_stack_decrypts():
     bare = Stack()
     t = Translator(bare)
     phi = bare.att("PhiKey", "Arn")
-    request = t._kms_via("uploader", UPLOADER, {"aws:PrincipalArn": UPLOADER}, [], "kms:Decrypt", phi, "s3")
+    request = t._kms_via(
+        "uploader", UPLOADER, {"aws:PrincipalArn": UPLOADER}, [], "kms:Decrypt", phi, "s3"
+    )
     (verdict,) = evaluate([request])
     assert verdict["result"] != ALLOWED
     statements = [s.get("Sid") for s in bare.props("PhiKey")["KeyPolicy"]["Statement"]]

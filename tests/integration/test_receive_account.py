@@ -59,7 +59,9 @@ def test_a_retry_is_skipped_and_other_content_under_the_same_uid_is_a_duplicate(
     assert (run["inputs"], run["processed"], run["quarantined"], run["skipped"]) == (4, 1, 1, 2)
     assert run["balanced"]
     outputs = [p for p in out.rglob("*.dcm") if ".medpipe" not in p.parts]
-    assert len(outputs) == 1 and "edited" not in str(pydicom.dcmread(outputs[0]).get("SeriesDescription", ""))
+    assert len(outputs) == 1 and "edited" not in str(
+        pydicom.dcmread(outputs[0]).get("SeriesDescription", "")
+    )
 
 
 def test_a_session_killed_between_rewrites_gets_its_true_counts_back(tmp_path, corpus):

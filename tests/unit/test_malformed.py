@@ -113,8 +113,10 @@ def test_the_parser_refuses_it_naming_the_tag_and_offset(case):
 @pytest.mark.parametrize("engine", ["bytes", "pydicom"])
 def test_both_engines_quarantine_it_as_malformed_and_write_nothing(case, engine, tmp_path):
     path, _ = case
-    deid = Deidentifier(key=b"k" * 32) if engine == "bytes" else Deidentifier(
-        key=b"k" * 32, engine="pydicom"
+    deid = (
+        Deidentifier(key=b"k" * 32)
+        if engine == "bytes"
+        else Deidentifier(key=b"k" * 32, engine="pydicom")
     )
     output = tmp_path / "out.dcm"
     with pytest.raises(InstanceRefusedError) as caught:
@@ -130,7 +132,9 @@ def test_dcmdump_rejects_native_pixel_data_under_a_compressed_syntax(tmp_path):
     if shutil.which("dcmdump") is None:
         pytest.skip("dcmdump not installed (make test installs dcmtk)")
     done = subprocess.run(
-        ["dcmdump", "-q", str(native_under_rle(tmp_path))], capture_output=True, text=True,
+        ["dcmdump", "-q", str(native_under_rle(tmp_path))],
+        capture_output=True,
+        text=True,
         check=False,
     )
     assert done.returncode != 0 or "E:" in done.stderr
