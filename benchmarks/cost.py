@@ -284,8 +284,13 @@ def _measure(files: int) -> dict[str, Any]:
 
 
 def _requests(r: dict[str, Any], kind: str) -> float:
-    return float(sum(n for op, n in r["requests"].items() if S3_CLASS.get(op.split(":")[1]) == kind
-                     and op.startswith("s3:")))
+    return float(
+        sum(
+            n
+            for op, n in r["requests"].items()
+            if S3_CLASS.get(op.split(":")[1]) == kind and op.startswith("s3:")
+        )
+    )
 
 
 def _lines(m: dict[str, Any]) -> dict[str, list[tuple[str, float, float]]]:
@@ -308,32 +313,63 @@ def _lines(m: dict[str, Any]) -> dict[str, list[tuple[str, float, float]]]:
         # The key is cached for 5 minutes per container: one request per 300 container-seconds
         # of work (the run's own count is one per run, whatever its size).
         secrets = (inst["seconds"] + idx["seconds"] * index_scale) / 300
-        log_per_file = (inst["log_bytes"] / max(1, inst["calls"]) * aws_calls
-                        + idx["log_bytes"] * index_scale) / n
+        log_per_file = (
+            inst["log_bytes"] / max(1, inst["calls"]) * aws_calls + idx["log_bytes"] * index_scale
+        ) / n
         kms = (put + get + index_put + index_get) * KMS_PER_S3_REQUEST
         rows = [
-            ("Instance function compute (GB-s, measured + S3 time)", gb_s,
-             gb_s * PRICES["lambda_gb_second"] * 1e6),
-            ("Instance function requests (one per batch)", aws_calls / n,
-             aws_calls / n * PRICES["lambda_request"] * 1e6),
+            (
+                "Instance function compute (GB-s, measured + S3 time)",
+                gb_s,
+                gb_s * PRICES["lambda_gb_second"] * 1e6,
+            ),
+            (
+                "Instance function requests (one per batch)",
+                aws_calls / n,
+                aws_calls / n * PRICES["lambda_request"] * 1e6,
+            ),
             ("S3 PUT/LIST by the instance function", put / n, put / n * PRICES["s3_put"] * 1e6),
             ("S3 GET/HEAD by the instance function", get / n, get / n * PRICES["s3_get"] * 1e6),
-            ("Index function compute (GB-s, one call per batch)", index_gb_s,
-             index_gb_s * PRICES["lambda_gb_second"] * 1e6),
-            ("Index function requests", aws_calls / n,
-             aws_calls / n * PRICES["lambda_request"] * 1e6),
-            ("S3 PUT + GET by the index function", (index_put + index_get) / n,
-             (index_put * PRICES["s3_put"] + index_get * PRICES["s3_get"]) / n * 1e6),
-            ("KMS with Bucket Keys (1 per 100 S3 requests to a KMS bucket)", kms / n,
-             kms / n * PRICES["kms_request"] * 1e6),
-            ("Secrets Manager (the key, cached: 1 per 300 container-seconds)", secrets / n,
-             secrets / n * PRICES["secrets_request"] * 1e6),
-            ("Express requests (one per batch)", aws_calls / n,
-             aws_calls / n * PRICES["express_request"] * 1e6),
-            ("Express duration (64 MB x function time)", 0.0625 * inst["seconds"] / n,
-             0.0625 * inst["seconds"] / n * PRICES["express_gb_second"] * 1e6),
-            ("Log bytes (WARNING level + EMF, per call, both functions)", log_per_file,
-             log_per_file / 1e9 * PRICES["logs_gb"] * 1e6),
+            (
+                "Index function compute (GB-s, one call per batch)",
+                index_gb_s,
+                index_gb_s * PRICES["lambda_gb_second"] * 1e6,
+            ),
+            (
+                "Index function requests",
+                aws_calls / n,
+                aws_calls / n * PRICES["lambda_request"] * 1e6,
+            ),
+            (
+                "S3 PUT + GET by the index function",
+                (index_put + index_get) / n,
+                (index_put * PRICES["s3_put"] + index_get * PRICES["s3_get"]) / n * 1e6,
+            ),
+            (
+                "KMS with Bucket Keys (1 per 100 S3 requests to a KMS bucket)",
+                kms / n,
+                kms / n * PRICES["kms_request"] * 1e6,
+            ),
+            (
+                "Secrets Manager (the key, cached: 1 per 300 container-seconds)",
+                secrets / n,
+                secrets / n * PRICES["secrets_request"] * 1e6,
+            ),
+            (
+                "Express requests (one per batch)",
+                aws_calls / n,
+                aws_calls / n * PRICES["express_request"] * 1e6,
+            ),
+            (
+                "Express duration (64 MB x function time)",
+                0.0625 * inst["seconds"] / n,
+                0.0625 * inst["seconds"] / n * PRICES["express_gb_second"] * 1e6,
+            ),
+            (
+                "Log bytes (WARNING level + EMF, per call, both functions)",
+                log_per_file,
+                log_per_file / 1e9 * PRICES["logs_gb"] * 1e6,
+            ),
         ]
         if kind == "live":
             sqs = 1 + 2 / batch  # EventBridge SendMessage; Pipe Receive + DeleteBatch per batch
@@ -347,10 +383,16 @@ def _lines(m: dict[str, Any]) -> dict[str, list[tuple[str, float, float]]]:
             # files that is the parent's count once plus one transition per child started.
             transitions = (m[kind]["parent_transitions"] + 1e6 / batch) / 1e6
             rows += [
-                ("Standard transitions (one per child, parent once)", transitions,
-                 transitions * PRICES["standard_transition"] * 1e6),
-                ("S3 LIST by ItemReader (1 per 1,000 keys)", 1 / 1000,
-                 PRICES["s3_put"] / 1000 * 1e6),
+                (
+                    "Standard transitions (one per child, parent once)",
+                    transitions,
+                    transitions * PRICES["standard_transition"] * 1e6,
+                ),
+                (
+                    "S3 LIST by ItemReader (1 per 1,000 keys)",
+                    1 / 1000,
+                    PRICES["s3_put"] / 1000 * 1e6,
+                ),
                 ("ResultWriter PUTs (a few per run)", 0.0, 0.0),
             ]
         per[kind] = rows

@@ -373,7 +373,7 @@ def profile_hot_path(corpus: Path) -> str:
 def profile_pipeline(corpus: Path) -> str:
     return _profile(
         corpus,
-        "from src.ingestion.instance import InstancePipeline\np=InstancePipeline(Deidentifier())",
+        "from src.instance.pipeline import InstancePipeline\np=InstancePipeline(Deidentifier())",
         "p.process(os.path.join(src,n),os.path.join(dst,n),atomic=False)",
         "tottime",
     )

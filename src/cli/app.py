@@ -122,7 +122,7 @@ def _build_config(
     flags: dict[str, Any],
     **run: Any,
 ) -> Any:
-    from src.pipeline.config import load_config, with_overrides
+    from src.settings.config import load_config, with_overrides
 
     config = load_config(config_path)
     profile = {name: flags.pop(name, None) for name, _ in PROFILE_FLAGS}
@@ -135,7 +135,7 @@ def _build_config(
 
 
 def _key(config: Any) -> Any:
-    from src.ingestion.pseudonyms import resolve_key
+    from src.ingestion.annex_e.pseudonyms import resolve_key
 
     return resolve_key(None, config.key_file)
 

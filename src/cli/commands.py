@@ -116,13 +116,13 @@ def run(
         crosswalk_in_output=crosswalk_in_output,
     )
     if crosswalk:
-        from src.pipeline.crosswalk import check_location
+        from src.records.crosswalk import check_location
 
         local = None if output_uri.startswith("s3://") else output_uri
         check_location(crosswalk, local, bool(crosswalk_in_output))
     key = _key(config)
     if new_version:
-        from src.pipeline.provenance import choose_version
+        from src.records.provenance import choose_version
         from src.storage.store import open_store
 
         output_uri, version = choose_version(
@@ -195,7 +195,7 @@ def deidentify(
         if not summary.balanced:
             _fail("the run does not balance", 1)
         return
-    from src.ingestion.instance import InstancePipeline, InstanceRefusedError
+    from src.instance.pipeline import InstancePipeline, InstanceRefusedError
 
     pipeline = InstancePipeline(Deidentifier(profile=config.profile, key=key.key))
     into_folder = Path(output_path).is_dir() or output_path.endswith(("/", os.sep))
@@ -230,7 +230,7 @@ def deidentify(
 
 
 def _input_id(key: bytes, input_path: str) -> str:
-    from src.pipeline.sources import input_id
+    from src.settings.locations import input_id
 
     return input_id(key, os.path.abspath(input_path))
 
@@ -252,7 +252,7 @@ def _commit_one(folder: str, input_path: str, result: Any, key: bytes, staged: s
     try:
         commit_instance(store, result.output_key, staged, iid, claimed=False)
     except DuplicateInstanceError:
-        from src.ingestion.instance import InstanceRefusedError, Reason
+        from src.instance.pipeline import InstanceRefusedError, Reason
 
         refused = InstanceRefusedError(
             Reason.DUPLICATE_SOP_INSTANCE, "OUT already holds this SOP Instance UID", "write"

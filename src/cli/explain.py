@@ -35,7 +35,7 @@ def explain(
     the compiled rules the de-identifier uses: the Table E.1-1 row and the profile's
     options, the IOD Type for combined codes, the masks and the safety net.
     """
-    from src.ingestion.explain import explain as explain_attribute
+    from src.ingestion.annex_e.explain import explain as explain_attribute
 
     cfg = _build_config(config_path, key_file, uid_root, flags)
     click.echo(

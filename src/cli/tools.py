@@ -56,8 +56,8 @@ def validate(file: str) -> None:
 
     from src.errors import InvalidDICOMError
     from src.ingestion.dicom_parser import DICOMParser
-    from src.ingestion.instance import validation_reason
     from src.ingestion.metadata_extractor import MetadataExtractor
+    from src.instance.pipeline import validation_reason
     from src.validation.schemas import DICOMMetadataModel
 
     try:
@@ -95,7 +95,7 @@ def url(
 ) -> None:
     """Print a presigned download URL for s3://bucket/key."""
     from src.delivery.presigned_url_handler import PresignedUrlHandler
-    from src.pipeline.sources import parse_location
+    from src.settings.locations import parse_location
 
     loc = parse_location(s3_uri)
     if not loc.is_s3 or not loc.prefix:
@@ -120,8 +120,8 @@ def config_show(
     config_path: str | None, key_file: str | None, uid_root: str | None, **flags: Any
 ) -> None:
     """Print the effective profile and key source as JSON (never the key)."""
-    from src.ingestion.profile import table_edition
-    from src.ingestion.pseudonyms import ENV_KEY, default_key_file
+    from src.ingestion.annex_e.profile import table_edition
+    from src.ingestion.annex_e.pseudonyms import ENV_KEY, default_key_file
 
     cfg = _build_config(config_path, key_file, uid_root, flags)
 
@@ -217,8 +217,8 @@ def key() -> None:
 def key_create(path: str | None, config_path: str | None) -> None:
     """Create a new random key at PATH (default: the configured key file, else
     ~/.config/medpipe/deid.key), mode 0600. An existing key is never replaced."""
-    from src.ingestion.pseudonyms import ENV_KEY_FILE, create_key_file, default_key_file
-    from src.pipeline.config import load_config
+    from src.ingestion.annex_e.pseudonyms import ENV_KEY_FILE, create_key_file, default_key_file
+    from src.settings.config import load_config
 
     target = path or load_config(config_path).key_file or os.environ.get(ENV_KEY_FILE)
     material = create_key_file(target or default_key_file())
@@ -255,8 +255,8 @@ def lookup(
     """
     from pydicom.dataset import Dataset
 
-    from src.ingestion.pseudonyms import Pseudonymizer
-    from src.ingestion.safety_net import patient_key
+    from src.ingestion.annex_e.pseudonyms import Pseudonymizer
+    from src.ingestion.annex_e.safety_net import patient_key
 
     config = _build_config(config_path, key_file, uid_root, flags)
     profile = config.profile

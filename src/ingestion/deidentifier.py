@@ -1,7 +1,7 @@
 """De-identification to DICOM PS3.15 Annex E (Application Level Confidentiality Profile).
 
 The rules are the standard's Table E.1-1 and Table E.3.10-1, loaded from package data
-(:mod:`src.ingestion.profile`). The core is a pure function of (dataset, profile, key):
+(:mod:`src.ingestion.annex_e.profile`). The core is a pure function of (dataset, profile, key):
 it never touches the network or storage, so it runs the same in a Lambda, a process pool
 or a notebook.
 
@@ -32,22 +32,22 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING
 
 from src.errors import InvalidDICOMError
-from src.ingestion.action_report import ActionRecord, DeidentificationResult
-from src.ingestion.byte_engine import ByteEngine, NotHandled
-from src.ingestion.dictionary import tag_for_keyword
-from src.ingestion.element_rules import MAX_SEQUENCE_DEPTH
-from src.ingestion.profile import (
+from src.ingestion.annex_e.action_report import ActionRecord, DeidentificationResult
+from src.ingestion.annex_e.element_rules import MAX_SEQUENCE_DEPTH
+from src.ingestion.annex_e.profile import (
     ConfidentialityProfile,
     compile_rules,
     parse_tag,
 )
-from src.ingestion.pseudonyms import KeyMaterial, Pseudonymizer, key_material, resolve_key
+from src.ingestion.annex_e.pseudonyms import KeyMaterial, Pseudonymizer, key_material, resolve_key
+from src.ingestion.encoding.dictionary import tag_for_keyword
+from src.ingestion.engines.byte_engine import ByteEngine, NotHandled
 
 if TYPE_CHECKING:  # the pydicom path is imported when it is first needed
     from pydicom.dataset import Dataset
 
     from src.ingestion.dicom_parser import DICOMParser
-    from src.ingestion.pydicom_engine import PydicomEngine
+    from src.ingestion.engines.pydicom_engine import PydicomEngine
 
 
 def _parse_preserve(items: Iterable[str | int] | None) -> frozenset[int]:
@@ -91,14 +91,14 @@ class Deidentifier:
         milliseconds per file). The rename alone already guarantees no half-written file.
     engine : {"auto", "pydicom"}
         ``"auto"`` (default) de-identifies files with the byte-level engine
-        (:mod:`src.ingestion.byte_engine`), which gives the pydicom path
-        (:mod:`src.ingestion.pydicom_engine`) what it does not handle; ``"pydicom"``
+        (:mod:`src.ingestion.engines.byte_engine`), which gives the pydicom path
+        (:mod:`src.ingestion.engines.pydicom_engine`) what it does not handle; ``"pydicom"``
         always takes the pydicom path, the reference the byte-level engine is tested
         against.
 
     Notes
     -----
-    The shells resolve the key (:func:`~src.ingestion.pseudonyms.resolve_key`) and pass
+    The shells resolve the key (:func:`~src.ingestion.annex_e.pseudonyms.resolve_key`) and pass
     it in. Only a ``Deidentifier()`` built without ``key`` looks further, through the
     documented default: ``MEDPIPE_DEID_KEY``, then the key file, created once.
 
@@ -147,7 +147,7 @@ class Deidentifier:
         """The pydicom path, built (and pydicom imported) when first needed."""
         if self._reference is None:
             from src.ingestion.dicom_parser import DICOMParser
-            from src.ingestion.pydicom_engine import PydicomEngine
+            from src.ingestion.engines.pydicom_engine import PydicomEngine
 
             self._reference = PydicomEngine(
                 self._rules,

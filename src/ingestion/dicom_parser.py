@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import IO
 
 import pydicom
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -31,13 +30,13 @@ from pydicom.uid import (
 )
 
 from src.errors import InvalidDICOMError
-from src.ingestion.deflate import check_deflate_limit
-from src.ingestion.headerless import (
+from src.ingestion.encoding.deflate import check_deflate_limit
+from src.ingestion.encoding.structure import check_structure, encapsulates
+from src.ingestion.parsing.headerless import (
     FLAG_NO_FILE_META,
     FLAG_NO_PREAMBLE,
     read_headerless,
 )
-from src.ingestion.structure import check_structure, encapsulates
 
 #: Default ceiling on the inflated size of a Deflated Explicit VR Little Endian dataset.
 DEFAULT_MAX_INFLATED_BYTES = 512 * 1024 * 1024
@@ -72,17 +71,6 @@ def is_image(dataset: Dataset) -> bool:
     sop_class = dataset.get("SOPClassUID")
     name = getattr(sop_class, "name", "") if sop_class else ""
     return isinstance(name, str) and name.endswith("Image Storage")
-
-
-def peek(dataset: Dataset, tag: int) -> DataElement | None:
-    """Return the element at ``tag`` decoded, without storing the decoded form.
-
-    A raw element left in the dataset stays raw, so a writer can still copy its bytes.
-    """
-    item = dataset.get_item(tag)
-    if isinstance(item, RawDataElement):
-        return convert_raw_data_element(item, encoding=dataset._character_set, ds=dataset)
-    return item
 
 
 @dataclass

@@ -18,8 +18,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
-from src.ingestion.dicom_parser import peek
-from src.ingestion.value_actions import split
+from src.ingestion.engines.value_actions import split
+from src.ingestion.parsing.access import peek
 
 # (section, output key, DICOM keyword)
 _FIELDS: tuple[tuple[str, str, str], ...] = (

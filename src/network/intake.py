@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.errors import StorageError
+from src.ingestion.annex_e.pseudonyms import KeyMaterial
 from src.ingestion.deidentifier import Deidentifier
 from src.ingestion.dicom_parser import DICOMParser
-from src.ingestion.instance import InstancePipeline, InstanceRefusedError, Reason, schema_validation
-from src.ingestion.pseudonyms import KeyMaterial
-from src.pipeline.config import RunConfig
-from src.pipeline.journal import Journal, session_counts
-from src.pipeline.provenance import check_provenance
-from src.pipeline.reports import write_reports
-from src.pipeline.sources import Location, input_id, parse_location
-from src.pipeline.state import state_dir_for, sweep_leftovers
-from src.pipeline.summary import RunSummary
-from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome
+from src.instance.outcome import PROCESSED, QUARANTINED, SKIPPED, Outcome
+from src.instance.pipeline import InstancePipeline, InstanceRefusedError, Reason, schema_validation
+from src.records.journal import Journal, session_counts
+from src.records.provenance import check_provenance
+from src.records.reports import write_reports
+from src.records.state import state_dir_for, sweep_leftovers
+from src.records.summary import RunSummary
+from src.settings.config import RunConfig
+from src.settings.locations import Location, input_id, parse_location
 from src.storage.store import (
     DuplicateInstanceError,
     QuarantineRecord,

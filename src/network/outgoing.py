@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from src.errors import ConfigurationError
-from src.pipeline.state import STATE_DIR
+from src.records.state import STATE_DIR
 from src.storage.store import QUARANTINE_PREFIX
 
 QUARANTINE_DIR = QUARANTINE_PREFIX

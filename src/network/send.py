@@ -29,7 +29,7 @@ from src.network.outgoing import (
     find_files,
     output_root,
 )
-from src.pipeline.state import STATE_DIR
+from src.records.state import STATE_DIR
 
 logger = logging.getLogger(__name__)
 

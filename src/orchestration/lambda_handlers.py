@@ -137,8 +137,10 @@ class InstanceHandler:
 
     def handle(self, event: Any, context: Any) -> dict[str, Any]:
         records = event.get("Records") if isinstance(event, dict) else None
-        if isinstance(records, list) and records and all(
-            isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records
+        if (
+            isinstance(records, list)
+            and records
+            and all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
         ):
             results, failures = batch_of_objects.sqs_batch(records)
         else:
@@ -183,7 +185,7 @@ class ValidationHandler:
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         from pydantic import ValidationError
 
-        from src.ingestion.instance import validation_reason
+        from src.instance.pipeline import validation_reason
         from src.validation.schemas import DICOMMetadataModel
 
         metadata = event.get("metadata")
@@ -266,7 +268,7 @@ class IndexHandler:
 
 def _run_core(bucket: str, key: str, work: str | None = None) -> tuple[Any, int]:
     """Download once and run the core; a refusal is an :class:`InvalidDICOMError` (400)."""
-    from src.ingestion.instance import InstanceRefusedError, Reason
+    from src.instance.pipeline import InstanceRefusedError, Reason
 
     with tempfile.TemporaryDirectory(prefix="medpipe-") as scratch:
         folder = work or scratch

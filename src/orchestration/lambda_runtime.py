@@ -30,7 +30,7 @@ from typing import Any
 
 from src.errors import ConfigurationError
 from src.ingestion.dicom_parser import DICOMParser
-from src.ingestion.instance import InstancePipeline, schema_validation
+from src.instance.pipeline import InstancePipeline, schema_validation
 
 METRIC_NAMESPACE = "MedicalImaging/Pipeline"
 SERVICE = "medpipe"
@@ -58,7 +58,7 @@ def parser() -> DICOMParser:
 
 
 def profile() -> Any:
-    from src.ingestion.profile import ConfidentialityProfile
+    from src.ingestion.annex_e.profile import ConfidentialityProfile
 
     raw = os.environ.get("MEDPIPE_PROFILE")
     if not raw:

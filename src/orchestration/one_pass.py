@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from src.errors import ObjectNotFoundError, PipelineError
-from src.ingestion.instance import InstanceRefusedError, Reason
+from src.instance.outcome import PROCESSED, QUARANTINED
+from src.instance.pipeline import InstanceRefusedError, Reason
 from src.orchestration import lambda_runtime as rt
 from src.orchestration.events import ObjectRef
 from src.storage.store import DuplicateInstanceError, QuarantineRecord, commit_instance
@@ -31,10 +32,6 @@ from src.storage.store import DuplicateInstanceError, QuarantineRecord, commit_i
 
 class SourceMissingError(PipelineError):
     """The object named by the event no longer exists (deleted before it was read)."""
-
-
-PROCESSED = "processed"
-QUARANTINED = "quarantined"
 
 
 def object_id(key: bytes, ref: ObjectRef) -> str:

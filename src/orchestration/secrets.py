@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from src.errors import KeyConfigurationError, ThrottlingError
-from src.ingestion.pseudonyms import MIN_KEY_LENGTH
+from src.ingestion.annex_e.pseudonyms import MIN_KEY_LENGTH
 
 CACHE_SECONDS = 300
 

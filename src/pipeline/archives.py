@@ -15,6 +15,8 @@ import struct
 import zipfile
 from dataclasses import dataclass
 
+from src.settings.config import RunConfig
+
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 
@@ -82,4 +84,13 @@ def _overlap(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], size: int) 
     return ""
 
 
-__all__ = ["ArchiveLimits", "unsafe_archive"]
+def archive_limits(config: RunConfig) -> ArchiveLimits:
+    """What one zip archive in INPUT may expand to, from the run's settings."""
+    return ArchiveLimits(
+        max_member_bytes=config.max_zip_member_bytes,
+        max_total_bytes=config.max_zip_bytes,
+        max_ratio=config.max_zip_ratio,
+    )
+
+
+__all__ = ["ArchiveLimits", "archive_limits", "unsafe_archive"]

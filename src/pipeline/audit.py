@@ -24,9 +24,9 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from src.errors import InvalidDICOMError
+from src.ingestion.annex_e.profile import ConfidentialityProfile
 from src.ingestion.deidentifier import Deidentifier
 from src.ingestion.dicom_parser import DICOMParser
-from src.ingestion.profile import ConfidentialityProfile
 
 MIN_TEXT = 4
 MIN_UID = 10

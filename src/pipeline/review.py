@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.pipeline.journal import read_journal
-from src.pipeline.sources import input_id, iter_local
+from src.pipeline.sources import iter_local
+from src.records.journal import read_journal
+from src.settings.locations import input_id
 
 PIXEL_PHI_REMAINS = "pixel-phi-remains"
 THUMBNAIL = 360

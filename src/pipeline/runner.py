@@ -32,26 +32,20 @@ from collections.abc import Callable, Iterator
 from tqdm import tqdm
 
 from src.errors import ConfigurationError, StorageError
-from src.ingestion.instance import NO_ROOM, OutputWriteError, Reason
-from src.ingestion.pseudonyms import KeyMaterial
+from src.ingestion.annex_e.pseudonyms import KeyMaterial
+from src.instance.pipeline import NO_ROOM, OutputWriteError, Reason
 from src.monitoring.logs import current_format
-from src.pipeline.config import RunConfig
-from src.pipeline.crosswalk import Crosswalk, check_location
-from src.pipeline.journal import Journal
-from src.pipeline.provenance import check_provenance
-from src.pipeline.reports import write_reports
-from src.pipeline.sources import (
-    InputItem,
-    Location,
-    input_id,
-    iter_local,
-    iter_store,
-    original_for_quarantine,
-    parse_location,
-)
-from src.pipeline.state import state_dir_for, sweep_leftovers
-from src.pipeline.summary import RunSummary
+from src.pipeline.archives import archive_limits
+from src.pipeline.sources import InputItem, iter_local, iter_store, original_for_quarantine
 from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome, init_worker, process
+from src.records.crosswalk import Crosswalk, check_location
+from src.records.journal import Journal
+from src.records.provenance import check_provenance
+from src.records.reports import write_reports
+from src.records.state import state_dir_for, sweep_leftovers
+from src.records.summary import RunSummary
+from src.settings.config import RunConfig
+from src.settings.locations import Location, input_id, parse_location
 from src.storage.store import (
     DuplicateInstanceError,
     QuarantineRecord,
@@ -86,7 +80,7 @@ def discover(input_loc: Location, output_loc: Location, config: RunConfig) -> It
     if not os.path.exists(input_loc.path):
         raise ConfigurationError(f"INPUT {input_loc.raw} does not exist")
     exclude = None if output_loc.is_s3 else output_loc.path
-    yield from iter_local(input_loc.path, exclude, config.archive_limits())
+    yield from iter_local(input_loc.path, exclude, archive_limits(config))
 
 
 def check_locations(input_uri: str, output_uri: str) -> tuple[Location, Location]:

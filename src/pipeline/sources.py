@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import hmac
 import os
 import stat
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import urlparse
 
 from src.pipeline.archives import ArchiveLimits, unsafe_archive
 
@@ -32,35 +29,6 @@ TMP_PREFIX = ".medpipe-tmp-"
 class InputChangedError(OSError):
     """The input is no longer the file discovery found (replaced by a link or another
     file, or not a regular file any more); it is not read."""
-
-
-@dataclass(frozen=True)
-class Location:
-    """A parsed INPUT or OUTPUT: a local folder or ``s3://bucket/prefix``."""
-
-    raw: str
-    scheme: str  # "file" or "s3"
-    bucket: str = ""
-    prefix: str = ""
-    path: str = ""
-
-    @property
-    def is_s3(self) -> bool:
-        return self.scheme == "s3"
-
-    def key(self, relative: str) -> str:
-        """The S3 key of ``relative`` under this prefix."""
-        return f"{self.prefix.rstrip('/')}/{relative}" if self.prefix.strip("/") else relative
-
-
-def parse_location(text: str) -> Location:
-    """Parse ``s3://bucket/prefix`` or a local path."""
-    if text.startswith("s3://"):
-        parsed = urlparse(text)
-        if not parsed.netloc:
-            raise ValueError(f"no bucket in {text!r}")
-        return Location(text, "s3", bucket=parsed.netloc, prefix=parsed.path.lstrip("/"))
-    return Location(text, "file", path=os.path.abspath(text))
 
 
 @dataclass(frozen=True)
@@ -87,13 +55,6 @@ class InputItem:
     device: int = 0
     inode: int = 0
     mtime_ns: int = 0
-
-
-def input_id(key: bytes, relative: str) -> str:
-    """Keyed, stable identifier of an input (no PHI, unlike its path)."""
-    return hmac.new(
-        key, b"input\x00" + relative.encode("utf-8", "surrogateescape"), hashlib.sha256
-    ).hexdigest()[:20]
 
 
 def _inside(root: str, target: str) -> bool:

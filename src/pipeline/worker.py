@@ -1,6 +1,6 @@
 """The local run's worker processes: read one input, hand it to the core, report.
 
-The core (:class:`~src.ingestion.instance.InstancePipeline`) decides everything about the
+The core (:class:`~src.instance.pipeline.InstancePipeline`) decides everything about the
 instance; this module only reads the input (a file, a zip member, an S3 object), keeps a
 scratch copy of the original where one is needed for quarantine, and turns the result
 into an :class:`Outcome` for the coordinator, which commits it to the store in input
@@ -15,13 +15,14 @@ import multiprocessing
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from src.errors import StorageError
 from src.ingestion.deidentifier import Deidentifier
 from src.ingestion.dicom_parser import DICOMParser, quiet_pydicom
-from src.ingestion.instance import (
+from src.instance.outcome import PROCESSED, QUARANTINED, SKIPPED, Outcome
+from src.instance.pipeline import (
     NO_ROOM,
     InstancePipeline,
     InstanceRefusedError,
@@ -30,62 +31,10 @@ from src.ingestion.instance import (
     schema_validation,
 )
 from src.monitoring.logs import configure_logging
-from src.pipeline.config import RunConfig
 from src.pipeline.sources import InputChangedError, InputItem, materialise, open_input
+from src.settings.config import RunConfig
 
 logger = logging.getLogger(__name__)
-
-PROCESSED = "processed"
-QUARANTINED = "quarantined"
-SKIPPED = "skipped"
-
-
-@dataclass
-class Outcome:
-    """What happened to one input (holds no PHI: ids, pseudonymous paths, reasons)."""
-
-    input_id: str
-    fingerprint: str
-    status: str
-    reason: str = ""
-    detail: str = ""
-    stage: str = ""
-    output: str = ""
-    staged: str = ""
-    original: str = ""
-    bytes_in: int = 0
-    bytes_out: int = 0
-    seconds: float = 0.0
-    removed: int = 0
-    burned_in_annotation_risk: bool = False
-    index: dict[str, Any] = field(default_factory=dict)
-    #: Original identifiers for the crosswalk (PHI; never journalled or logged).
-    identity: dict[str, str] = field(default_factory=dict, repr=False)
-    #: Set (to the errno name) when the output or staging disk had no room: the run
-    #: stops without recording this input, which is done again on resume.
-    no_room: str = ""
-
-    def refuse(self, reason: Reason | str, detail: str, stage: str) -> None:
-        self.status = QUARANTINED
-        self.reason, self.detail, self.stage = str(reason), detail, stage
-        self.index = {}
-
-    def journal_entry(self) -> dict[str, Any]:
-        """The durable record of this outcome (no staging paths)."""
-        return {
-            "input_id": self.input_id,
-            "fingerprint": self.fingerprint,
-            "status": self.status,
-            "reason": self.reason,
-            "detail": self.detail,
-            "stage": self.stage,
-            "output": self.output,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "removed": self.removed,
-            "burned_in_annotation_risk": self.burned_in_annotation_risk,
-            "index": self.index,
-        }
 
 
 @dataclass

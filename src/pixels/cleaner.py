@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from src.atomic import atomic_write
-from src.ingestion.markers import mark_clean_pixels
+from src.ingestion.annex_e.markers import mark_clean_pixels
 from src.pixels.detector import DETECTOR_MODEL, TextBox, TextDetector, model_file
 from src.pixels.frames import (
     UnsupportedPixelDataError,

@@ -33,9 +33,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from src.errors import InvalidDICOMError
+from src.ingestion.annex_e.profile import ConfidentialityProfile
 from src.ingestion.deidentifier import Deidentifier
-from src.ingestion.elements import NotHandled
-from src.ingestion.profile import ConfidentialityProfile
+from src.ingestion.encoding.elements import NotHandled
 
 KEY = b"differential test key 0123456789"
 PROFILES = {
@@ -278,7 +278,7 @@ def test_a_mapped_file_declined_mid_walk_goes_to_the_pydicom_path(
     """A large (mapped) file the byte engine declines after it has started walking (a
     curve under Clean Graphics) is de-identified by the pydicom path: the mapping is not
     in the way."""
-    from src.ingestion import byte_engine
+    from src.ingestion.engines import byte_engine
 
     monkeypatch.setattr(byte_engine, "_MAPPED_ABOVE", 1024)  # map even a small file
     ds = Dataset()

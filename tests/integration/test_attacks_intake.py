@@ -25,9 +25,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from src.ingestion.deidentifier import Deidentifier
-from src.ingestion.instance import InstancePipeline, InstanceRefusedError, Reason
+from src.instance.pipeline import InstancePipeline, InstanceRefusedError, Reason
 from src.pipeline.archives import ArchiveLimits, unsafe_archive
-from src.pipeline.config import RunConfig
 from src.pipeline.sources import (
     InputChangedError,
     iter_local,
@@ -35,6 +34,7 @@ from src.pipeline.sources import (
     open_input,
     original_for_quarantine,
 )
+from src.settings.config import RunConfig
 from tests.conftest import TEST_KEY, medpipe
 
 
@@ -208,7 +208,7 @@ def test_a_run_never_reads_a_file_swapped_in_from_outside_input(tmp_path: Path) 
     """The whole worker path: discovery, then the swap, then the worker and the commit."""
     from src.pipeline import worker
     from src.pipeline.runner import _finish
-    from src.pipeline.summary import RunSummary
+    from src.records.summary import RunSummary
     from src.storage.folder_store import FolderStore
 
     folder = tmp_path / "in"

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 
 from src.ingestion.deidentifier import Deidentifier
-from src.ingestion.instance import InstancePipeline, InstanceRefusedError, Reason, schema_validation
+from src.instance.pipeline import InstancePipeline, InstanceRefusedError, Reason, schema_validation
 from src.synthetic import write_corpus
 
 SEED = int(os.environ.get("MEDPIPE_MUTATION_SEED", "20261207"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from src.pipeline.sources import input_id
+from src.settings.locations import input_id
 from tests.conftest import TEST_KEY, free_port, identity_removed_expected, medpipe, pydicom_files
 from tests.integration.peers import (
     ORTHANC_DICOMWEB,

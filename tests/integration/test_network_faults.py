@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationContexts, evt
 
-from src.pipeline.sources import input_id
+from src.settings.locations import input_id
 from tests.conftest import TEST_KEY, free_port, identity_removed_expected, medpipe
 from tests.integration.peers import Receiver, need, set_aside_at_risk
 

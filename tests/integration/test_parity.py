@@ -20,7 +20,7 @@ from moto import mock_aws
 
 from src.cli import main
 from src.orchestration import lambda_handlers as lh
-from src.pipeline.sources import input_id
+from src.settings.locations import input_id
 from tests.conftest import TEST_KEY, medpipe, pydicom_files
 from tests.integration import workflow_stack as ws
 from tests.integration.lambda_seam import MOTO_CONFIG

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pydicom
 
-from src.ingestion.pseudonyms import KeyMaterial
+from src.ingestion.annex_e.pseudonyms import KeyMaterial
 from src.network.intake import SUCCESS, Intake
-from src.pipeline.config import RunConfig
+from src.settings.config import RunConfig
 
 KEY = KeyMaterial(b"receive-account-key-0123456789abcdef", "test")
 

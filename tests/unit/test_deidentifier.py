@@ -23,8 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import src.ingestion
 from src.errors import DeidentificationError, InvalidDICOMError
-from src.ingestion.deidentifier import Deidentifier
-from src.ingestion.profile import (
+from src.ingestion.annex_e.profile import (
     OPTION_CODES,
     Action,
     ConfidentialityProfile,
@@ -34,7 +33,8 @@ from src.ingestion.profile import (
     effective_code,
     load_table_e1_1,
 )
-from src.ingestion.pseudonyms import Pseudonymizer
+from src.ingestion.annex_e.pseudonyms import Pseudonymizer
+from src.ingestion.deidentifier import Deidentifier
 from tests.conftest import TEST_KEY, identity_removed_expected, pydicom_files
 
 BASIC = ConfidentialityProfile(retain_longitudinal_modified_dates=False)

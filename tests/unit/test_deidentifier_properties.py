@@ -13,9 +13,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from src.errors import DeidentificationError, InvalidDICOMError
+from src.ingestion.annex_e.profile import Action, ConfidentialityProfile, compile_rules
 from src.ingestion.deidentifier import Deidentifier
 from src.ingestion.dicom_parser import DICOMParser
-from src.ingestion.profile import Action, ConfidentialityProfile, compile_rules
 from tests.conftest import TEST_KEY
 
 MARK = "Zyxwvut"
@@ -196,6 +196,6 @@ def test_fuzzed_bytes_parse_or_raise_the_project_error(noise, where):
 def test_the_set_lookup_word_search_is_the_needle_by_needle_search(value, needles):
     """holds_word (cuts and set lookups, the byte engine's) == _contains_word (the pydicom
     path's needle-by-needle search) for any value and needles."""
-    from src.ingestion.safety_net import _contains_word, holds_word
+    from src.ingestion.annex_e.safety_net import _contains_word, holds_word
 
     assert holds_word(value, needles) == _contains_word(value, needles)

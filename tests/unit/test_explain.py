@@ -12,8 +12,8 @@ from importlib import resources
 import pytest
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
 
-from src.ingestion.explain import explain, parse_attribute
-from src.ingestion.profile import ConfidentialityProfile
+from src.ingestion.annex_e.explain import explain, parse_attribute
+from src.ingestion.annex_e.profile import ConfidentialityProfile
 from tests.conftest import medpipe
 
 NO_OPTIONS = ConfidentialityProfile(retain_longitudinal_modified_dates=False)

@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 
 from src.errors import MetadataValidationError
 from src.ingestion.deidentifier import Deidentifier
-from src.ingestion.instance import (
+from src.instance.pipeline import (
     InstancePipeline,
     InstanceRefusedError,
     Reason,

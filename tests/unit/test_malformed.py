@@ -24,7 +24,7 @@ from pydicom.sequence import Sequence
 from src.errors import InvalidDICOMError
 from src.ingestion.deidentifier import Deidentifier
 from src.ingestion.dicom_parser import DICOMParser
-from src.ingestion.instance import InstancePipeline, InstanceRefusedError, Reason, schema_validation
+from src.instance.pipeline import InstancePipeline, InstanceRefusedError, Reason, schema_validation
 from tests.conftest import medpipe
 
 EXPLICIT = b"1.2.840.10008.1.2.1\x00"

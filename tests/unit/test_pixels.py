@@ -15,9 +15,9 @@ import pytest
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
+from src.ingestion.annex_e.profile import ConfidentialityProfile
 from src.ingestion.deidentifier import Deidentifier
-from src.ingestion.instance import InstancePipeline, InstanceRefusedError, Reason
-from src.ingestion.profile import ConfidentialityProfile
+from src.instance.pipeline import InstancePipeline, InstanceRefusedError, Reason
 from src.pixels.detector import TextBox, TextDetector
 from src.synthetic.burned_text import BurnedSample, generate
 

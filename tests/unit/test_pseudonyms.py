@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from src.errors import KeyConfigurationError
-from src.ingestion.pseudonyms import Pseudonymizer, resolve_key
+from src.ingestion.annex_e.pseudonyms import Pseudonymizer, resolve_key
 
 KEY = b"pseudonym-test-key-0123456789"
 

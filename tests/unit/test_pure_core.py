@@ -9,7 +9,7 @@ from pathlib import Path
 import pydicom.valuerep
 from pydicom.data import get_testdata_file
 
-from src.ingestion import dictionary
+from src.ingestion.encoding import dictionary
 
 
 def _python(code: str) -> str:
@@ -43,7 +43,7 @@ def test_importing_the_core_changes_no_global_state() -> None:
         "before = (c.settings.reading_validation_mode, c.settings.writing_validation_mode,"
         " len(warnings.filters), logging.getLogger('pydicom').level,"
         " logging.getLogger().handlers[:])\n"
-        "import src.ingestion.deidentifier, src.ingestion.instance, src.ingestion.explain\n"
+        "import src.ingestion.deidentifier, src.instance.pipeline, src.ingestion.annex_e.explain\n"
         "after = (c.settings.reading_validation_mode, c.settings.writing_validation_mode,"
         " len(warnings.filters), logging.getLogger('pydicom').level,"
         " logging.getLogger().handlers[:])\n"

@@ -9,9 +9,10 @@ import zipfile
 import pytest
 
 from src.errors import ConfigurationError
-from src.pipeline.config import config_from_mapping, load_config
 from src.pipeline.runner import Journal
-from src.pipeline.sources import input_id, iter_local
+from src.pipeline.sources import iter_local
+from src.settings.config import config_from_mapping, load_config
+from src.settings.locations import input_id
 
 
 def test_inputs_are_every_regular_file_sorted_and_zip_members_are_inputs(tmp_path):
@@ -68,8 +69,8 @@ def test_journal_survives_a_cut_line_and_keeps_the_last_entry(tmp_path):
 
 
 def test_an_output_written_before_a_setting_existed_takes_its_default(tmp_path):
-    from src.ingestion.profile import ConfidentialityProfile
-    from src.pipeline.provenance import check_provenance, provenance_conflict
+    from src.ingestion.annex_e.profile import ConfidentialityProfile
+    from src.records.provenance import check_provenance, provenance_conflict
     from src.storage.store import open_store
 
     store = open_store(str(tmp_path / "out"))

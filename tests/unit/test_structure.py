@@ -9,7 +9,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from src.errors import InvalidDICOMError
-from src.ingestion.structure import check_structure
+from src.ingestion.encoding.structure import check_structure
 
 CT = Path(get_testdata_file("CT_small.dcm")).read_bytes()
 

@@ -1,0 +1,234 @@
+"""The byte-level engine: one pass over a Part 10 file's bytes, no ``Dataset`` built.
+
+For Explicit and Implicit VR Little Endian (native or encapsulated pixel data) the file
+is read into one buffer (mapped, when large), its element headers walked with
+:mod:`src.ingestion.encoding.elements`, and each element looked up once in the compiled rules
+(:mod:`src.ingestion.annex_e.element_rules`). Runs of kept elements are copied as one slice,
+replaced values come from :mod:`src.ingestion.engines.value_actions`, and the pixel data is
+copied in large blocks without being decoded. The report records only what changed.
+
+What this engine does not handle (Explicit VR Big Endian, Deflated, headerless data,
+directory records, overlays held in the pixels' high bits, curves under Clean Graphics,
+character sets whose bytes cannot be searched as they are, and anything malformed)
+raises :class:`~src.ingestion.encoding.elements.NotHandled` before anything is written, and the
+façade gives the file to the pydicom path (:mod:`src.ingestion.engines.pydicom_engine`), which
+is also the oracle of the differential test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from src.ingestion.annex_e.action_report import DeidentificationResult
+from src.ingestion.annex_e.element_rules import HISTORY_TAGS
+from src.ingestion.annex_e.iod_types import types_for_sop_class
+from src.ingestion.annex_e.profile import Action, CompiledRules, ConfidentialityProfile
+from src.ingestion.annex_e.pseudonyms import Pseudonymizer
+from src.ingestion.annex_e.safety_net import (
+    _Identifiers,
+)
+from src.ingestion.encoding.elements import (
+    NotHandled,
+    elements_of,
+    read_part10,
+)
+from src.ingestion.encoding.structure import check_contents, encapsulates
+from src.ingestion.engines.byte_walk import ByteWalker, FileState
+from src.ingestion.engines.instance_facts import read_facts
+from src.ingestion.engines.part10_bytes import (
+    dataset_of,
+    earlier_history,
+    file_meta_bytes,
+    marker_elements,
+    pixel_header,
+    raw_dataset,
+    rebuilt_meta,
+    write_output,
+)
+from src.ingestion.engines.value_actions import (
+    ValueActions,
+)
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+_MAPPED_ABOVE = 16 * 1024 * 1024
+_TIMEZONE_OFFSET = 0x00080201
+
+
+class ByteEngine:
+    """Applies one profile's compiled rules to files, at the byte level.
+
+    Parameters
+    ----------
+    rules, profile : CompiledRules, ConfidentialityProfile
+    pseudo : Pseudonymizer
+    preserve : frozenset of int
+        The ``preserve_tags``.
+    """
+
+    def __init__(
+        self,
+        rules: CompiledRules,
+        profile: ConfidentialityProfile,
+        pseudo: Pseudonymizer,
+        preserve: frozenset[int],
+    ) -> None:
+        self.rules = rules
+        self.profile = profile
+        self.pseudo = pseudo
+        self.preserve = preserve
+        keep_offset = rules.by_tag.get(_TIMEZONE_OFFSET) in (Action.KEEP, Action.CLEAN)
+        self.values = ValueActions(pseudo, keep_utc_offset=keep_offset)
+        self._walker = ByteWalker(rules, profile, preserve, self.values)
+        self._patients: dict[tuple[str, str], _Identifiers] = {}
+        self._markers: dict[tuple[bool, bool], list[tuple[int, str, bytes, bytes]]] = {}
+
+    def run(
+        self,
+        fp: IO[bytes],
+        size: int,
+        output_path: Any,
+        patient_id: str | None,
+        *,
+        before: Callable[[Dataset], None] | None,
+        atomic: bool,
+        fsync: bool,
+        describe: bool,
+        checksum: bool = False,
+    ) -> DeidentificationResult:
+        """De-identify the Part 10 file ``fp`` into ``output_path``.
+
+        Raises
+        ------
+        NotHandled
+            Before anything is written, when the file is for the pydicom path.
+        """
+        mapped = None
+        if size > _MAPPED_ABOVE:
+            try:
+                mapped = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError, AttributeError) as exc:
+                raise NotHandled from exc
+            buf: Any = mapped
+        else:
+            fp.seek(0)
+            buf = fp.read()
+        try:
+            return self._run(
+                buf, fp, output_path, patient_id, before, atomic, fsync, describe, checksum
+            )
+        finally:
+            if mapped is not None:
+                # Slices still held by a traceback (declined mid-walk): closed when freed.
+                with contextlib.suppress(BufferError):
+                    mapped.close()
+
+    def _run(
+        self,
+        buf: Any,
+        fp: IO[bytes],
+        output_path: Any,
+        patient_id: str | None,
+        before: Callable[[Dataset], None] | None,
+        atomic: bool,
+        fsync: bool,
+        describe: bool,
+        checksum: bool,
+    ) -> DeidentificationResult:
+        part = read_part10(buf)
+        implicit = part.implicit
+        top = elements_of(buf, part.dataset_start, len(buf), implicit)
+        # The same structural checks as the pydicom path's parser (PS3.5 7.1, 7.5, A.4),
+        # inside the sequences the top-level walk stepped over: malformed input is
+        # refused with its data reason, never written.
+        check_contents(
+            buf, "input", top, implicit=implicit, encapsulated=encapsulates(part.transfer_syntax)
+        )
+        facts = read_facts(buf, top)
+        key = facts.patient_key
+        pseudonym = patient_id if patient_id is not None else self.pseudo.patient_id(key)
+        offset = None
+        if self.profile.retain_longitudinal_modified_dates:
+            offset = self.pseudo.date_offset(key)
+        state = FileState(
+            buf,
+            implicit,
+            facts.codec,
+            types_for_sop_class(facts.sop_class_uid),
+            pseudonym,
+            offset,
+            self._identifiers(facts.identifiers, facts.charset),
+        )
+        history = [e for e in top if e.tag in HISTORY_TAGS]
+        earlier: list[str] = []
+        kept: list[bytes] = []
+        if history:  # walked first, as the pydicom path walks them before marking
+            walked: list[Any] = []
+            self._walker.walk(state, history, (), "", 0, walked, None, False, replaced=frozenset())
+            earlier, kept = earlier_history(b"".join(walked), implicit, facts.codec, self.profile)
+        if earlier or kept:
+            markers = marker_elements(
+                self.profile, implicit, facts.at_risk, earlier, kept, facts.codec
+            )
+        else:
+            markers = self._marker_elements(implicit, facts.at_risk)
+        pieces: list[Any] = []
+        pixel = self._walker.walk(state, top, (), "", 0, pieces, markers, describe)
+        bits = state.top.get(0x00280100, ("US", b""))[1] if pixel is not None else b""
+        original = dataset_of(buf, top, part, implicit) if before or describe else None
+        if before is not None:  # after the walk: a file for the pydicom path is seen once
+            assert original is not None
+            before(original)
+        meta = rebuilt_meta(part, state.top, self.pseudo, self.profile.retain_uids)
+        sha256 = write_output(
+            output_path,
+            buf,
+            fp,
+            file_meta_bytes(meta),
+            pieces,
+            pixel_header(pixel, implicit, bits),
+            pixel,
+            atomic=atomic,
+            fsync=fsync,
+            checksum=checksum,
+        )
+        dataset = raw_dataset(state.top, meta, implicit, buf, original) if describe else None
+        result = DeidentificationResult(
+            dataset=dataset,
+            actions=state.records,
+            patient_pseudonym=pseudonym,
+            burned_in_annotation_risk=facts.at_risk,
+            graphics_review_required=state.graphics,
+        )
+        result.kept = state.kept
+        result.history_kept = bool(earlier or kept)
+        result.output_sha256 = sha256
+        result.has_pixel_data = pixel is not None
+        return result
+
+    def _marker_elements(
+        self, implicit: bool, at_risk: bool
+    ) -> list[tuple[int, str, bytes, bytes]]:
+        key = (implicit, at_risk)
+        found = self._markers.get(key)
+        if found is None:
+            found = self._markers[key] = marker_elements(self.profile, implicit, at_risk)
+        return found
+
+    def _identifiers(self, values: list[tuple[int, Any]], charset: str) -> _Identifiers:
+        """This file's identifiers; the files of one patient share them."""
+        key = (charset, repr(values))
+        found = self._patients.get(key)
+        if found is None:
+            found = _Identifiers.of_values(values, charset)
+            if len(self._patients) > 4096:
+                self._patients.clear()
+            self._patients[key] = found
+        return found
+
+
+__all__ = ["ByteEngine", "NotHandled"]
