@@ -22,11 +22,13 @@ from src.ingestion.annex_e.dummies import _CODE_STRUCTURE
 from src.ingestion.annex_e.iod_types import PathTypes, resolve
 from src.ingestion.annex_e.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.encoding.dictionary import dictionary_has_tag, keyword_for_tag
-from src.ingestion.encoding.elements import Element, text_of
+from src.ingestion.encoding.elements import MAX_DEPTH, Element, text_of
 from src.ingestion.encoding.vrs import _foreign_vr, _text_dictionary_vr
 
 #: Deepest sequence nesting accepted; deeper input is refused rather than half-cleaned.
-MAX_SEQUENCE_DEPTH = 64
+#: Sequence nesting deeper than this is refused (one limit for both engines and the
+#: structure check: :data:`src.ingestion.encoding.elements.MAX_DEPTH`).
+MAX_SEQUENCE_DEPTH = MAX_DEPTH
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
 _FREE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC"})
 # Text the table keeps is still searched for the patient's own identifiers.

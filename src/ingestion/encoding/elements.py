@@ -21,7 +21,9 @@ IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 #: Explicit VR Big Endian and Deflated go through the pydicom path.
 _NOT_HANDLED_SYNTAXES = frozenset({"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
 
-#: Deeper nesting of undefined lengths is left to the pydicom path (which refuses it).
+#: Sequence nesting deeper than this is refused, by the structure check and both engines
+#: (the one depth limit; :data:`src.ingestion.annex_e.element_rules.MAX_SEQUENCE_DEPTH`).
+#: In the element walk, deeper undefined lengths are left to the pydicom path.
 MAX_DEPTH = 64
 ITEM = 0xFFFEE000
 ITEM_DELIMITER = 0xFFFEE00D

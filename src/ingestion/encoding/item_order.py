@@ -10,7 +10,8 @@ from __future__ import annotations
 import struct
 
 from src.errors import InvalidDICOMError
-from src.ingestion.encoding.structure import MAX_DEPTH, StructureWalker, dictionary_sequence
+from src.ingestion.encoding.elements import MAX_DEPTH
+from src.ingestion.encoding.structure import StructureWalker, dictionary_sequence
 
 
 def items_well_ordered(

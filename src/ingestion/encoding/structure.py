@@ -22,8 +22,9 @@ import struct
 from collections.abc import Sequence
 
 from src.errors import InvalidDICOMError
+from src.ingestion.encoding.dictionary import VRS
+from src.ingestion.encoding.elements import LONG_VRS, MAX_DEPTH
 
-MAX_DEPTH = 64
 PIXEL_DATA = (0x7FE0, 0x0010)
 #: The size of one value of the fixed-size binary VRs (a length must be a multiple).
 _FIXED_SIZE = {
@@ -42,16 +43,8 @@ _FIXED_SIZE = {
     b"OD": 8,
     b"OV": 8,
 }
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
-)
-_VRS = frozenset(
-    v.encode()
-    for v in (
-        "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC "
-        "UI UL UN UR US UT UV"
-    ).split()
-)
+_LONG_VRS = LONG_VRS
+_VRS = frozenset(v.encode() for v in VRS)
 
 
 class StructureWalker:

@@ -26,12 +26,11 @@ from src.atomic import open_output as _output
 from src.errors import DeidentificationError, InvalidDICOMError
 from src.ingestion.annex_e.embedded_overlays import copy_masked, masked_chunks
 from src.ingestion.annex_e.markers import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from src.ingestion.encoding.elements import LONG_VRS
 from src.ingestion.encoding.item_order import items_well_ordered
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
-)
+_LONG_VRS = LONG_VRS
 # Patient Identity Removed, De-identification Method (+ Code Sequence), Longitudinal
 # Temporal Information Modified: constant for a profile, so encoded once.
 _MARKER_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
