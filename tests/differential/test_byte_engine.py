@@ -47,6 +47,13 @@ PROFILES = {
         clean_descriptors=True,
         retain_longitudinal_modified_dates=False,
     ),
+    # The three Clean options together: the branches of both walks that clean content
+    # (SR text, graphic annotations, descriptors) are compared too.
+    "clean-content": ConfidentialityProfile(
+        clean_structured_content=True,
+        clean_graphics=True,
+        clean_descriptors=True,
+    ),
     "full-dates-uids": ConfidentialityProfile(
         retain_uids=True,
         retain_longitudinal_full_dates=True,
@@ -160,7 +167,11 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def test_generated_samples(samples: list[Path], profile: str, tmp_path: Path) -> None:
     dcmdump = _dcmdump() if profile == "basic-modified-dates" else None
     handled = sum(compare(s, tmp_path, PROFILES[profile], dcmdump=dcmdump) for s in samples)
-    assert handled >= len(samples) // 2, f"handled {handled} of {len(samples)}"
+    # Under Clean Graphics the byte engine hands images that carry curves (group 50xx) to
+    # the pydicom engine (NotHandled): the 12 generated CT and MR images; the SR and
+    # ultrasound instances (6 of the 18) are compared.
+    floor = 6 if profile == "clean-content" else len(samples) // 2
+    assert handled >= floor, f"handled {handled} of {len(samples)}"
 
 
 # -- hypothesis: random trees of elements -----------------------------------------------

@@ -80,9 +80,21 @@ def test_a_sender_that_aborts_mid_association_loses_nothing_it_was_told_was_stor
             status = assoc.send_c_store(path)
             assert status.Status == 0x0000
             stored.append(path)
+        # Abort once 20 P-DATA PDUs of the big instance are on the wire: mid-transfer by
+        # construction (it takes thousands), not by a sleep that a slow machine outruns.
+        mid_transfer = threading.Event()
+        sent = [0]
+
+        def count(event) -> None:  # type: ignore[no-untyped-def]
+            if event.pdu.__class__.__name__ == "P_DATA_TF":
+                sent[0] += 1
+                if sent[0] == 20:
+                    mid_transfer.set()
+
+        assoc.bind(evt.EVT_PDU_SENT, count)
         sender = threading.Thread(target=assoc.send_c_store, args=(big,), daemon=True)
         sender.start()
-        time.sleep(0.05)
+        assert mid_transfer.wait(30)
         assoc.abort()  # mid-transfer of the big instance
         sender.join(5)  # pynetdicom's own send may hang after abort()
         # A new association after the abort works.
