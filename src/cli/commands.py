@@ -208,12 +208,14 @@ def deidentify(
         result = pipeline.process(input_path, target, patient_id=patient_id)
     except InstanceRefusedError as exc:
         if into_folder:
-            _quarantine_one(output_path, input_path, exc, key.key)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+            _settle_one(output_path, input_path, key.key, refused=exc)
         _fail(f"{input_path}: refused: {exc.message}", 1)
         return
     written = output_path
     if into_folder:
-        written = _commit_one(output_path, input_path, result, key.key, target)
+        written = _settle_one(output_path, input_path, key.key, result=result, staged=target)
     if report_path:
         write_bytes_atomic(
             report_path, json.dumps(result.report.report(), indent=1).encode("utf-8")
@@ -235,31 +237,32 @@ def _input_id(key: bytes, input_path: str) -> str:
     return input_id(key, os.path.abspath(input_path))
 
 
-def _quarantine_one(folder: str, input_path: str, exc: Any, key: bytes) -> None:
-    from src.storage.store import QuarantineRecord, open_store
+def _settle_one(
+    folder: str,
+    input_path: str,
+    key: bytes,
+    result: Any = None,
+    staged: str = "",
+    refused: Any = None,
+) -> str:
+    """Settle one file into OUT's layout (the same step as ``run``): commit it, or
+    quarantine it with its reason; a taken SOP Instance UID is a refusal. Returns the
+    written path; exits 1 on a refusal."""
+    from src.instance.outcome import QUARANTINED, Outcome
+    from src.records.settle import settle
+    from src.storage.store import open_store
 
-    iid = _input_id(key, input_path)
-    record = QuarantineRecord(iid, exc.reason.value, exc.detail, exc.stage, input_path)
-    open_store(folder).quarantine(record, input_path)
-
-
-def _commit_one(folder: str, input_path: str, result: Any, key: bytes, staged: str) -> str:
-    """Put one de-identified file into OUT's layout; a taken SOP Instance UID is refused."""
-    from src.storage.store import DuplicateInstanceError, commit_instance, open_store
-
-    store = open_store(folder)
-    iid = _input_id(key, input_path)
+    outcome = Outcome(_input_id(key, input_path), "", QUARANTINED)
+    if refused is not None:
+        outcome.refuse(refused.reason, refused.detail, refused.stage)
+    else:
+        outcome.processed_as(result)
     try:
-        commit_instance(store, result.output_key, staged, iid, claimed=False)
-    except DuplicateInstanceError:
-        from src.instance.pipeline import InstanceRefusedError, Reason
-
-        refused = InstanceRefusedError(
-            Reason.DUPLICATE_SOP_INSTANCE, "OUT already holds this SOP Instance UID", "write"
-        )
-        _quarantine_one(folder, input_path, refused, key)
-        _fail(f"{input_path}: refused: {refused.message}", 1)
+        settle(outcome, open_store(folder), staged=staged, original=input_path, source=input_path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(staged)
-    return os.path.join(folder, result.output_key)
+        if staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+    if outcome.status == QUARANTINED:
+        _fail(f"{input_path}: refused: {outcome.reason}: {outcome.detail}", 1)
+    return os.path.join(folder, outcome.output)

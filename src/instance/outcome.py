@@ -1,6 +1,8 @@
 """What became of one input, in the words every record uses (journal, manifest, index,
 workflow state): it was ``processed``, ``quarantined`` with a reason, or ``skipped``
-because the same input had been accounted for before."""
+because the same input had been accounted for before. :class:`Outcome` is the one record
+of it: the local runner, the receiver and the Lambda pass all fill it in, and
+:func:`src.records.settle.settle` makes it durable."""
 
 from __future__ import annotations
 
@@ -36,6 +38,21 @@ class Outcome:
     #: Set (to the errno name) when the output or staging disk had no room: the run
     #: stops without recording this input, which is done again on resume.
     no_room: str = ""
+
+    def processed_as(self, result: Any) -> None:
+        """Record a pipeline result (:class:`src.instance.pipeline.InstanceResult`)."""
+        self.status, self.stage = PROCESSED, "write"
+        self.output, self.index = result.output_key, result.index
+        self.removed, self.bytes_out = result.removed, result.bytes_out
+        self.burned_in_annotation_risk = result.burned_in_annotation_risk
+        self.identity = result.original
+
+    def as_state(self) -> dict[str, Any]:
+        """The outcome as workflow state (the Step Functions result of one object)."""
+        out: dict[str, Any] = {"object_id": self.input_id, "status": self.status}
+        if self.reason:
+            out["reason"], out["stage"] = self.reason, self.stage
+        return out
 
     def refuse(self, reason: str, detail: str, stage: str) -> None:
         self.status = QUARANTINED

@@ -30,15 +30,13 @@ from src.instance.pipeline import InstancePipeline, InstanceRefusedError, Reason
 from src.records.journal import Journal, session_counts
 from src.records.provenance import check_provenance
 from src.records.reports import write_reports
+from src.records.settle import ALREADY_WRITTEN, settle
 from src.records.state import state_dir_for, sweep_leftovers
 from src.records.summary import RunSummary
 from src.settings.config import RunConfig
 from src.settings.locations import Location, input_id, parse_location
 from src.storage.store import (
-    DuplicateInstanceError,
-    QuarantineRecord,
     Store,
-    commit_instance,
     open_store,
 )
 
@@ -199,34 +197,25 @@ class Intake:
             try:
                 if duplicate:
                     raise InstanceRefusedError(
-                        Reason.DUPLICATE_SOP_INSTANCE,
-                        "another input already wrote this SOP Instance UID",
-                        "write",
+                        Reason.DUPLICATE_SOP_INSTANCE, ALREADY_WRITTEN, "write"
                     )
                 with self._process_lock:
                     result = self.pipeline.process(path, staged, label=iid)
             except InstanceRefusedError as exc:
                 outcome.refuse(exc.reason, exc.detail, exc.stage)
             else:
-                outcome.status, outcome.stage = PROCESSED, "write"
-                outcome.output, outcome.index = result.output_key, result.index
-                outcome.removed, outcome.bytes_out = result.removed, result.bytes_out
-                outcome.burned_in_annotation_risk = result.burned_in_annotation_risk
-                with self._lock:
-                    claimed = self.claims.get(outcome.output) == iid
-                try:
-                    commit_instance(self.sink, outcome.output, staged, iid, claimed=claimed)
-                except DuplicateInstanceError:
-                    outcome.refuse(
-                        Reason.DUPLICATE_SOP_INSTANCE,
-                        "another input already wrote this SOP Instance UID",
-                        "write",
-                    )
-            if outcome.status == QUARANTINED:
-                record = QuarantineRecord(
-                    iid, outcome.reason, outcome.detail, outcome.stage, f"C-STORE from {calling_ae}"
-                )
-                self.sink.quarantine(record, path)
+                outcome.processed_as(result)
+                outcome.identity = {}  # the receiver writes no crosswalk
+            with self._lock:
+                claimed = self.claims.get(outcome.output) == iid
+            settle(
+                outcome,
+                self.sink,
+                staged=staged,
+                original=path,
+                source=f"C-STORE from {calling_ae}",
+                claimed=claimed,
+            )
         except (OSError, StorageError) as exc:
             logger.error(
                 "Instance not stored; the sender is told to keep it",

@@ -19,15 +19,13 @@ import hmac
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from src.errors import ObjectNotFoundError, PipelineError
-from src.instance.outcome import PROCESSED, QUARANTINED
-from src.instance.pipeline import InstanceRefusedError, Reason
+from src.instance.outcome import PROCESSED, QUARANTINED, Outcome
+from src.instance.pipeline import InstanceRefusedError
 from src.orchestration import lambda_runtime as rt
 from src.orchestration.events import ObjectRef
-from src.storage.store import DuplicateInstanceError, QuarantineRecord, commit_instance
+from src.records.settle import settle
 
 
 class SourceMissingError(PipelineError):
@@ -40,26 +38,7 @@ def object_id(key: bytes, ref: ObjectRef) -> str:
     return hmac.new(key, b"object\x00" + text, hashlib.sha256).hexdigest()[:24]
 
 
-@dataclass
-class PassResult:
-    """The outcome for one object, as workflow data (no PHI)."""
-
-    object_id: str
-    status: str
-    reason: str = ""
-    stage: str = ""
-    index: dict[str, Any] = field(default_factory=dict)
-    bytes_in: int = 0
-    message_id: str = ""
-
-    def as_state(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"object_id": self.object_id, "status": self.status}
-        if self.reason:
-            out["reason"], out["stage"] = self.reason, self.stage
-        return out
-
-
-def process_object(ref: ObjectRef) -> PassResult:
+def process_object(ref: ObjectRef) -> Outcome:
     """Process one object end to end.
 
     Raises
@@ -81,24 +60,22 @@ def process_object(ref: ObjectRef) -> PassResult:
             raise SourceMissingError("the object no longer exists") from None
         size = os.path.getsize(original)
         staged = os.path.join(work, "deidentified.dcm")
-        result = PassResult(oid, PROCESSED, bytes_in=size, message_id=ref.message_id)
+        result = Outcome(oid, "", QUARANTINED, bytes_in=size)
         try:
-            done = pipeline.process(original, staged, label=oid)
-            try:
-                commit_instance(processed, done.output_key, staged, oid, claimed=False)
-            except DuplicateInstanceError:
-                raise InstanceRefusedError(
-                    Reason.DUPLICATE_SOP_INSTANCE,
-                    "another object already wrote this SOP Instance UID",
-                    "write",
-                ) from None
-            result.index = done.index
+            result.processed_as(pipeline.process(original, staged, label=oid))
+            result.identity = {}
         except InstanceRefusedError as exc:
-            result.status = QUARANTINED
-            result.reason, result.stage = exc.reason.value, exc.stage
-            record = QuarantineRecord(oid, exc.reason.value, exc.detail, exc.stage, ref.key)
-            # The quarantine write is not caught: if it fails, the object is retried.
-            quarantine.quarantine(record, original)
+            result.refuse(exc.reason, exc.detail, exc.stage)
+        try:
+            # A store that cannot be written is not caught: the object is retried.
+            settle(
+                result,
+                processed,
+                staged=staged,
+                original=original,
+                source=ref.key,
+                quarantine=quarantine,
+            )
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)
@@ -111,7 +88,6 @@ def process_object(ref: ObjectRef) -> PassResult:
 __all__ = [
     "PROCESSED",
     "QUARANTINED",
-    "PassResult",
     "SourceMissingError",
     "object_id",
     "process_object",

@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 from tqdm import tqdm
 
@@ -42,15 +43,13 @@ from src.records.crosswalk import Crosswalk, check_location
 from src.records.journal import Journal
 from src.records.provenance import check_provenance
 from src.records.reports import write_reports
+from src.records.settle import settle
 from src.records.state import state_dir_for, sweep_leftovers
 from src.records.summary import RunSummary
 from src.settings.config import RunConfig
 from src.settings.locations import Location, input_id, parse_location
 from src.storage.store import (
-    DuplicateInstanceError,
-    QuarantineRecord,
     Store,
-    commit_instance,
     open_store,
 )
 
@@ -320,52 +319,42 @@ def _finish(
     staging: str,
     copy_limit: int,
 ) -> None:
-    """Commit a processed file to OUTPUT, or quarantine the input, and count it."""
+    """Settle one outcome (commit, or quarantine with the original) and count it."""
+    copy = outcome.original if outcome.original.startswith(staging) else ""
+
+    def original() -> AbstractContextManager[tuple[str | bytes | None, str]]:
+        return original_for_quarantine(item, copy, outcome.detail, copy_limit)
+
     try:
-        if outcome.status == PROCESSED:
+        claimed = claims.get(outcome.output) == outcome.input_id
+        while True:
             try:
-                commit_instance(
+                settle(
+                    outcome,
                     sink,
-                    outcome.output,
-                    outcome.staged,
-                    outcome.input_id,
-                    claimed=claims.get(outcome.output) == outcome.input_id,
+                    staged=outcome.staged,
+                    original=original,
+                    source=item.relative,
+                    claimed=claimed,
                 )
-            except DuplicateInstanceError:
-                outcome.refuse(
-                    Reason.DUPLICATE_SOP_INSTANCE,
-                    "another input already wrote this SOP Instance UID",
-                    "write",
-                )
+                break
             except (OSError, StorageError) as exc:
                 if isinstance(exc, OSError) and exc.errno in NO_ROOM:
                     raise  # the disk, not the input: the run stops, the input is redone
+                if outcome.status != PROCESSED:
+                    raise
                 # Never drop an input: a failed write is a quarantine with a reason.
                 outcome.refuse(Reason.STORAGE_ERROR, type(exc).__name__, "write")
-            else:
-                claims[outcome.output] = outcome.input_id
-                summary.processed += 1
-                summary.bytes_in += outcome.bytes_in
-                summary.bytes_out += outcome.bytes_out
-                summary.burned_in_annotation_risk += int(outcome.burned_in_annotation_risk)
-                summary.count_pixels(outcome.index)
-                return
-        summary.quarantined += 1
         summary.bytes_in += outcome.bytes_in
-        summary.reasons[outcome.reason] = summary.reasons.get(outcome.reason, 0) + 1
-        copy = outcome.original if outcome.original.startswith(staging) else ""
-        with original_for_quarantine(item, copy, outcome.detail, copy_limit) as (
-            original,
-            detail,
-        ):
-            record = QuarantineRecord(
-                input_id=outcome.input_id,
-                reason=outcome.reason,
-                detail=detail,
-                stage=outcome.stage,
-                source=item.relative,
-            )
-            sink.quarantine(record, original)
+        if outcome.status == PROCESSED:
+            claims[outcome.output] = outcome.input_id
+            summary.processed += 1
+            summary.bytes_out += outcome.bytes_out
+            summary.burned_in_annotation_risk += int(outcome.burned_in_annotation_risk)
+            summary.count_pixels(outcome.index)
+        else:
+            summary.quarantined += 1
+            summary.reasons[outcome.reason] = summary.reasons.get(outcome.reason, 0) + 1
     finally:
         for leftover in (outcome.staged, outcome.original):
             if leftover and leftover.startswith(staging):

@@ -133,15 +133,8 @@ def process(item_and_id: tuple[InputItem, str]) -> Outcome:
         else:
             outcome.refuse(Reason.UNREADABLE, type(exc).__name__, "read")
     else:
-        outcome.status = PROCESSED
-        outcome.stage = "write"
-        outcome.output = result.output_key
-        outcome.index = result.index
-        outcome.removed = result.removed
-        outcome.burned_in_annotation_risk = result.burned_in_annotation_risk
+        outcome.processed_as(result)
         outcome.staged = staged
-        outcome.bytes_out = result.bytes_out
-        outcome.identity = result.original
     if outcome.status != PROCESSED:  # a refusal or a full disk leaves no partial output
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staged)
