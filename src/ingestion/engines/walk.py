@@ -39,15 +39,25 @@ from src.ingestion.annex_e.element_rules import (
     _name,
     _tag_text,
     iod_action,
+    private_rule,
     unlisted_action,
 )
 from src.ingestion.annex_e.iod_types import PathTypes
-from src.ingestion.annex_e.private import drop_orphan_creators, private_action
 from src.ingestion.annex_e.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.annex_e.pseudonyms import Pseudonymizer
 from src.ingestion.annex_e.safety_net import _MAX_LEN, _clean_text, _Identifiers, _text
 from src.ingestion.encoding.vrs import _decode_opaque, _foreign_vr, _text_dictionary_vr, _vr_of
 from src.ingestion.parsing.access import peek
+
+
+def _drop_orphan_creators(ds: Dataset) -> None:
+    """Remove private creator elements whose block no longer holds any element."""
+    present = list(ds.keys())
+    used = {(t >> 16, (t & 0xFFFF) >> 8) for t in present if t >> 16 & 1 and (t & 0xFFFF) >= 0x1000}
+    for tag in present:
+        group, element = tag >> 16, tag & 0xFFFF
+        if group & 1 and 0x0010 <= element <= 0x00FF and (group, element) not in used:
+            del ds[tag]
 
 
 @dataclass
@@ -121,7 +131,8 @@ class DatasetWalker:
             )
             if is_overlay_data and rules.overlay_data == Action.REMOVE:
                 drop_groups.add(group)
-        creators_kept: dict[int, str] = {}
+        creators: dict[int, str] = {}
+        used: set[tuple[int, int]] = set()
         for tag in tags:
             raw = ds.get_item(tag)
             if raw is None:
@@ -152,7 +163,12 @@ class DatasetWalker:
                 self._record(ctx, path, tag, vr, Action.REMOVE, "padding")
                 continue
             if group & 1:
-                action, reason = private_action(ds, tag, ctx.rules, creators_kept)
+                # The byte engine's own decision (Table E.3.10-1 under its creator).
+                action, reason = Action.REMOVE, "private"
+                if rules.private == Action.CLEAN:
+                    creator = _text(ds[tag].value) if 0x0010 <= element <= 0x00FF else ""
+                    rule = private_rule(tag, vr, creator, rules.safe_private, creators, used)
+                    action, reason = rule.action, rule.reason
             elif group in drop_groups:
                 action, reason = Action.REMOVE, "overlay"
             elif 0x5000 <= group <= 0x50FF:
@@ -208,8 +224,8 @@ class DatasetWalker:
             if action == Action.CLEAN and reason in ("curve", "overlay"):
                 ctx.graphics_kept = True
             self._apply(ds, elem, tag, vr, action, reason, path, ctx, depth, mode)
-        if creators_kept or any(t >> 16 & 1 for t in tags):
-            drop_orphan_creators(ds)
+        if any(t >> 16 & 1 for t in tags):
+            _drop_orphan_creators(ds)
 
     @staticmethod
     def _iod_action(tag: int, vr: str, code: str, ctx: _Context) -> tuple[Action, str]:
