@@ -186,13 +186,20 @@ def test_scratch_copies_are_private_and_removed_when_a_member_is_too_large(
     assert not (tmp_path / "partial").exists()  # before: a partial copy at 0644 stayed
 
 
-def test_a_file_swapped_for_a_link_after_discovery_is_not_read(tmp_path: Path) -> None:
+def discovered_then_swapped(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """INPUT/a.dcm as discovery saw it, then replaced by a link to a file outside INPUT
+    (another patient's)."""
     folder = tmp_path / "in"
     ct(folder / "a.dcm")
-    outside = ct(tmp_path / "secret" / "other.dcm", name="Outside^Person", patient_id="XYZ-9")
+    outside = ct(tmp_path / "secret" / "hostname.dcm", name="Outside^Person", patient_id="XYZ-9")
     item = next(iter_local(str(folder)))
     (folder / "a.dcm").unlink()
     (folder / "a.dcm").symlink_to(outside)
+    return item, folder
+
+
+def test_a_file_swapped_for_a_link_after_discovery_is_not_read(tmp_path: Path) -> None:
+    item, folder = discovered_then_swapped(tmp_path)
     with pytest.raises(InputChangedError):
         open_input(item)
     with original_for_quarantine(item, "", "refused", 1 << 30) as (original, detail):
@@ -211,12 +218,7 @@ def test_a_run_never_reads_a_file_swapped_in_from_outside_input(tmp_path: Path) 
     from src.records.summary import RunSummary
     from src.storage.folder_store import FolderStore
 
-    folder = tmp_path / "in"
-    ct(folder / "a.dcm")
-    outside = ct(tmp_path / "secret" / "hostname.dcm", name="Outside^Person", patient_id="XYZ-9")
-    item = next(iter_local(str(folder)))
-    (folder / "a.dcm").unlink()
-    (folder / "a.dcm").symlink_to(outside)
+    item, _ = discovered_then_swapped(tmp_path)
     staging = tmp_path / "staging"
     staging.mkdir()
     worker.init_worker(RunConfig(), TEST_KEY.encode(), str(staging))
