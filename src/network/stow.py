@@ -1,8 +1,9 @@
 """STOW-RS: send de-identified files to a DICOMweb origin, in batches, with retry.
 
-``dicomweb-client`` does the HTTP (and retries 429/503 itself); a batch that fails as a
-whole is retried with back-off, and a batch the origin rejects is sent again file by
-file so that one bad file does not hold back the others.
+``dicomweb-client`` does the HTTP; a batch that fails as a whole (a connection error, a
+timeout, 408, 429 or 5xx) is retried here with back-off, within ``--retries``, and a
+batch the origin rejects is sent again file by file so that one bad file does not hold
+back the others.
 """
 
 from __future__ import annotations
@@ -72,7 +73,12 @@ def client_for(dest: Destination, how: Association | None) -> DICOMwebClient:
         session.verify = how.tls_ca_file
     if how is not None and how.tls_cert_file:
         session.cert = (how.tls_cert_file, how.tls_key_file or how.tls_cert_file)
-    return DICOMwebClient(url=dest.url, session=session)
+    client = DICOMwebClient(url=dest.url, session=session)
+    # dicomweb-client retries every failed request itself, five times with back-off, on
+    # exceptions too (an untrusted certificate cost 30 s under --retries 0); the retries
+    # are ours (--retries, with back-off, 408/429/5xx and connection errors), once.
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def store(
@@ -85,7 +91,7 @@ def store(
     client: DICOMwebClient | None = None,
 ) -> Delivery:
     """STOW-RS ``items`` to ``dest``; ``acknowledged`` is called for each stored file."""
-    client = client or DICOMwebClient(url=dest.url)
+    client = client or client_for(dest, None)
     delivery = Delivery()
     for batch in _batches(items):
         if not _post(client, batch, acknowledged, delivery, retries, backoff_seconds):
