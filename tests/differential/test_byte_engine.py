@@ -17,6 +17,7 @@ asserts how many it handles, so that a regression to "handles nothing" fails.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -61,6 +62,28 @@ PROFILES = {
         retain_institution_identity=True,
     ),
 }
+
+
+#: Options that do not reach the header walk (Clean Pixel Data is the pixel cleaner's).
+NOT_HEADER_OPTIONS = {"clean_pixels"}
+
+
+def test_the_profiles_move_every_header_option_from_its_default() -> None:
+    """Each boolean option of the profile is compared in its non-default setting."""
+    default = ConfidentialityProfile()
+    options = {
+        f.name
+        for f in dataclasses.fields(ConfidentialityProfile)
+        if isinstance(getattr(default, f.name), bool) and f.name not in NOT_HEADER_OPTIONS
+    }
+    assert len(options) == 10  # PS3.15 Table E.1-1's option columns, without Clean Pixel Data
+    moved = {
+        name
+        for name in options
+        for profile in PROFILES.values()
+        if getattr(profile, name) != getattr(default, name)
+    }
+    assert moved == options, sorted(options - moved)
 
 
 def _flat(ds: Dataset, prefix: str = "") -> dict[str, Any]:

@@ -1,18 +1,20 @@
 """The compiled rule for an element, decided once per tag, VR and sequence path.
 
-The byte-level engine looks each element up in a dict keyed by ``(tag, VR)``, one dict
-per sequence path of the object's IOD, and filled on first use. The decision is the
-pydicom path's (:mod:`src.ingestion.engines.walk`) in the same order: ``preserve_tags``, group
-lengths and padding, private elements, overlays and curves, combined codes by IOD Type,
-Table E.1-1, then the safety net for unlisted attributes. What depends on a value (a
+One procedure, :func:`decide`, for both engines: ``preserve_tags``, group lengths and
+padding, private elements, curves and overlays, combined codes by IOD Type, Table E.1-1,
+then the safety net for unlisted attributes. The byte engine keeps its answers in a dict
+keyed by ``(tag, VR)``, one dict per sequence path of the object's IOD; the pydicom walk
+(:mod:`src.ingestion.engines.walk`) keeps them per object. What depends on a value (a
 private creator, a kept text that may hold this patient's identifiers, an unlisted UID
-that may be a standard one) is a kind of its own, decided by the engine per element.
+that may be a standard one, a Code Meaning) is a kind of its own, settled by each engine
+per element.
 ``medpipe explain`` prints these rules (:mod:`src.ingestion.annex_e.explain`).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -126,28 +128,44 @@ def decide(
     profile: ConfidentialityProfile,
     preserve: frozenset[int],
     mode: int = _Mode.NORMAL,
+    *,
+    every_structure: bool = False,
 ) -> Rule:
     """The rule for ``tag`` with ``vr`` inside the sequences ``seq_path`` (outermost first).
 
-    ``mode`` is :class:`~src.ingestion.engines.walk._Mode`: inside a sequence whose action is D
-    or C (SR content), unlisted text is dummied or cleaned.
+    Both engines ask this one procedure; each settles only the kinds that depend on a
+    value (``SCAN``, ``UID_CHECK``, ``PRIVATE``, ``OVERLAY``, ``CODE_MEANING``,
+    ``CODED_STRING``, ``PSEUDONYM``).
+
+    Parameters
+    ----------
+    mode : int
+        :class:`_Mode`: inside a sequence whose action is D or C (SR content), unlisted
+        text is dummied or cleaned.
+    every_structure : bool
+        The caller handles every structure (the pydicom walk): File Meta elements inside
+        a data set, directory records, curves that stay and text stored as OB/UN (which it
+        decodes first and asks about under the text's own VR). Otherwise (the byte walk)
+        these are ``NOT_HANDLED`` and the file goes to the pydicom engine.
 
     Returns
     -------
     Rule
-        The action and its reason are those the pydicom path records.
+        The action and its reason are those the action report records.
     """
     group, element = tag >> 16, tag & 0xFFFF
-    if group == 0x0002:  # in a data set: only the pydicom path knows what to make of it
-        action = Action.UID if tag == 0x00020003 else Action.KEEP
-        return Rule(Kind.NOT_HANDLED, action, "file-meta")
-    if _DIRECTORY_RECORDS in seq_path or tag == _DIRECTORY_RECORDS:
-        return Rule(Kind.NOT_HANDLED, Action.KEEP, "directory")
-    if vr in ("OB", "UN") and _text_dictionary_vr(tag) is not None:
-        return Rule(Kind.NOT_HANDLED, Action.KEEP, "opaque-text")
+    in_directory = _DIRECTORY_RECORDS in seq_path
+    if not every_structure:
+        if group == 0x0002:  # in a data set: only the pydicom path knows what to make of it
+            action = Action.UID if tag == 0x00020003 else Action.KEEP
+            return Rule(Kind.NOT_HANDLED, action, "file-meta")
+        if in_directory or tag == _DIRECTORY_RECORDS:
+            return Rule(Kind.NOT_HANDLED, Action.KEEP, "directory")
+        if vr in ("OB", "UN") and _text_dictionary_vr(tag) is not None:
+            return Rule(Kind.NOT_HANDLED, Action.KEEP, "opaque-text")
     if tag in preserve:
         return Rule(Kind.COPY, Action.KEEP, "preserve_tags")
-    if element == 0:
+    if element == 0 and group != 0x0002:
         return Rule(Kind.REMOVE, Action.REMOVE, "group-length")
     if tag == _TRAILING_PADDING:
         return Rule(Kind.REMOVE, Action.REMOVE, "padding")
@@ -156,9 +174,11 @@ def decide(
             return Rule(Kind.REMOVE, Action.REMOVE, "private")
         return Rule(Kind.PRIVATE, Action.KEEP, "private")
     if 0x5000 <= group <= 0x50FF:
-        if rules.curves != Action.REMOVE:
+        if rules.curves == Action.REMOVE:
+            return Rule(Kind.REMOVE, Action.REMOVE, "curve")
+        if not every_structure:
             return Rule(Kind.NOT_HANDLED, Action.KEEP, "curve")
-        return Rule(Kind.REMOVE, Action.REMOVE, "curve")
+        return _value_rule(rules.curves, "curve", tag, vr, seq_path)
     if 0x6000 <= group <= 0x60FF:
         if element in (0x3000, 0x4000):
             action = rules.overlay_data if element == 0x3000 else rules.overlay_comments
@@ -195,6 +215,10 @@ def _listed(
             return Rule(Kind.UID_CHECK, Action.UID, "safety-net")
         if reason == "coded-string":
             return Rule(Kind.CODED_STRING, Action.KEEP, "E.1-1")
+    if reason == "E.1-1" and _DIRECTORY_RECORDS in seq_path:
+        # A directory record holds the keys of its patient, study, series or instance,
+        # nearly all of Type 1 or 2: present stays present.
+        action = _IN_DIRECTORY.get(action, action)
     if (
         action == Action.KEEP
         and reason == "E.1-1"
@@ -206,6 +230,9 @@ def _listed(
     return _value_rule(action, reason, tag, vr, seq_path)
 
 
+_IN_DIRECTORY = {Action.REMOVE: Action.ZERO, Action.ZERO: Action.DUMMY}
+
+
 def _value_rule(action: Action, reason: str, tag: int, vr: str, seq_path: tuple[int, ...]) -> Rule:
     """The rule for an element whose action is decided."""
     if action == Action.CLEAN and _foreign_vr(tag, vr):
@@ -214,7 +241,9 @@ def _value_rule(action: Action, reason: str, tag: int, vr: str, seq_path: tuple[
         return Rule(Kind.COPY, action, reason)
     if action == Action.REMOVE:
         return Rule(Kind.REMOVE, action, reason)
-    if tag in (_PATIENT_ID, _PATIENT_NAME) and not seq_path:
+    if tag in (_PATIENT_ID, _PATIENT_NAME) and (not seq_path or _DIRECTORY_RECORDS in seq_path):
+        # At the top level, or a directory record's own patient (keyed as that
+        # patient's files are: the walk settles which pseudonym).
         return Rule(Kind.PSEUDONYM, Action.DUMMY, "pseudonym")
     if vr == "SQ":
         if action == Action.ZERO:
@@ -282,22 +311,32 @@ _CODE_VALUE, _CODING_SCHEME = 0x00080100, 0x00080102
 
 def code_meaning_rule(buf: Any, el: Element, codec: str, codes: dict[int, str]) -> Rule:
     """Code Meaning in SR content: kept only as the standard's own meaning of the code."""
-    meaning = standard_meaning(codes.get(_CODING_SCHEME, ""), codes.get(_CODE_VALUE, ""))
+    return code_meaning_decision(
+        lambda: text_of(buf, el, codec), codes.get(_CODING_SCHEME, ""), codes.get(_CODE_VALUE, "")
+    )
+
+
+def code_meaning_decision(meaning_text: Callable[[], str], scheme: str, code_value: str) -> Rule:
+    """The rule for a Code Meaning whose item holds ``scheme`` and ``code_value``.
+
+    ``meaning_text`` gives the Code Meaning as it was (asked only for a standard code).
+    """
+    meaning = standard_meaning(scheme, code_value)
     if meaning is None:
         return _CODE_MEANING_DUMMY
-    if text_of(buf, el, codec) == meaning:
+    if meaning_text() == meaning:
         return KEPT
     return Rule(Kind.VALUE, Action.CLEAN, "standard-code", value=meaning)
 
 
-def dropped_overlays(elems: list[Element], rules: CompiledRules) -> set[int]:
-    """The overlay groups of one data set that go whole (their Overlay Data goes)."""
+def dropped_overlays(tags: Iterable[int], rules: CompiledRules) -> set[int]:
+    """The overlay groups among one data set's ``tags`` that go whole (their data goes)."""
     if rules.overlay_data != Action.REMOVE:
         return set()
     return {
-        e.tag >> 16
-        for e in elems
-        if 0x6000 <= e.tag >> 16 <= 0x601E and not e.tag >> 16 & 1 and e.tag & 0xFFFF == 0x3000
+        tag >> 16
+        for tag in tags
+        if 0x6000 <= tag >> 16 <= 0x601E and not tag >> 16 & 1 and tag & 0xFFFF == 0x3000
     }
 
 
@@ -342,6 +381,7 @@ __all__ = [
     "SCAN_FOUND",
     "Kind",
     "Rule",
+    "code_meaning_decision",
     "code_meaning_rule",
     "decide",
     "dropped_overlays",

@@ -206,7 +206,7 @@ class ByteWalker:
                 continue
             if kind == Kind.OVERLAY:
                 if drop is None:
-                    drop = dropped_overlays(elems, self.rules)
+                    drop = dropped_overlays((e.tag for e in elems), self.rules)
                 if tag >> 16 in drop:
                     rule = REMOVE_OVERLAY
                 else:

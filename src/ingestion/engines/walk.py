@@ -1,11 +1,12 @@
-"""The walk: one decision per element, at every depth, from the compiled rules.
+"""The pydicom engine's walk: every element at every depth, as ``element_rules`` decides.
 
-What happens to an element, in order: ``preserve_tags`` keep it; group lengths and
-trailing padding go; private elements follow Retain Safe Private (Table E.3.10-1, under
-their creator); curves and overlays follow their mask rows; listed attributes follow
-their Table E.1-1 code after the options; unlisted ones get the safety net. A sequence
-whose action is ``D`` is walked with every text, name, date and UID inside it dummied;
-one whose action is ``C`` with its text cleaned of this dataset's identifiers.
+The decision is :func:`src.ingestion.annex_e.element_rules.decide`, the byte engine's
+own (``every_structure``: this walk also handles directory records, File Meta elements
+in a data set, curves that stay and text stored as OB/UN). The walk settles only what
+depends on a value (a private creator, a kept text holding this patient's identifiers,
+an unlisted UID, a Code Meaning) and applies the action: a sequence whose action is
+``D`` is walked with every text, name, date and UID inside it dummied; one whose action
+is ``C`` with its text cleaned of this dataset's identifiers.
 """
 
 from __future__ import annotations
@@ -23,24 +24,31 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from src.errors import DeidentificationError
 from src.ingestion.annex_e.action_report import ActionRecord
-from src.ingestion.annex_e.codes import standard_meaning
-from src.ingestion.annex_e.dummies import _CODE_STRUCTURE, _DUMMY, _DUMMY_TEXT
+from src.ingestion.annex_e.dummies import _DUMMY
 from src.ingestion.annex_e.element_rules import (
-    _CODE_MEANING,
+    _CODE_VALUE,
+    _CODING_SCHEME,
     _DATE_VRS,
     _DIRECTORY_RECORDS,
     _PATIENT_ID,
-    _PATIENT_NAME,
-    _SCANNED_TEXT_VRS,
     _TEXT_VRS,
-    _TRAILING_PADDING,
+    CODED_STRING_EMPTIED,
+    KEPT,
+    KEPT_PRIVATE,
     MAX_SEQUENCE_DEPTH,
+    MISMATCH,
+    REMOVE_OVERLAY,
+    SCAN_FOUND,
+    Kind,
+    Rule,
     _Mode,
     _name,
     _tag_text,
-    iod_action,
+    code_meaning_decision,
+    decide,
+    dropped_overlays,
     private_rule,
-    unlisted_action,
+    pseudonym_as_text,
 )
 from src.ingestion.annex_e.iod_types import PathTypes
 from src.ingestion.annex_e.profile import Action, CompiledRules, ConfidentialityProfile
@@ -79,6 +87,14 @@ class _Context:
     seq_path: tuple[int, ...] = ()
     #: Python codec of the object's Specific Character Set (for text stored as OB/UN).
     encoding: str = "latin-1"
+    #: The rules decided for this object, by tag, VR, sequence path and mode.
+    decided: dict[tuple[int, str, tuple[int, ...], int], Rule] = field(default_factory=dict)
+
+
+#: A scanned text that holds none of this patient's identifiers: kept, as the rule says.
+KEPT_AS_SCANNED = {"E.1-1": KEPT, "private": KEPT_PRIVATE}
+#: An unlisted UID the standard defines.
+KEPT_STANDARD_UID = Rule(Kind.COPY, Action.KEEP, "safety-net")
 
 
 _TIMEZONE_OFFSET = 0x00080201
@@ -123,14 +139,7 @@ class DatasetWalker:
             )
         rules = ctx.rules
         tags = list(map(int, ds.keys()))  # plain ints: C-level set and dict lookups
-        drop_groups = set()
-        for tag in tags:
-            group = tag >> 16
-            is_overlay_data = (
-                0x6000 <= group <= 0x601E and not group & 1 and (tag & 0xFFFF) == 0x3000
-            )
-            if is_overlay_data and rules.overlay_data == Action.REMOVE:
-                drop_groups.add(group)
+        drop_groups: set[int] | None = None
         creators: dict[int, str] = {}
         used: set[tuple[int, int]] = set()
         for tag in tags:
@@ -144,125 +153,97 @@ class DatasetWalker:
                 if not _valid_number_string(value, known):
                     value = ""  # bytes that are no IS/DS number: nothing diagnostic to keep
                 ds[tag] = DataElement(tag, known, value)
-                raw, vr = ds.get_item(tag), known
-            group = tag >> 16
-            element = tag & 0xFFFF
+                vr = known
             path = prefix + _name(tag)
-            action: Action
-            reason = "E.1-1"
-            if tag in ctx.preserve:
-                self._record(ctx, path, tag, vr, Action.KEEP, "preserve_tags")
-                continue
-            if element == 0 and group != 0x0002:
-                del ds[tag]
-                self._record(ctx, path, tag, vr, Action.REMOVE, "group-length")
-                continue
-            if tag == _TRAILING_PADDING:
-                # Padding is defined as meaningless bytes, so it can carry anything.
-                del ds[tag]
-                self._record(ctx, path, tag, vr, Action.REMOVE, "padding")
-                continue
-            if group & 1:
-                # The byte engine's own decision (Table E.3.10-1 under its creator).
-                action, reason = Action.REMOVE, "private"
-                if rules.private == Action.CLEAN:
-                    creator = _text(ds[tag].value) if 0x0010 <= element <= 0x00FF else ""
-                    rule = private_rule(tag, vr, creator, rules.safe_private, creators, used)
-                    action, reason = rule.action, rule.reason
-            elif group in drop_groups:
-                action, reason = Action.REMOVE, "overlay"
-            elif 0x5000 <= group <= 0x50FF:
-                action, reason = rules.curves, "curve"
-            elif 0x6000 <= group <= 0x60FF and element in (0x3000, 0x4000):
-                action = rules.overlay_data if element == 0x3000 else rules.overlay_comments
-                reason = "overlay"
-            elif tag in rules.combined and ctx.iod is not None:
-                action, reason = self._iod_action(tag, vr, rules.combined[tag], ctx)
-            elif tag in rules.by_tag:
-                action = rules.by_tag[tag]
-            else:
-                action, reason = self._unlisted_action(ds, tag, vr, mode, ctx)
-            if _DIRECTORY_RECORDS in ctx.seq_path and reason == "E.1-1":
-                # A directory record holds the keys of its patient, study, series or
-                # instance, nearly all of Type 1 or 2: present stays present.
-                action = {Action.REMOVE: Action.ZERO, Action.ZERO: Action.DUMMY}.get(action, action)
-            if (
-                action == Action.KEEP
-                and reason in ("E.1-1", "private")
-                and vr in _SCANNED_TEXT_VRS
-                and tag not in rules.by_tag
-                and tag not in _CODE_STRUCTURE  # coding scheme designators, code values
-                and ctx.identifiers.found_in(ds.get_item(tag))
-            ):
-                # An attribute the table does not list, holding this patient's identifiers.
-                action, reason = Action.CLEAN, "safety-net"
-            if action == Action.CLEAN and _foreign_vr(tag, vr):
-                # Cleaning follows the attribute's VR (a date is shifted, a text scrubbed);
-                # a value that arrived under another VR cannot be trusted: a dummy instead.
-                action, reason = Action.DUMMY, "vr-mismatch"
-            if action == Action.KEEP and vr != "SQ":
+            rule = self._rule(tag, vr, ctx, mode)
+            if rule.kind == Kind.OVERLAY:
+                if drop_groups is None:
+                    drop_groups = dropped_overlays(tags, rules)
+                if tag >> 16 in drop_groups:
+                    rule = REMOVE_OVERLAY
+                else:
+                    assert rule.then is not None
+                    rule = rule.then
+            if rule.kind == Kind.PRIVATE:
+                creator = _text(ds[tag].value) if 0x0010 <= tag & 0xFFFF <= 0x00FF else ""
+                rule = private_rule(tag, vr, creator, rules.safe_private, creators, used)
+            rule = self._settle(ds, tag, vr, rule, ctx)
+            kind, action, reason = rule.kind, rule.action, rule.reason
+            if kind == Kind.COPY:
                 # Kept as read: no decoding, and the writer can copy its bytes as they were.
                 self._record(ctx, path, tag, vr, action, reason)
                 continue
-            if action == Action.REMOVE:
+            if kind == Kind.REMOVE:
                 del ds[tag]
                 self._record(ctx, path, tag, vr, action, reason)
                 continue
             elem = ds[tag]
-            in_record = _DIRECTORY_RECORDS in ctx.seq_path
-            if tag in (_PATIENT_ID, _PATIENT_NAME) and (depth == 0 or in_record):
+            if kind == Kind.PSEUDONYM:
                 pseudonym = ctx.pseudonym
-                if in_record:  # the record's own patient, keyed as that patient's files are
+                if _DIRECTORY_RECORDS in ctx.seq_path:
+                    # The record's own patient, keyed as that patient's files are.
                     record_id = _text(_peek_value(ds, _PATIENT_ID))
                     pseudonym = ctx.pseudo.patient_id(f"id:{record_id}")
-                if vr in ("PN", "LO", "SH", "LT", "ST", "UT", "UC"):
+                if pseudonym_as_text(vr):
                     elem.value = pseudonym[: _MAX_LEN["PN"]]
                 else:  # the element arrived with a foreign VR: that VR's dummy instead
                     elem.value = self._dummy(elem, vr, path, ctx)
-                self._record(ctx, path, tag, vr, Action.DUMMY, "pseudonym")
+                self._record(ctx, path, tag, vr, action, reason)
                 continue
             if action == Action.CLEAN and reason in ("curve", "overlay"):
                 ctx.graphics_kept = True
-            self._apply(ds, elem, tag, vr, action, reason, path, ctx, depth, mode)
+            self._apply(ds, elem, tag, vr, rule, path, ctx, depth, mode)
         if any(t >> 16 & 1 for t in tags):
             _drop_orphan_creators(ds)
 
     @staticmethod
-    def _iod_action(tag: int, vr: str, code: str, ctx: _Context) -> tuple[Action, str]:
-        assert ctx.iod is not None
-        return iod_action(tag, vr, code, ctx.iod, ctx.seq_path, ctx.rules)
+    def _rule(tag: int, vr: str, ctx: _Context, mode: int) -> Rule:
+        """:func:`~src.ingestion.annex_e.element_rules.decide`, once per tag, VR and place."""
+        key = (tag, vr, ctx.seq_path, mode)
+        rule = ctx.decided.get(key)
+        if rule is None:
+            rule = decide(
+                tag,
+                vr,
+                ctx.seq_path,
+                ctx.iod,
+                ctx.rules,
+                ctx.profile,
+                ctx.preserve,
+                mode,
+                every_structure=True,
+            )
+            ctx.decided[key] = rule
+        return rule
 
-    def _unlisted_action(
-        self, ds: Dataset, tag: int, vr: str, mode: int, ctx: _Context
-    ) -> tuple[Action, str]:
-        if vr == "SQ":
-            return (Action.DUMMY if mode == _Mode.DUMMY else Action.KEEP), "E.1-1"
-        if mode != _Mode.NORMAL and tag == _CODE_MEANING:
-            # Kept only for a standard code, and then as the standard's own meaning.
-            scheme, value = _text(_peek_value(ds, 0x00080102)), _text(_peek_value(ds, 0x00080100))
-            meaning = standard_meaning(scheme, value)
-            if meaning is None:
-                return Action.DUMMY, "code-meaning"
-            if _text(ds[tag].value) == meaning:
-                return Action.KEEP, "E.1-1"
-            return Action.CLEAN, "standard-code"
-        if mode != _Mode.NORMAL and tag in _CODE_STRUCTURE:
-            return Action.KEEP, "E.1-1"
-        action, reason = unlisted_action(tag, vr, ctx.profile, mode)
-        if reason == "check":  # an unlisted UID: kept when the standard defines it
+    @staticmethod
+    def _settle(ds: Dataset, tag: int, vr: str, rule: Rule, ctx: _Context) -> Rule:
+        """The value-dependent kinds, settled on this element's value."""
+        kind = rule.kind
+        if kind == Kind.SCAN:
+            if not ctx.identifiers.found_in(ds.get_item(tag)):
+                return KEPT_AS_SCANNED[rule.reason]
+            # A kept text holding this patient's identifiers.
+            return MISMATCH if _foreign_vr(tag, vr) else SCAN_FOUND
+        if kind == Kind.UID_CHECK:  # an unlisted UID: kept when the standard defines it
             value = ds[tag].value
             values = value if isinstance(value, MultiValue | list) else [value]
             if all((not v) or str(v) in UID_dictionary for v in values):
-                return Action.KEEP, "safety-net"
-            return Action.UID, "safety-net"
-        if reason == "coded-string":
+                return KEPT_STANDARD_UID
+            return rule
+        if kind == Kind.CODED_STRING:
             # Coded strings hold enumerated or defined terms, not names: a dummy such as
             # "ANONYMIZED" would make the object invalid. Kept, unless it holds this
             # patient's identifiers; then emptied.
-            if ctx.identifiers.found_in(ds.get_item(tag)):
-                return Action.ZERO, "safety-net"
-            return Action.KEEP, "E.1-1"
-        return action, reason
+            return CODED_STRING_EMPTIED if ctx.identifiers.found_in(ds.get_item(tag)) else KEPT
+        if kind == Kind.CODE_MEANING:
+            # Kept only for a standard code, and then as the standard's own meaning.
+            return code_meaning_decision(
+                lambda: _text(ds[tag].value),
+                _text(_peek_value(ds, _CODING_SCHEME)),
+                _text(_peek_value(ds, _CODE_VALUE)),
+            )
+        return rule
 
     def _apply(
         self,
@@ -270,31 +251,28 @@ class DatasetWalker:
         elem: DataElement,
         tag: int,
         vr: str,
-        action: Action,
-        reason: str,
+        rule: Rule,
         path: str,
         ctx: _Context,
         depth: int,
         mode: int,
     ) -> None:
-        if action == Action.REMOVE:
-            del ds[tag]
-        elif vr == "SQ":
-            if action == Action.ZERO:
-                elem.value = DicomSequence([])
-            else:
-                child = {Action.DUMMY: _Mode.DUMMY, Action.CLEAN: _Mode.CLEAN}.get(action, mode)
-                before = ctx.changes
-                outer = ctx.seq_path
-                ctx.seq_path = (*outer, tag)
-                try:
-                    for index, item in enumerate(elem.value):
-                        self.walk(item, ctx, f"{path}[{index}].", depth + 1, child)
-                finally:
-                    ctx.seq_path = outer
-                if depth == 0 and action == Action.KEEP and ctx.changes == before:
-                    # Nothing inside changed: the writer may copy the original bytes.
-                    ctx.unchanged_sequences.add(tag)
+        action, reason = rule.action, rule.reason
+        if rule.kind == Kind.EMPTY_SEQUENCE:
+            elem.value = DicomSequence([])
+        elif rule.kind == Kind.WALK:
+            child = {Action.DUMMY: _Mode.DUMMY, Action.CLEAN: _Mode.CLEAN}.get(action, mode)
+            before = ctx.changes
+            outer = ctx.seq_path
+            ctx.seq_path = (*outer, tag)
+            try:
+                for index, item in enumerate(elem.value):
+                    self.walk(item, ctx, f"{path}[{index}].", depth + 1, child)
+            finally:
+                ctx.seq_path = outer
+            if depth == 0 and action == Action.KEEP and ctx.changes == before:
+                # Nothing inside changed: the writer may copy the original bytes.
+                ctx.unchanged_sequences.add(tag)
         elif action == Action.ZERO:
             elem.value = elem.empty_value
         elif action == Action.DUMMY:
@@ -306,8 +284,7 @@ class DatasetWalker:
             else:
                 elem.value = self._dummy(elem, vr, path, ctx)
         elif action == Action.CLEAN and reason == "standard-code":
-            scheme, value = _text(_peek_value(ds, 0x00080102)), _text(_peek_value(ds, 0x00080100))
-            elem.value = standard_meaning(scheme, value) or _DUMMY_TEXT
+            elem.value = rule.value
         elif action == Action.CLEAN:
             self._clean(elem, vr, path, ctx)
         self._record(ctx, path, tag, vr, action, reason)
