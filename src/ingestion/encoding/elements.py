@@ -38,6 +38,7 @@ VR_CODES = frozenset(v.encode() for v in VRS)
 
 _TAG = struct.Struct("<HH")
 _SHORT = struct.Struct("<HH2sH")
+_SHORT_LENGTH = struct.Struct("<H")
 _LONG_LENGTH = struct.Struct("<L")
 _IMPLICIT = struct.Struct("<HHL")
 _SHORT_HEADER = struct.Struct("<HH2sH")
@@ -75,6 +76,42 @@ class Element(NamedTuple):
 _new = tuple.__new__  # builds an Element without NamedTuple's Python-level __new__
 
 
+_BIG_TAG = struct.Struct(">HH")
+_BIG_SHORT_LENGTH = struct.Struct(">H")
+_BIG_LONG_LENGTH = struct.Struct(">L")
+
+
+def element_header(
+    buf: Any, pos: int, end: int, implicit: bool, little: bool = True
+) -> tuple[int, bytes | None, int, int] | None:
+    """The header of the element at ``pos``: ``(tag, VR, length, value start)``.
+
+    The one reader of element headers (PS3.5 7.1): the structure check, the pixel data
+    span and :func:`element_at` all read through it (the byte engine's inner loop
+    inlines its common case). The VR is ``None`` where none is written: item and
+    delimiter tags, implicit encodings, and an explicit header whose two VR bytes are no
+    VR (read then as implicit, as pydicom reads a data set whose encoding differs from
+    what its meta says). ``None`` when the header runs past ``end``.
+    """
+    if pos + 8 > end:
+        return None
+    tag_s, short_s, long_s = (
+        (_TAG, _SHORT_LENGTH, _LONG_LENGTH)
+        if little
+        else (_BIG_TAG, _BIG_SHORT_LENGTH, _BIG_LONG_LENGTH)
+    )
+    group, elem = tag_s.unpack_from(buf, pos)
+    tag = group << 16 | elem
+    vr = bytes(buf[pos + 4 : pos + 6])
+    if group == 0xFFFE or implicit or vr not in VR_CODES:
+        return tag, None, long_s.unpack_from(buf, pos + 4)[0], pos + 8
+    if vr in LONG_VRS:
+        if pos + 12 > end:
+            return None
+        return tag, vr, long_s.unpack_from(buf, pos + 8)[0], pos + 12
+    return tag, vr, short_s.unpack_from(buf, pos + 6)[0], pos + 8
+
+
 def element_at(buf: bytes, pos: int, end: int, implicit: bool, depth: int = 0) -> Element:
     """Read the element header at ``pos`` and find where the element ends.
 
@@ -83,25 +120,16 @@ def element_at(buf: bytes, pos: int, end: int, implicit: bool, depth: int = 0) -
     NotHandled
         On anything out of bounds or not well formed.
     """
-    if pos + 8 > end:
+    header = element_header(buf, pos, end, implicit)
+    if header is None:
         raise NotHandled
+    tag, written, length, value_start = header
     if implicit:
-        group, elem, length = _IMPLICIT.unpack_from(buf, pos)
-        tag = group << 16 | elem
         vr = implicit_vr(tag)
-        value_start = pos + 8
+    elif written is None:
+        raise NotHandled  # explicit encoding without a VR: for the pydicom path
     else:
-        group, elem, vr, length = _SHORT.unpack_from(buf, pos)
-        tag = group << 16 | elem
-        if vr in LONG_VRS:
-            if pos + 12 > end:
-                raise NotHandled
-            (length,) = _LONG_LENGTH.unpack_from(buf, pos + 8)
-            value_start = pos + 12
-        elif vr in VR_CODES:
-            value_start = pos + 8
-        else:
-            raise NotHandled
+        vr = written
     if length != UNDEFINED:
         value_end = value_start + length
         if value_end > end:
@@ -323,6 +351,7 @@ __all__ = [
     "dataset_end",
     "decode_value",
     "element_at",
+    "element_header",
     "elements_of",
     "encode_header",
     "fragments_end",

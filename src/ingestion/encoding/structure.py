@@ -22,8 +22,7 @@ import struct
 from collections.abc import Sequence
 
 from src.errors import InvalidDICOMError
-from src.ingestion.encoding.dictionary import VRS
-from src.ingestion.encoding.elements import LONG_VRS, MAX_DEPTH
+from src.ingestion.encoding.elements import MAX_DEPTH, VR_CODES, element_header
 
 PIXEL_DATA = (0x7FE0, 0x0010)
 #: The size of one value of the fixed-size binary VRs (a length must be a multiple).
@@ -43,8 +42,6 @@ _FIXED_SIZE = {
     b"OD": 8,
     b"OV": 8,
 }
-_LONG_VRS = LONG_VRS
-_VRS = frozenset(v.encode() for v in VRS)
 
 
 class StructureWalker:
@@ -62,6 +59,7 @@ class StructureWalker:
         self.end = end
         self.source = source
         self.implicit = implicit
+        self.little = little
         self.e = "<" if little else ">"
 
     def fail(self, reason: str) -> InvalidDICOMError:
@@ -72,7 +70,7 @@ class StructureWalker:
         if group == 0xFFFE or self.implicit:
             return None
         vr = bytes(self.buf[pos + 4 : pos + 6])
-        return vr if vr in _VRS else None
+        return vr if vr in VR_CODES else None
 
     def is_sequence(self, pos: int, group: int, element: int) -> bool:
         vr = self.explicit_vr(pos, group)
@@ -82,20 +80,11 @@ class StructureWalker:
 
     def header(self, pos: int) -> tuple[int, int, int, int]:
         """Return (group, element, length, value start) of the element at ``pos``."""
-        if pos + 8 > self.end:
+        header = element_header(self.buf, pos, self.end, self.implicit, self.little)
+        if header is None:
             raise self.fail("truncated: inside an element header")
-        group, element = struct.unpack_from(self.e + "HH", self.buf, pos)
-        vr = bytes(self.buf[pos + 4 : pos + 6])
-        if group == 0xFFFE or self.implicit or vr not in _VRS:
-            (length,) = struct.unpack_from(self.e + "L", self.buf, pos + 4)
-            return group, element, length, pos + 8
-        if vr in _LONG_VRS:
-            if pos + 12 > self.end:
-                raise self.fail("truncated: inside an element header")
-            (length,) = struct.unpack_from(self.e + "L", self.buf, pos + 8)
-            return group, element, length, pos + 12
-        (length,) = struct.unpack_from(self.e + "H", self.buf, pos + 6)
-        return group, element, length, pos + 8
+        tag, _, length, value_start = header
+        return tag >> 16, tag & 0xFFFF, length, value_start
 
     def elements(
         self,

@@ -26,11 +26,10 @@ from src.atomic import open_output as _output
 from src.errors import DeidentificationError, InvalidDICOMError
 from src.ingestion.annex_e.embedded_overlays import copy_masked, masked_chunks
 from src.ingestion.annex_e.markers import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from src.ingestion.encoding.elements import LONG_VRS
+from src.ingestion.encoding.elements import element_header
 from src.ingestion.encoding.item_order import items_well_ordered
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
-_LONG_VRS = LONG_VRS
 # Patient Identity Removed, De-identification Method (+ Code Sequence), Longitudinal
 # Temporal Information Modified: constant for a profile, so encoded once.
 _MARKER_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
@@ -214,15 +213,6 @@ class _PixelSpan:
     undefined_length: bool
 
 
-_VR_CODES = frozenset(
-    v.encode()
-    for v in (
-        "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC "
-        "UI UL UN UR US UT UV"
-    ).split()
-)
-
-
 def _pixel_span(fp: IO[bytes], start: int, size: int, little: bool, source: str) -> _PixelSpan:
     """Locate the value of the pixel data element that starts at ``start``.
 
@@ -232,22 +222,11 @@ def _pixel_span(fp: IO[bytes], start: int, size: int, little: bool, source: str)
     endian = "<" if little else ">"
     fp.seek(start)
     head = fp.read(12)
-    if len(head) < 8:
+    header = element_header(head, 0, len(head), False, little)
+    if header is None:
         raise InvalidDICOMError(source, "truncated: inside the pixel data element header")
-    group, element = struct.unpack(endian + "HH", head[:4])
-    tag = (group << 16) | element
-    if head[4:6] in _VR_CODES:
-        if head[4:6] in _LONG_VRS:
-            if len(head) < 12:
-                raise InvalidDICOMError(source, "truncated: inside the pixel data element header")
-            (length,) = struct.unpack(endian + "L", head[8:12])
-            value_start = start + 12
-        else:
-            (length,) = struct.unpack(endian + "H", head[6:8])
-            value_start = start + 8
-    else:
-        (length,) = struct.unpack(endian + "L", head[4:8])
-        value_start = start + 8
+    tag, _, length, value_offset = header
+    value_start = start + value_offset
     if length != 0xFFFFFFFF:
         end = value_start + length
         if end > size:
