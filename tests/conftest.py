@@ -24,22 +24,27 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 TEST_KEY = os.environ["MEDPIPE_DEID_KEY"]
 
 
-def identity_removed_expected(original: Any) -> str:
-    """What Patient Identity Removed must say without Clean Pixel Data (PS3.3 C.7.1.1:
-    removed from the Attributes *and* the Pixel Data): NO for an image whose pixels may
-    carry burned-in text: a Secondary Capture or video object, Burned In Annotation
-    YES, or, without that attribute, a modality that burns text in."""
-    from pydicom.uid import UID
+#: The SOP Classes among pydicom's files and our generated corpus whose pixels may carry
+#: burned-in text (Secondary Capture, Ultrasound, Ultrasound Multi-frame). None of those
+#: files says Burned In Annotation, so Patient Identity Removed must be NO for these
+#: classes and YES for every other (PS3.3 C.7.1.1: removed from the Attributes *and* the
+#: Pixel Data). A literal list, not the code's rule: a change of the rule must change it.
+PIXELS_AT_RISK_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+        "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
+        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
+    }
+)
 
-    sop_name = UID(str(original.get("SOPClassUID", ""))).name
-    burned = str(original.get("BurnedInAnnotation", "")).upper()
-    at_risk = (
-        "Secondary Capture" in sop_name
-        or "Video" in sop_name
-        or burned == "YES"
-        or (burned != "NO" and original.get("Modality") in ("US", "SC", "OT", "XA", "ES"))
-    )
-    return "NO" if at_risk else "YES"
+
+def identity_removed_expected(original: Any) -> str:
+    """Patient Identity Removed without Clean Pixel Data, by :data:`PIXELS_AT_RISK_CLASSES`.
+
+    Only for files without Burned In Annotation (asserted): pydicom's and our corpus.
+    """
+    assert "BurnedInAnnotation" not in original, "a literal case is needed for this file"
+    return "NO" if str(original.get("SOPClassUID", "")) in PIXELS_AT_RISK_CLASSES else "YES"
 
 
 def pydicom_files() -> list[str]:

@@ -26,9 +26,8 @@ the identifiers found in the dataset.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING
 
 from src.errors import InvalidDICOMError
@@ -42,6 +41,7 @@ from src.ingestion.annex_e.profile import (
 from src.ingestion.annex_e.pseudonyms import KeyMaterial, Pseudonymizer, key_material, resolve_key
 from src.ingestion.encoding.dictionary import tag_for_keyword
 from src.ingestion.engines.byte_engine import ByteEngine, NotHandled
+from src.ingestion.engines.plan import Plan
 
 if TYPE_CHECKING:  # the pydicom path is imported when it is first needed
     from pydicom.dataset import Dataset
@@ -215,10 +215,8 @@ class Deidentifier:
         DeidentificationError
             If it cannot be de-identified safely (nothing is written).
         """
-        with _open(input_path) as (fp, source):
-            return self.deidentify_stream(
-                fp, output_path, patient_id, source=source, describe=False
-            ).removed_tags
+        with self.plan_file(input_path, patient_id, describe=False, original=False) as plan:
+            return plan.write(output_path).removed_tags
 
     def deidentify(
         self,
@@ -240,7 +238,6 @@ class Deidentifier:
         output_path: str | os.PathLike[str],
         patient_id: str | None = None,
         *,
-        before: Callable[[Dataset], None] | None = None,
         atomic: bool = True,
         checksum: bool = False,
     ) -> DeidentificationResult:
@@ -248,10 +245,6 @@ class Deidentifier:
 
         Parameters
         ----------
-        before : callable, optional
-            Called with the original dataset (without pixel data) before anything is
-            changed; it may veto the file by raising, and then nothing is written. The
-            pipeline uses it to extract and validate metadata without a second parse.
         atomic : bool
             Write through a temporary file and rename (default). A caller that writes
             into its own private staging area and renames afterwards can skip it.
@@ -259,16 +252,8 @@ class Deidentifier:
             Compute ``result.output_sha256`` while writing (where the bytes pass through
             this process), so that the caller need not read the output again.
         """
-        with _open(input_path) as (fp, source):
-            return self.deidentify_stream(
-                fp,
-                output_path,
-                patient_id,
-                source=source,
-                before=before,
-                atomic=atomic,
-                checksum=checksum,
-            )
+        with self.plan_file(input_path, patient_id, original=False) as plan:
+            return plan.write(output_path, atomic=atomic, checksum=checksum)
 
     def deidentify_stream(
         self,
@@ -277,7 +262,6 @@ class Deidentifier:
         patient_id: str | None = None,
         *,
         source: str = "<stream>",
-        before: Callable[[Dataset], None] | None = None,
         atomic: bool = True,
         describe: bool = True,
         checksum: bool = False,
@@ -289,27 +273,86 @@ class Deidentifier:
         path (for callers that need only the file and the report); ``checksum=True``
         computes ``result.output_sha256`` as the file is written, where it can.
         """
+        with self.plan_stream(
+            fp, patient_id, source=source, describe=describe, original=False
+        ) as plan:
+            return plan.write(output_path, atomic=atomic, checksum=checksum)
+
+    def plan_file(
+        self,
+        input_path: str | os.PathLike[str],
+        patient_id: str | None = None,
+        *,
+        describe: bool = True,
+        original: bool = True,
+    ) -> Plan:
+        """As :meth:`plan_stream`, opening ``input_path`` (closed with the plan)."""
+        source = os.fspath(input_path)
+        try:
+            fp = open(source, "rb")  # noqa: SIM115 - closed with the plan
+        except OSError as exc:
+            raise InvalidDICOMError(source, f"cannot open file ({type(exc).__name__})") from exc
+        try:
+            plan = self.plan_stream(
+                fp, patient_id, source=source, describe=describe, original=original
+            )
+        except BaseException:
+            fp.close()
+            raise
+        plan.on_close(fp.close)
+        return plan
+
+    def plan_stream(
+        self,
+        fp: IO[bytes],
+        patient_id: str | None = None,
+        *,
+        source: str = "<stream>",
+        describe: bool = True,
+        original: bool = True,
+    ) -> Plan:
+        """Read and decide one input without writing anything: the first of two phases.
+
+        A caller that checks the original before any output exists (the instance
+        pipeline validates its metadata) reads ``plan.original``, then calls
+        ``plan.write(output_path)``; raising in between writes nothing.
+
+        Parameters
+        ----------
+        fp : binary file
+            Seekable; it must stay open until the plan is written or closed.
+        patient_id : str, optional
+            As for :meth:`deidentify_file`.
+        source : str
+            Labels error messages (never a PHI value).
+        describe : bool
+            Give the written result its ``dataset`` (the output's header).
+        original : bool
+            Give the plan the original's header (``plan.original``).
+
+        Returns
+        -------
+        Plan
+            A context manager; close it (or write it) to release the input's buffer.
+
+        Raises
+        ------
+        InvalidDICOMError
+            When the input cannot be read as DICOM.
+        DeidentificationError
+            When it cannot be de-identified safely.
+        """
         fp.seek(0, os.SEEK_END)
         size = fp.tell()
         fp.seek(0)
         if self._bytes is not None:
             try:
-                return self._bytes.run(
-                    fp,
-                    size,
-                    output_path,
-                    patient_id,
-                    before=before,
-                    atomic=atomic,
-                    fsync=self.fsync,
-                    describe=describe,
-                    checksum=checksum,
+                return self._bytes.plan(
+                    fp, size, patient_id, original=original, fsync=self.fsync, describe=describe
                 )
             except NotHandled:
                 fp.seek(0)  # nothing was written: the pydicom path takes the file
-        return self._pydicom.run(
-            fp, size, output_path, patient_id, source=source, before=before, atomic=atomic
-        )
+        return self._pydicom.plan(fp, size, patient_id, source=source)
 
 
 def _key_material(key: bytes | str | None, key_file: str | os.PathLike[str] | None) -> KeyMaterial:
@@ -317,17 +360,6 @@ def _key_material(key: bytes | str | None, key_file: str | os.PathLike[str] | No
     if key is not None:
         return key_material(key)
     return resolve_key(None, key_file)
-
-
-@contextlib.contextmanager
-def _open(path: str | os.PathLike[str]) -> Iterator[tuple[IO[bytes], str]]:
-    source = os.fspath(path)
-    try:
-        fp = open(source, "rb")  # noqa: SIM115 - closed below, spans the write
-    except OSError as exc:
-        raise InvalidDICOMError(source, f"cannot open file ({type(exc).__name__})") from exc
-    with fp:
-        yield fp, source
 
 
 __all__ = [

@@ -17,12 +17,9 @@ import hashlib
 import io
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import IO, TYPE_CHECKING, Any
-
-from pydicom.dataset import Dataset
 
 from src.errors import (
     DeidentificationError,
@@ -33,6 +30,7 @@ from src.errors import (
 )
 from src.ingestion.deidentifier import DeidentificationResult, Deidentifier
 from src.ingestion.dicom_parser import is_image
+from src.ingestion.engines.plan import Plan
 from src.ingestion.metadata_extractor import MetadataExtractor
 from src.instance.data_faults import raised_reading_values
 from src.instance.output_layout import original_identity, output_key
@@ -247,19 +245,20 @@ class InstancePipeline:
         header: dict[str, str] = {}  # what the region rules read (PHI in "phi" mode)
         pixels: PixelOutcome | None = None
 
-        def before(original: Dataset) -> None:
-            stage[0] = "validate"
-            image[0] = is_image(original)
-            if cleaner is not None:
-                header.update(cleaner.context(original))
-            if self.keep_identity:
-                identity.update(original_identity(original))
-            if self.validate is not None:
-                self.validate(self.extractor.extract_metadata(original, memo=memo))
-            stage[0] = "deidentify"
-
         try:
-            report = self._run(source, output_path, label, patient_id, before, atomic)
+            with self._plan(source, label, patient_id) as plan:
+                original = plan.original
+                assert original is not None  # asked for
+                stage[0] = "validate"
+                image[0] = is_image(original)
+                if cleaner is not None:
+                    header.update(cleaner.context(original))
+                if self.keep_identity:
+                    identity.update(original_identity(original))
+                if self.validate is not None:
+                    self.validate(self.extractor.extract_metadata(original, memo=memo))
+                stage[0] = "deidentify"
+                report = plan.write(output_path, atomic=atomic, checksum=True)
             if image[0] and not report.has_pixel_data:
                 raise InstanceRefusedError(
                     Reason.IMAGE_WITHOUT_PIXEL_DATA, "an image without pixel data", "parse"
@@ -349,23 +348,19 @@ class InstancePipeline:
         result.bytes_out = os.path.getsize(output_path)
         return result
 
-    def _run(
+    def _plan(
         self,
         source: str | os.PathLike[str] | bytes | IO[bytes],
-        output_path: str | os.PathLike[str],
         label: str,
         patient_id: str | None,
-        before: Callable[[Dataset], None],
-        atomic: bool,
-    ) -> DeidentificationResult:
+    ) -> Plan:
+        """The engine's first phase on ``source``, with the original's header."""
         deid = self.deidentifier
-        options: dict[str, Any] = {"before": before, "atomic": atomic, "checksum": True}
         if isinstance(source, bytes | bytearray | memoryview):
-            stream = io.BytesIO(bytes(source))
-            return deid.deidentify_stream(stream, output_path, patient_id, source=label, **options)
+            return deid.plan_stream(io.BytesIO(bytes(source)), patient_id, source=label)
         if isinstance(source, str | os.PathLike):
-            return deid.deidentify_file_with_report(source, output_path, patient_id, **options)
-        return deid.deidentify_stream(source, output_path, patient_id, source=label, **options)
+            return deid.plan_file(source, patient_id)
+        return deid.plan_stream(source, patient_id, source=label)
 
 
 def _remove(path: str | os.PathLike[str]) -> None:

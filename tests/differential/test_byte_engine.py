@@ -114,10 +114,10 @@ def compare(
     a.unlink(missing_ok=True)
     with open(source, "rb") as fp:
         try:
-            fast_result = fast._bytes.run(
-                fp, os.path.getsize(source), a, None,
-                before=None, atomic=True, fsync=False, describe=True,
-            )  # fmt: skip
+            with fast._bytes.plan(
+                fp, os.path.getsize(source), None, original=False, fsync=False, describe=True
+            ) as plan:
+                fast_result = plan.write(a)
         except NotHandled:
             assert not a.exists()
             return False

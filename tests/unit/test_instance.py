@@ -112,3 +112,49 @@ def test_output_key_refuses_parts_that_escape_the_layout():
     for bad in ("..", "a/b", ""):
         with pytest.raises(Exception, match="usable UID"):
             output_key(ds, bad)
+
+
+#: Explicit VR Big Endian: the byte engine declines it in its plan, the pydicom engine takes it.
+BIG_ENDIAN = get_testdata_file("MR_small_bigendian.dcm")
+
+
+@pytest.mark.parametrize("engine", ["bytes", "pydicom"])
+def test_a_plan_reads_the_original_and_writes_nothing_until_asked(tmp_path, engine):
+    source = Path(CT if engine == "bytes" else BIG_ENDIAN)
+    deid = Deidentifier(key=b"instance-test-key-0123456789")
+    out = tmp_path / "out.dcm"
+    with deid.plan_file(source) as plan:
+        assert plan.engine == engine
+        assert plan.original is not None
+        assert plan.original.PatientID == pydicom.dcmread(source).PatientID  # as it was
+        assert list(tmp_path.iterdir()) == []
+        result = plan.write(out)
+        with pytest.raises(RuntimeError):
+            plan.write(tmp_path / "again.dcm")
+    assert (
+        pydicom.dcmread(out).PatientID == result.patient_pseudonym != pydicom.dcmread(CT).PatientID
+    )
+    assert not (tmp_path / "again.dcm").exists()
+
+
+def test_a_plan_dropped_after_a_veto_leaves_nothing(tmp_path):
+    deid = Deidentifier(key=b"instance-test-key-0123456789")
+    with pytest.raises(MetadataValidationError), deid.plan_file(CT) as plan:
+        raise MetadataValidationError("fields patient.patient_id")
+    assert plan.original is None  # released
+    with pytest.raises(RuntimeError):
+        plan.write(tmp_path / "o.dcm")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("engine", ["bytes", "pydicom"])
+def test_validation_runs_once_per_instance_whichever_engine_writes_it(tmp_path, engine):
+    source = Path(CT if engine == "bytes" else BIG_ENDIAN)
+    calls = []
+
+    def hook(metadata):  # type: ignore[no-untyped-def]
+        calls.append(metadata["patient"]["patient_id"])
+
+    pipe = InstancePipeline(Deidentifier(key=b"instance-test-key-0123456789"), hook)
+    pipe.process(source, tmp_path / "o.dcm")
+    assert calls == [pydicom.dcmread(source).PatientID]

@@ -48,14 +48,21 @@ from src.ingestion.engines.part10_bytes import (
     rebuilt_meta,
     write_output,
 )
+from src.ingestion.engines.plan import Plan
 from src.ingestion.engines.value_actions import (
     ValueActions,
 )
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
+    pass
 
 _MAPPED_ABOVE = 16 * 1024 * 1024
+
+
+def _nothing() -> None:
+    return None
+
+
 _TIMEZONE_OFFSET = 0x00080201
 
 
@@ -87,25 +94,27 @@ class ByteEngine:
         self._patients: dict[tuple[str, str], _Identifiers] = {}
         self._markers: dict[tuple[bool, bool], list[tuple[int, str, bytes, bytes]]] = {}
 
-    def run(
+    def plan(
         self,
         fp: IO[bytes],
         size: int,
-        output_path: Any,
         patient_id: str | None,
         *,
-        before: Callable[[Dataset], None] | None,
-        atomic: bool,
+        original: bool,
         fsync: bool,
         describe: bool,
-        checksum: bool = False,
-    ) -> DeidentificationResult:
-        """De-identify the Part 10 file ``fp`` into ``output_path``.
+    ) -> Plan:
+        """Read and decide the Part 10 file ``fp``: the first phase (nothing written).
+
+        Parameters
+        ----------
+        original : bool
+            Give the plan the original's header (``Plan.original``).
 
         Raises
         ------
         NotHandled
-            Before anything is written, when the file is for the pydicom path.
+            When the file is for the pydicom path.
         """
         mapped = None
         if size > _MAPPED_ABOVE:
@@ -114,31 +123,32 @@ class ByteEngine:
             except (OSError, ValueError, AttributeError) as exc:
                 raise NotHandled from exc
             buf: Any = mapped
-        else:
-            fp.seek(0)
-            buf = fp.read()
-        try:
-            return self._run(
-                buf, fp, output_path, patient_id, before, atomic, fsync, describe, checksum
-            )
-        finally:
-            if mapped is not None:
+
+            def close() -> None:
                 # Slices still held by a traceback (declined mid-walk): closed when freed.
                 with contextlib.suppress(BufferError):
                     mapped.close()
 
-    def _run(
+        else:
+            fp.seek(0)
+            buf = fp.read()
+            close = _nothing
+        try:
+            return self._plan(buf, fp, patient_id, original, fsync, describe, close)
+        except BaseException:
+            close()
+            raise
+
+    def _plan(
         self,
         buf: Any,
         fp: IO[bytes],
-        output_path: Any,
         patient_id: str | None,
-        before: Callable[[Dataset], None] | None,
-        atomic: bool,
+        want_original: bool,
         fsync: bool,
         describe: bool,
-        checksum: bool,
-    ) -> DeidentificationResult:
+        close: Callable[[], None],
+    ) -> Plan:
         part = read_part10(buf)
         implicit = part.implicit
         top = elements_of(buf, part.dataset_start, len(buf), implicit)
@@ -179,36 +189,38 @@ class ByteEngine:
         pieces: list[Any] = []
         pixel = self._walker.walk(state, top, (), "", 0, pieces, markers, describe)
         bits = state.top.get(0x00280100, ("US", b""))[1] if pixel is not None else b""
-        original = dataset_of(buf, top, part, implicit) if before or describe else None
-        if before is not None:  # after the walk: a file for the pydicom path is seen once
-            assert original is not None
-            before(original)
         meta = rebuilt_meta(part, state.top, self.pseudo, self.profile.retain_uids)
-        sha256 = write_output(
-            output_path,
-            buf,
-            fp,
-            file_meta_bytes(meta),
-            pieces,
-            pixel_header(pixel, implicit, bits),
-            pixel,
-            atomic=atomic,
-            fsync=fsync,
-            checksum=checksum,
-        )
-        dataset = raw_dataset(state.top, meta, implicit, buf, original) if describe else None
-        result = DeidentificationResult(
-            dataset=dataset,
-            actions=state.records,
-            patient_pseudonym=pseudonym,
-            burned_in_annotation_risk=facts.at_risk,
-            graphics_review_required=state.graphics,
-        )
-        result.kept = state.kept
-        result.history_kept = bool(earlier or kept)
-        result.output_sha256 = sha256
-        result.has_pixel_data = pixel is not None
-        return result
+        head = pixel_header(pixel, implicit, bits)
+        original = dataset_of(buf, top, part, implicit) if want_original or describe else None
+
+        def write(output_path: Any, atomic: bool, checksum: bool) -> DeidentificationResult:
+            sha256 = write_output(
+                output_path,
+                buf,
+                fp,
+                file_meta_bytes(meta),
+                pieces,
+                head,
+                pixel,
+                atomic=atomic,
+                fsync=fsync,
+                checksum=checksum,
+            )
+            dataset = raw_dataset(state.top, meta, implicit, buf, original) if describe else None
+            result = DeidentificationResult(
+                dataset=dataset,
+                actions=state.records,
+                patient_pseudonym=pseudonym,
+                burned_in_annotation_risk=facts.at_risk,
+                graphics_review_required=state.graphics,
+            )
+            result.kept = state.kept
+            result.history_kept = bool(earlier or kept)
+            result.output_sha256 = sha256
+            result.has_pixel_data = pixel is not None
+            return result
+
+        return Plan(original if want_original else None, "bytes", write, close)
 
     def _marker_elements(
         self, implicit: bool, at_risk: bool

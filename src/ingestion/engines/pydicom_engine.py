@@ -10,9 +10,8 @@ differential test holds the byte-level engine to this one, element by element.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
-from typing import IO
+from collections.abc import Iterable
+from typing import IO, Any
 
 from pydicom.dataset import Dataset
 
@@ -35,6 +34,7 @@ from src.ingestion.engines.part10 import (
     save_streamed,
     save_whole,
 )
+from src.ingestion.engines.plan import Plan
 from src.ingestion.engines.walk import DatasetWalker, _Context
 
 
@@ -132,38 +132,43 @@ class PydicomEngine:
             pixel_mask=pixel_mask,
         )
 
-    def run(
+    def plan(
         self,
         fp: IO[bytes],
         size: int,
-        output_path: str | os.PathLike[str],
         patient_id: str | None,
         *,
         source: str,
-        before: Callable[[Dataset], None] | None,
-        atomic: bool,
-    ) -> DeidentificationResult:
-        """De-identify the file ``fp`` (``size`` bytes) into ``output_path``."""
+    ) -> Plan:
+        """Read the file ``fp`` (``size`` bytes): the first phase (nothing written).
+
+        The plan's ``original`` is the parsed header, which :meth:`Plan.write`
+        de-identifies in place.
+        """
         parsed = self._parser.read_header(fp, source, decode=False)
         if parsed.read_whole:
             # Headerless and deflated data are read whole (the parser bounds inflation).
             fp.seek(0)
             whole = self._parser.read_stream(fp, source)
             dataset = whole.dataset
-            if before is not None:
-                before(dataset)
-            has_pixels = bool(set(dataset.keys()) & _PIXEL_TAGS)
-            result = self.deidentify(dataset, patient_id, flags=whole.flags)
-            result.has_pixel_data = has_pixels
-            save_whole(
-                dataset,
-                output_path,
-                atomic,
-                self.fsync,
-                self._parser.get_transfer_syntax(dataset),
-                result.pixel_mask,
-            )
-            return result
+
+            def write_whole(
+                output_path: Any, atomic: bool, _checksum: bool
+            ) -> DeidentificationResult:
+                has_pixels = bool(set(dataset.keys()) & _PIXEL_TAGS)
+                result = self.deidentify(dataset, patient_id, flags=whole.flags)
+                result.has_pixel_data = has_pixels
+                save_whole(
+                    dataset,
+                    output_path,
+                    atomic,
+                    self.fsync,
+                    self._parser.get_transfer_syntax(dataset),
+                    result.pixel_mask,
+                )
+                return result
+
+            return Plan(dataset, "pydicom", write_whole)
         header = parsed.dataset
         pixel_start = fp.tell()
         implicit, little = _encoding(header)
@@ -175,25 +180,27 @@ class PydicomEngine:
                 tail = _read_tail(fp, span.value_end, size, implicit, little, source)
                 for elem in tail:
                     header.add(elem)
-        if before is not None:
-            before(header)
-        result = self.deidentify(header, patient_id, flags=parsed.flags)
-        result.has_pixel_data = span is not None
-        save_streamed(
-            header,
-            output_path,
-            fp,
-            span,
-            implicit,
-            little,
-            spans,
-            result.unchanged_sequences,
-            atomic,
-            self.fsync,
-            self._marker_bytes if not result.history_kept else _encode_element,
-            result.pixel_mask,
-        )
-        return result
+
+        def write(output_path: Any, atomic: bool, _checksum: bool) -> DeidentificationResult:
+            result = self.deidentify(header, patient_id, flags=parsed.flags)
+            result.has_pixel_data = span is not None
+            save_streamed(
+                header,
+                output_path,
+                fp,
+                span,
+                implicit,
+                little,
+                spans,
+                result.unchanged_sequences,
+                atomic,
+                self.fsync,
+                self._marker_bytes if not result.history_kept else _encode_element,
+                result.pixel_mask,
+            )
+            return result
+
+        return Plan(header, "pydicom", write)
 
     def _embedded_overlays(
         self, ds: Dataset, embedded: dict[int, int], ctx: _Context
