@@ -89,12 +89,19 @@ def pipeline() -> InstancePipeline:
 
 
 def store(bucket: str) -> Any:
-    """The S3 store of ``bucket`` (one client per container)."""
+    """The S3 store of ``bucket`` (one S3 client per container, shared by the buckets)."""
     from src.storage.store import open_store
 
     stores: dict[str, Any] = STATE.setdefault("stores", {})
     if bucket not in stores:
-        options: dict[str, Any] = {"region_name": os.environ.get("AWS_REGION", "us-east-1")}
+        region = os.environ.get("AWS_REGION", "us-east-1")
+        if "s3" not in STATE:
+            # One client for every bucket: each boto3 session and client costs a cold
+            # start some 100-300 ms of loading service models.
+            from src.aws import make_client
+
+            STATE["s3"] = make_client("s3", region_name=region)
+        options: dict[str, Any] = {"region_name": region, "s3_client": STATE["s3"]}
         if os.environ.get("MEDPIPE_KMS_KEY_ID"):
             options["kms_key_id"] = os.environ["MEDPIPE_KMS_KEY_ID"]
         stores[bucket] = open_store(f"s3://{bucket}", **options)

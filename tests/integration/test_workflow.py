@@ -16,6 +16,7 @@ from moto import mock_aws
 
 from src.errors import ThrottlingError
 from src.orchestration import lambda_handlers as lh
+from src.orchestration import lambda_runtime
 from src.storage.s3_store import S3Store
 from src.synthetic import write_corpus
 from tests.integration import workflow_stack as ws
@@ -186,6 +187,11 @@ def test_backfill_processes_every_object(monkeypatch, tmp_path):
         s3 = stack["s3"]
         for i, path in enumerate(corpus.files):
             s3.upload_file(str(path), "raw", f"backfill/{i:03d}.dcm")
+        # A warm container (key provider, core and S3 client built): moto starts every
+        # child at once, and a dozen cold starts racing for one GIL would only lengthen
+        # the suite.
+        lambda_runtime.pipeline()
+        lambda_runtime.store("raw")
         with route_lambdas(ROUTES) as calls:
             details = ws.run(
                 stack, "backfill", {"bucket": "raw", "prefix": "backfill/"}, "bf", timeout=300
