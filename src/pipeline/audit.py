@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -224,6 +224,21 @@ def _parquet_values(path: Path) -> bytes:
     return "\n".join(values).encode("utf-8")
 
 
+_TOKEN_BYTES = frozenset(b"0123456789.")
+
+
+def _matches(pattern: re.Pattern[bytes], data: bytes, tokens: set[bytes]) -> Iterator[bytes]:
+    """Each needle found in ``data``; a token needle only where no digit or dot precedes."""
+    pos = 0
+    while (match := pattern.search(data, pos)) is not None:
+        found, start = match.group(0), match.start()
+        if found in tokens and start > 0 and data[start - 1] in _TOKEN_BYTES:
+            pos = start + 1  # inside a longer number: a needle may still start later
+            continue
+        yield found
+        pos = match.end()
+
+
 def _searchable(path: Path) -> bytes:
     """A file's bytes; for our JSON, Parquet and HTML reports, only their values."""
     if path.suffix == ".parquet":
@@ -333,6 +348,7 @@ def audit(
         return report
     encoded: dict[bytes, str] = {}
     alternatives = []
+    tokens: set[bytes] = set()
     for value, (source, vr) in sorted(needles.items(), key=lambda kv: -len(kv[0])):
         for encoding in ("utf-8", "latin-1"):
             try:
@@ -343,8 +359,11 @@ def audit(
                 continue
             encoded[data] = source
             if vr in ("UI", "DA", "DT") or data.replace(b".", b"").isdigit():
-                # A UID or number counts only as a whole token, not inside a longer one.
-                alternatives.append(rb"(?<![0-9.])" + re.escape(data) + rb"(?![.]?[0-9])")
+                # A UID or number counts only as a whole token, not inside a longer one
+                # (the check before it is made on each match: a look-behind at the start
+                # of a branch would cost the pattern its first-byte scan).
+                tokens.add(data)
+                alternatives.append(re.escape(data) + rb"(?![.]?[0-9])")
             else:
                 alternatives.append(re.escape(data))
     pattern = re.compile(b"|".join(alternatives))
@@ -356,8 +375,8 @@ def audit(
         report.files_scanned += 1
         report.bytes_scanned += len(data)
         seen: set[str] = set()
-        for match in pattern.finditer(data):
-            tag_path = encoded[match.group(0)]
+        for needle in _matches(pattern, data, tokens):
+            tag_path = encoded[needle]
             if tag_path not in seen:
                 seen.add(tag_path)
                 report.hits.append(AuditHit(source=tag_path, found_in=label))
