@@ -88,7 +88,7 @@ def run(
     recursively (local zip archives are opened). Re-running resumes and skips finished work.
     """
     from src.monitoring.logs import terminal_safe
-    from src.pipeline.runner import check_locations
+    from src.pipeline.discovery import check_locations
     from src.pipeline.runner import run as run_pipeline
 
     check_locations(input_uri, output_uri)

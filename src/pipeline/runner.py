@@ -37,8 +37,8 @@ from src.errors import ConfigurationError, StorageError
 from src.ingestion.annex_e.pseudonyms import KeyMaterial
 from src.instance.pipeline import NO_ROOM, OutputWriteError, Reason
 from src.monitoring.logs import current_format
-from src.pipeline.archives import archive_limits
-from src.pipeline.sources import InputItem, iter_local, iter_store, original_for_quarantine
+from src.pipeline.discovery import check_locations, discover, open_location
+from src.pipeline.sources import InputItem, original_for_quarantine
 from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome, init_worker, process
 from src.records.crosswalk import Crosswalk, check_location
 from src.records.journal import Journal
@@ -48,10 +48,9 @@ from src.records.settle import settle
 from src.records.state import state_dir_for, sweep_leftovers
 from src.records.summary import RunSummary
 from src.settings.config import RunConfig
-from src.settings.locations import Location, input_id, parse_location
+from src.settings.locations import Location, input_id
 from src.storage.store import (
     Store,
-    open_store,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,46 +58,6 @@ logger = logging.getLogger(__name__)
 
 QUARANTINE_DIR = "quarantine"
 METRIC_NAMESPACE = "MedicalImaging/Pipeline"
-
-
-def _open(location: Location, config: RunConfig) -> Store:
-    return open_store(
-        location.raw if location.is_s3 else location.path,
-        region_name=config.region_name,
-        endpoint_url=config.endpoint_url,
-    )
-
-
-def discover(input_loc: Location, output_loc: Location, config: RunConfig) -> Iterator[InputItem]:
-    """Every input under INPUT, sorted, excluding OUTPUT when it lies inside INPUT."""
-    if input_loc.is_s3:
-        exclude = None
-        if output_loc.is_s3 and output_loc.bucket == input_loc.bucket:
-            exclude = output_loc.prefix or None
-        yield from iter_store(_open(input_loc, config), input_loc.bucket, exclude)
-        return
-    if not os.path.exists(input_loc.path):
-        raise ConfigurationError(f"INPUT {input_loc.raw} does not exist")
-    exclude = None if output_loc.is_s3 else output_loc.path
-    yield from iter_local(input_loc.path, exclude, archive_limits(config))
-
-
-def check_locations(input_uri: str, output_uri: str) -> tuple[Location, Location]:
-    """Parse INPUT and OUTPUT and refuse impossible combinations before any work starts."""
-    try:
-        input_loc, output_loc = parse_location(input_uri), parse_location(output_uri)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from exc
-    if not input_loc.is_s3 and not os.path.exists(input_loc.path):
-        raise ConfigurationError(f"INPUT {input_uri} does not exist")
-    if not output_loc.is_s3:
-        if os.path.isfile(output_loc.path):
-            raise ConfigurationError(f"OUTPUT {output_uri} is a file, not a folder")
-        if not input_loc.is_s3 and (
-            os.path.realpath(output_loc.path) == os.path.realpath(input_loc.path)
-        ):
-            raise ConfigurationError("OUTPUT must differ from INPUT")
-    return input_loc, output_loc
 
 
 def run(
@@ -156,16 +115,22 @@ def _run(
     os.chmod(staging, 0o700)  # scratch copies of originals: PHI
     journal = Journal(state / "journal.jsonl")
     previous = journal.load()
-    sink = _open(output_loc, config)
+    sink = open_location(output_loc, config)
     check_provenance(sink, key.fingerprint(), config.profile.as_dict())
     if config.profile.clean_pixels:  # in the coordinator: a pool initializer must not fail
         from src.pixels.cleaner import cleaner_for
 
         cleaner_for(config.profile)
-    items = list(discover(input_loc, output_loc, config))
+    outputs: list[str] = []
+    items = list(discover(input_loc, output_loc, config, outputs))
     if not items:
-        raise ConfigurationError(f"INPUT {input_uri} holds no files")
-    summary = RunSummary(inputs=len(items), workers=config.worker_count())
+        raise ConfigurationError(
+            f"INPUT {input_uri} holds no files"
+            + (f" outside {len(outputs)} medpipe OUTPUT folder(s)" if outputs else "")
+        )
+    summary = RunSummary(
+        inputs=len(items), workers=config.worker_count(), outputs_skipped=len(outputs)
+    )
     claims = {e["output"]: iid for iid, e in previous.items() if e["status"] == PROCESSED}
     # One listing rather than a HEAD per object: which journalled outputs still exist.
     present = {o.key for o in sink.list()} if claims else set()

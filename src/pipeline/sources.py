@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from src.pipeline.archives import ArchiveLimits, unsafe_archive
+from src.records.state import STATE_DIR
 
 #: The prefix of medpipe's own temporary files (an interrupted atomic write).
 TMP_PREFIX = ".medpipe-tmp-"
@@ -62,14 +63,25 @@ def _inside(root: str, target: str) -> bool:
     return os.path.commonpath([root_real, os.path.realpath(target)]) == root_real
 
 
+def holds_output(folder: str) -> bool:
+    """Whether ``folder`` is a medpipe OUTPUT: it holds the ``.medpipe/`` state folder."""
+    marker = os.path.join(folder, STATE_DIR)
+    return os.path.isdir(marker) and not os.path.islink(marker)
+
+
 def iter_local(
-    root: str, exclude: str | None = None, limits: ArchiveLimits | None = None
+    root: str,
+    exclude: str | None = None,
+    limits: ArchiveLimits | None = None,
+    outputs: list[str] | None = None,
 ) -> Iterator[InputItem]:
     """Walk ``root`` recursively, in sorted order, yielding every input it holds.
 
     Symbolic links that resolve outside ``root`` (and symlinked directories) are
     yielded as refused inputs, never opened; ``exclude`` (the OUTPUT folder when it
-    lies inside INPUT) is skipped; a zip archive beyond ``limits`` is refused whole.
+    lies inside INPUT) is skipped, and so is every other folder below ``root`` that holds
+    a medpipe OUTPUT (:func:`holds_output`: its files, index and journal are de-identified
+    already), each appended to ``outputs``; a zip archive beyond ``limits`` is refused whole.
     """
     limits = limits or ArchiveLimits()
     if os.path.isfile(root):
@@ -80,6 +92,11 @@ def iter_local(
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         if excluded and os.path.realpath(dirpath) == excluded:
             dirnames[:] = []
+            continue
+        if dirpath != root and holds_output(dirpath):
+            dirnames[:] = []
+            if outputs is not None:
+                outputs.append(os.path.relpath(dirpath, root))
             continue
         dirnames.sort()
         kept = []

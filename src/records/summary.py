@@ -23,6 +23,9 @@ class RunSummary:
     pixels_cleaned: int = 0
     pixel_boxes: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: Folders inside INPUT that hold a medpipe OUTPUT, not read (counted, never named:
+    #: a folder name can be PHI).
+    outputs_skipped: int = 0
 
     @property
     def balanced(self) -> bool:
@@ -66,6 +69,7 @@ class RunSummary:
             "files_per_second": round(self.files_per_second, 2),
             "megabytes_per_second": round(self.megabytes_per_second, 2),
             "quarantine_reasons": dict(sorted(self.reasons.items())),
+            "output_folders_skipped": self.outputs_skipped,
             "metrics": self.metrics(),
         }
 
@@ -97,6 +101,11 @@ class RunSummary:
                 "their pixels: written with Patient Identity Removed = NO, and "
                 "`medpipe send` refuses them (see index.jsonl: burned_in_annotation_risk; "
                 "--clean-pixels cleans what it can decode)"
+            )
+        if self.outputs_skipped:
+            out.append(
+                f"skipped {self.outputs_skipped} folder(s) inside INPUT that hold a medpipe "
+                "OUTPUT (a .medpipe/ folder): de-identified files are not read again"
             )
         for reason, count in sorted(self.reasons.items()):
             out.append(f"quarantined {count}: {reason}")

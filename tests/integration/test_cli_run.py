@@ -546,3 +546,24 @@ def test_missing_s3_credentials_are_found_before_any_work(tmp_path, corpus):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "OUTPUT is on S3 but no AWS credentials" in lines[0]
+
+
+def test_an_earlier_output_inside_input_is_not_read_again(corpus, tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(corpus.root, src)
+    n = len(corpus.files)
+    # An operator's first run wrote its OUTPUT inside INPUT; a second run reads INPUT again.
+    medpipe("run", str(src), str(src / "deidentified"), "--no-progress")
+    second = medpipe("run", str(src), str(tmp_path / "out"), "--no-progress")
+    assert f"inputs = processed + quarantined + skipped: {n} = {n} + 0 + 0" in second.stdout
+    assert "skipped 1 folder(s) inside INPUT that hold a medpipe OUTPUT" in second.stdout
+    run = _manifest(tmp_path / "out")["runs"][-1]
+    assert run["output_folders_skipped"] == 1 and run["quarantined"] == 0
+    written = [p for p in all_files(tmp_path / "out") if p.suffix == ".dcm"]
+    assert len(written) == n  # the originals once each, nothing of the first OUTPUT
+    assert "deidentified" not in (tmp_path / "out" / "manifest.json").read_text()
+    # Given as INPUT, an OUTPUT is refused in one line, before any work.
+    refused = medpipe("run", str(src / "deidentified"), str(tmp_path / "again"), check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0 and "is a medpipe OUTPUT" in refused.stderr
+    assert not (tmp_path / "again").exists()
