@@ -231,6 +231,17 @@ def receive(
     default=None,
     help="Progress bar (default: when stderr is a terminal).",
 )
+@click.option(
+    "--resend",
+    is_flag=True,
+    help="Send every file, forgetting what DEST acknowledged before (DEST was emptied).",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="DICOMweb: ask DEST (QIDO-RS) which acknowledged files it still holds; "
+    "send the others again.",
+)
 @friendly_errors
 def send(
     source: str,
@@ -241,12 +252,15 @@ def send(
     tls_cert: str | None,
     tls_key: str | None,
     progress: bool | None,
+    resend: bool,
+    verify: bool,
 ) -> None:
     """Send the de-identified files under SOURCE to DEST.
 
     DEST is dicom://AE_TITLE@host:port (C-STORE) or an http(s):// DICOMweb base URL
     (STOW-RS). Only files with Patient Identity Removed = YES leave; quarantine/ is never
-    read. What DEST acknowledged is not sent again on a re-run.
+    read. What DEST acknowledged is recorded in OUTPUT/.medpipe/sent/ and not sent again
+    on a re-run: --resend sends everything, --verify checks a DICOMweb DEST first.
     """
     from src.network.destinations import check_ae_title
     from src.network.scu import Association
@@ -261,7 +275,9 @@ def send(
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
     )
-    summary = send_files(source, dest, how=how, progress=progress)
+    if resend and verify:
+        _fail("give --resend or --verify, not both", 2)
+    summary = send_files(source, dest, how=how, progress=progress, resend=resend, verify=verify)
     for line in summary.lines():
         click.echo(line)
     if not summary.ok:

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from src.atomic import write_bytes_atomic
 from src.errors import ConfigurationError
 from src.records.state import STATE_DIR
 from src.storage.store import QUARANTINE_PREFIX
@@ -139,6 +140,21 @@ class SentRecord:
             self.keys.add(item.record_key)
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"key": item.record_key}) + "\n")
+
+    def keep_only(self, keys: set[str]) -> int:
+        """Forget every acknowledgement not in ``keys`` (rewritten atomically).
+
+        Returns
+        -------
+        int
+            How many were forgotten: those files are sent again.
+        """
+        with self._lock:
+            forgotten = len(self.keys - keys)
+            self.keys &= keys
+            lines = "".join(json.dumps({"key": k}) + "\n" for k in sorted(self.keys))
+            write_bytes_atomic(self.path, lines.encode("utf-8"))
+        return forgotten
 
 
 __all__ = ["Outgoing", "RefusedFileError", "SentRecord", "describe", "find_files", "output_root"]

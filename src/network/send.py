@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 from tqdm import tqdm
 
 from src.errors import ConfigurationError
@@ -47,6 +48,9 @@ class SendSummary:
     bytes_sent: int = 0
     elapsed_seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: Acknowledgements forgotten before sending (``--resend``, or ``--verify`` found
+    #: them missing at the destination): those files were sent again.
+    forgotten: int = 0
 
     @property
     def ok(self) -> bool:
@@ -67,6 +71,7 @@ class SendSummary:
             "bytes_sent": self.bytes_sent,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "reasons": dict(sorted(self.reasons.items())),
+            "forgotten": self.forgotten,
         }
 
     def lines(self) -> list[str]:
@@ -77,6 +82,11 @@ class SendSummary:
             f"sent {self.bytes_sent / 1e6:.1f} MB to {self.destination} in "
             f"{self.elapsed_seconds:.2f} s: {rate:.1f} files/s",
         ]
+        if self.forgotten:
+            out.append(
+                f"{self.forgotten} earlier acknowledgement(s) forgotten first "
+                "(--resend, or --verify found them missing at the destination)"
+            )
         out += [f"not sent {n}: {reason}" for reason, n in sorted(self.reasons.items())]
         return out
 
@@ -112,6 +122,25 @@ def deliver(
         summary.reasons[reason] = summary.reasons.get(reason, 0) + n
 
 
+def _verify(
+    record: SentRecord, items: list[Outgoing], dest: Destination, how: scu.Association | None
+) -> int:
+    """Forget the recorded files ``dest`` no longer holds; how many were forgotten."""
+    recorded = [i for i in items if i in record]
+    if not recorded:
+        return 0
+    try:
+        held = stow.held_instances(
+            stow.client_for(dest, how), (i.study_instance_uid for i in recorded)
+        )
+    except requests.RequestException as exc:
+        raise ConfigurationError(
+            f"--verify: {dest.label} could not be queried ({type(exc).__name__}); nothing was sent"
+        ) from exc
+    keep = {i.record_key for i in recorded if i.sop_instance_uid in held}
+    return record.keep_only(keep | (record.keys - {i.record_key for i in recorded}))
+
+
 def _tick(bar: tqdm[Any]) -> None:
     bar.update(1)
 
@@ -127,8 +156,14 @@ def send(
     *,
     how: scu.Association | None = None,
     progress: bool | None = None,
+    resend: bool = False,
+    verify: bool = False,
 ) -> SendSummary:
     """Send every de-identified file under ``source`` to ``dest_text``.
+
+    What ``dest_text`` acknowledged is recorded in ``OUTPUT/.medpipe/sent/`` and not
+    sent again; ``resend`` forgets that record first (every file is sent), ``verify``
+    keeps only what a DICOMweb destination still holds (asked with QIDO-RS).
 
     Parameters
     ----------
@@ -140,6 +175,11 @@ def send(
         Calling AE title, TLS and the retry budget.
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
+    resend : bool
+        Send every file, whatever the record says (a destination that was emptied).
+    verify : bool
+        DICOMweb only: before sending, ask the destination which of the recorded
+        instances it holds; the others are sent again.
 
     Returns
     -------
@@ -148,11 +188,14 @@ def send(
     Raises
     ------
     ConfigurationError
-        For a bad DEST, a SOURCE that is not a folder or is a quarantine folder, or a
-        SOURCE with no DICOM files.
+        For a bad DEST, a SOURCE that is not a folder or is a quarantine folder, a
+        SOURCE with no DICOM files, ``verify`` for a DIMSE destination, or a
+        destination that cannot be queried.
     """
     started = time.perf_counter()
     dest = parse_destination(dest_text)
+    if verify and dest.scheme != "dicomweb":
+        raise ConfigurationError("--verify needs a DICOMweb destination (QIDO-RS)")
     root = output_root(source)
     paths = list(find_files(source, root))
     if not paths:
@@ -166,6 +209,10 @@ def send(
             summary.refused += 1
             summary.reasons[exc.reason] = summary.reasons.get(exc.reason, 0) + 1
     record = record_for(root / STATE_DIR, dest)
+    if resend:
+        summary.forgotten = record.keep_only(set())
+    elif verify:
+        summary.forgotten = _verify(record, items, dest, how)
     show = progress if progress is not None else sys.stderr.isatty()
     with tqdm(total=len(items), unit="file", disable=not show, desc="sending") as bar:
         deliver(items, dest, record, summary, how=how, on_file=lambda: _tick(bar))

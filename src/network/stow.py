@@ -81,6 +81,30 @@ def client_for(dest: Destination, how: Association | None) -> DICOMwebClient:
     return client
 
 
+def held_instances(client: DICOMwebClient, studies: Iterable[str]) -> set[str]:
+    """The SOP Instance UIDs the origin holds in ``studies`` (QIDO-RS, PS3.18 10.6).
+
+    Raises
+    ------
+    requests.RequestException
+        When the origin cannot be queried (the caller says so; nothing is forgotten).
+    """
+    held: set[str] = set()
+    for study in sorted(set(studies)):
+        try:
+            found = client.search_for_instances(
+                study_instance_uid=study, fields=["00080018"], get_remaining=True
+            )
+        except requests.HTTPError as exc:
+            if exc.response is not None and exc.response.status_code == 404:
+                continue  # the origin holds nothing of that study
+            raise
+        for instance in found:
+            values = instance.get("00080018", {}).get("Value") or []
+            held.update(str(v) for v in values)
+    return held
+
+
 def store(
     items: list[Outgoing],
     dest: Destination,
@@ -150,4 +174,4 @@ def _post(
     return True
 
 
-__all__ = ["BATCH_BYTES", "BATCH_FILES", "client_for", "store"]
+__all__ = ["BATCH_BYTES", "BATCH_FILES", "client_for", "held_instances", "store"]

@@ -161,10 +161,11 @@ class LoopbackNamespace:
         )
         self.run([sys.executable, "-c", code], timeout=timeout + 10)
 
-    def http_get(self, url: str) -> bytes:
+    def http_get(self, url: str, method: str = "GET") -> bytes:
         code = (
             "import sys,urllib.request\n"
-            f"sys.stdout.buffer.write(urllib.request.urlopen({url!r}, timeout=30).read())"
+            f"request = urllib.request.Request({url!r}, method={method!r})\n"
+            "sys.stdout.buffer.write(urllib.request.urlopen(request, timeout=30).read())"
         )
         proc = subprocess.run(
             [*self.prefix(), sys.executable, "-c", code],

@@ -307,6 +307,22 @@ def test_send_to_orthanc_over_c_store_and_stow_rs(tmp_path: Path, deidentified: 
         )
         n = len(dicom_files(over_web))
         assert f"{n} = 0 + {n} + 0 + 0" in again.stdout
+        url = "http://127.0.0.1:8042/dicom-web"
+        # Emptied, the destination is asked (QIDO-RS) what it holds: everything goes again.
+        for oid in json.loads(ns.http_get("http://127.0.0.1:8042/instances")):
+            ns.http_get(f"http://127.0.0.1:8042/instances/{oid}", method="DELETE")
+        verified = ns.run(medpipe_cmd("send", str(over_web), url, "--verify", "--no-progress"))
+        assert f"{n} = {n} + 0 + 0 + 0" in verified.stdout
+        assert f"{n} earlier acknowledgement(s) forgotten" in verified.stdout
+        held = ns.run(medpipe_cmd("send", str(over_web), url, "--verify", "--no-progress"))
+        assert f"{n} = 0 + {n} + 0 + 0" in held.stdout  # all held: nothing sent
+        resent = ns.run(medpipe_cmd("send", str(over_web), url, "--resend", "--no-progress"))
+        assert f"{n} = {n} + 0 + 0 + 0" in resent.stdout
+        dimse = ns.run(
+            medpipe_cmd("send", str(over_dimse), "dicom://ORTHANC@127.0.0.1:4242", "--verify"),
+            check=False,
+        )
+        assert dimse.returncode == 2 and "--verify needs a DICOMweb destination" in dimse.stderr
     finally:
         ns.close()
 
