@@ -18,7 +18,6 @@ import io
 import logging
 import os
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import IO, TYPE_CHECKING, Any
 
 from src.errors import (
@@ -26,7 +25,6 @@ from src.errors import (
     InvalidDICOMError,
     MetadataValidationError,
     PipelineError,
-    StorageError,
 )
 from src.ingestion.deidentifier import DeidentificationResult, Deidentifier
 from src.ingestion.dicom_parser import is_image
@@ -34,63 +32,21 @@ from src.ingestion.engines.plan import Plan
 from src.ingestion.metadata_extractor import MetadataExtractor
 from src.instance.data_faults import raised_reading_values
 from src.instance.output_layout import original_identity, output_key
+from src.instance.refusals import (
+    NO_ROOM,
+    InstanceRefusedError,
+    OutputWriteError,
+    Reason,
+    parse_refusal,
+)
 from src.instance.validation_hook import ValidationHook, schema_validation, validation_reason
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
     from src.pixels.cleaner import PixelCleaner, PixelOutcome
 
 logger = logging.getLogger(__name__)
-
-
-class Reason(StrEnum):
-    """Why an input was quarantined. The same names in every shell and in every report."""
-
-    EMPTY = "empty"
-    NOT_DICOM = "not-dicom"
-    TRUNCATED = "truncated"
-    MALFORMED = "malformed"
-    IMAGE_WITHOUT_PIXEL_DATA = "image-without-pixel-data"
-    FAILED_VALIDATION = "failed-validation"
-    DEIDENTIFICATION_REFUSED = "deidentification-refused"
-    DUPLICATE_SOP_INSTANCE = "duplicate-sop-instance"
-    UNREADABLE = "unreadable"
-    NOT_A_REGULAR_FILE = "not-a-regular-file"
-    UNSAFE_ARCHIVE = "unsafe-archive"
-    PIXEL_PHI_REMAINS = "pixel-phi-remains"
-    STORAGE_ERROR = "storage-error"
-    INTERNAL_ERROR = "internal-error"
-
-
-#: Write failures that say nothing about the instance: the disk or the quota is full, or
-#: the output is read-only. The instance is neither processed nor refused.
-NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
-
-
-class OutputWriteError(StorageError):
-    """The output could not be written for lack of room (or a read-only target)."""
-
-
-class InstanceRefusedError(PipelineError):
-    """The instance cannot be shipped; it belongs in quarantine.
-
-    Parameters
-    ----------
-    reason : Reason
-        The named reason.
-    detail : str
-        A short, PHI-free explanation (a tag, a field or an error type; never a value).
-    stage : str
-        ``"read"``, ``"parse"``, ``"validate"``, ``"deidentify"`` or ``"write"``.
-    """
-
-    def __init__(self, reason: Reason, detail: str = "", stage: str = "") -> None:
-        self.reason = Reason(reason)
-        self.detail = detail
-        self.stage = stage
-        super().__init__(
-            f"{self.reason.value}: {detail}" if detail else self.reason.value,
-            details={"reason": self.reason.value, "stage": stage},
-        )
 
 
 @dataclass
@@ -131,19 +87,6 @@ class InstanceResult:
         if self.pixels is not None and self.pixels.verified:
             return False
         return self.report.burned_in_annotation_risk
-
-
-def _parse_refusal(exc: InvalidDICOMError) -> InstanceRefusedError:
-    text = exc.reason
-    if text.startswith("empty"):
-        return InstanceRefusedError(Reason.EMPTY, text, "parse")
-    if text.startswith("truncated"):
-        return InstanceRefusedError(Reason.TRUNCATED, text, "parse")
-    if text.startswith("malformed"):
-        return InstanceRefusedError(Reason.MALFORMED, text.removeprefix("malformed: "), "parse")
-    if text.startswith("cannot open"):
-        return InstanceRefusedError(Reason.UNREADABLE, text, "read")
-    return InstanceRefusedError(Reason.NOT_DICOM, text, "parse")
 
 
 class InstancePipeline:
@@ -249,6 +192,14 @@ class InstancePipeline:
             with self._plan(source, label, patient_id) as plan:
                 original = plan.original
                 assert original is not None  # asked for
+                if _is_media_directory(original):
+                    raise InstanceRefusedError(
+                        Reason.MEDIA_DIRECTORY,
+                        "a DICOMDIR (Media Storage Directory Storage) indexes the files of a "
+                        "medium; it is no instance to de-identify (its records name patients "
+                        "and files): give the files it indexes",
+                        "parse",
+                    )
                 stage[0] = "validate"
                 image[0] = is_image(original)
                 if cleaner is not None:
@@ -284,7 +235,7 @@ class InstancePipeline:
             raise
         except InvalidDICOMError as exc:
             _remove(output_path)
-            raise _parse_refusal(exc) from exc
+            raise parse_refusal(exc) from exc
         except MetadataValidationError as exc:
             _remove(output_path)
             raise InstanceRefusedError(Reason.FAILED_VALIDATION, exc.message, "validate") from exc
@@ -361,6 +312,16 @@ class InstancePipeline:
         if isinstance(source, str | os.PathLike):
             return deid.plan_file(source, patient_id)
         return deid.plan_stream(source, patient_id, source=label)
+
+
+#: Media Storage Directory Storage (PS3.10 8.6, PS3.4 Annex F): a DICOMDIR.
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
+def _is_media_directory(original: Dataset) -> bool:
+    meta = getattr(original, "file_meta", None)
+    declared = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    return declared == MEDIA_STORAGE_DIRECTORY or 0x00041220 in original
 
 
 def _remove(path: str | os.PathLike[str]) -> None:

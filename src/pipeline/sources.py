@@ -250,17 +250,12 @@ def _zip_items(
         with zipfile.ZipFile(path) as archive:
             infos = sorted(enumerate(archive.infolist()), key=lambda p: (p[1].filename, p[0]))
             unsafe = unsafe_archive(archive, size, limits)
-    except (zipfile.BadZipFile, OSError, ValueError):
-        st = os.stat(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        # It starts as a zip and is none (cut short, or its directory is damaged): its
+        # true reason, not "not DICOM".
+        why = f"zip archive cannot be read ({type(exc).__name__}); no member was opened"
         yield InputItem(
-            "file",
-            rel,
-            fingerprint,
-            size,
-            path=path,
-            device=st.st_dev,
-            inode=st.st_ino,
-            mtime_ns=st.st_mtime_ns,
+            "refused", rel, fingerprint, size, path=path, refusal=why, refused_as="corrupt-archive"
         )
         return
     if unsafe:

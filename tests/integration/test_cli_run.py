@@ -567,3 +567,23 @@ def test_an_earlier_output_inside_input_is_not_read_again(corpus, tmp_path):
     assert refused.returncode == 2
     assert refused.stderr.strip().count("\n") == 0 and "is a medpipe OUTPUT" in refused.stderr
     assert not (tmp_path / "again").exists()
+
+
+def test_a_dicomdir_and_a_damaged_zip_are_quarantined_with_their_true_reasons(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(get_testdata_file("DICOMDIR"), src / "DICOMDIR")
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w") as archive:
+        archive.writestr("a.dcm", b"\0" * 5000)
+    data = whole.read_bytes()
+    (src / "cut.zip").write_bytes(data[: len(data) - 30])  # its central directory cut off
+    medpipe("run", str(src), str(tmp_path / "out"), "--no-progress")
+    reasons = {
+        e["reason"]: e.get("detail", "")
+        for e in _manifest(tmp_path / "out")["inputs"]
+        if e["status"] == "quarantined"
+    }
+    assert set(reasons) == {"media-directory", "corrupt-archive"}, reasons
