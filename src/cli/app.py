@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from src.errors import PipelineError
+from src.errors import KeyConfigurationError, PipelineError
 from src.monitoring.logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,7 +66,10 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except PipelineError as exc:
-            _fail(exc.message, 2 if exc.status_code in (400, 404) else 1)
+            # Bad input, options or key (a missing or short key is the user's to fix, as
+            # a bad option is; a Lambda answers it with 500): 2. Anything else: 1.
+            bad = exc.status_code in (400, 404) or isinstance(exc, KeyConfigurationError)
+            _fail(exc.message, 2 if bad else 1)
         except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
             _fail(_safe_message(exc))
         except KeyboardInterrupt:

@@ -125,11 +125,14 @@ def config_show(
 
     cfg = _build_config(config_path, key_file, uid_root, flags)
 
-    source = (
-        "environment variable " + ENV_KEY
-        if os.environ.get(ENV_KEY)
-        else f"key file {cfg.key_file or os.environ.get('MEDPIPE_KEY_FILE') or default_key_file()}"
-    )
+    if os.environ.get(ENV_KEY):
+        source = "environment variable " + ENV_KEY
+    else:
+        path = cfg.key_file or os.environ.get("MEDPIPE_KEY_FILE") or str(default_key_file())
+        source = f"key file {path}"
+        if not os.path.exists(path):
+            # Said, not made: showing the configuration changes nothing.
+            source += " (does not exist yet: the first run creates it, or `medpipe key create`)"
     click.echo(
         json.dumps(
             {

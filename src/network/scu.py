@@ -133,6 +133,7 @@ def _store_batch(
 ) -> None:
     pending = list(batch)
     attempts = 0
+    established = False
     while pending:
         contexts = [build_context(UID(a), [UID(t)]) for a, t in _contexts(pending)]
         tls_args = (how.tls, dest.host) if how.tls is not None else None
@@ -141,6 +142,7 @@ def _store_batch(
         )
         progressed = False
         if assoc.is_established:
+            established = True
             _no_delay(assoc)
             accepted = {
                 (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
@@ -183,8 +185,16 @@ def _store_batch(
             return
         attempts = 0 if progressed else attempts + 1
         if attempts > how.retries:
+            why = "peer unreachable or kept failing after retries"
+            if how.tls is not None and not how.tls_cert_file and not established:
+                # A peer that verifies clients ends the TLS handshake without saying why
+                # to pynetdicom; the likeliest cause is worth one line.
+                why = (
+                    "no TLS association, and no client certificate was given: a peer that "
+                    "verifies clients needs --tls-cert and --tls-key"
+                )
             for _ in pending:
-                delivery.fail("peer unreachable or kept failing after retries")
+                delivery.fail(why)
             return
         time.sleep(how.backoff_seconds * min(2 ** max(attempts - 1, 0), 30))
 

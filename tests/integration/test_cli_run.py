@@ -587,3 +587,19 @@ def test_a_dicomdir_and_a_damaged_zip_are_quarantined_with_their_true_reasons(tm
         if e["status"] == "quarantined"
     }
     assert set(reasons) == {"media-directory", "corrupt-archive"}, reasons
+
+
+def test_a_missing_key_is_bad_input_and_config_show_says_the_key_file_is_not_there(
+    corpus, tmp_path
+):
+    env = {"MEDPIPE_DEID_KEY": "", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    missing = tmp_path / "no" / "deid.key"
+    proc = medpipe(
+        "run", str(corpus.root), str(tmp_path / "out"), "--key-file", str(missing),
+        check=False, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2  # like any other bad input
+    assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+    shown = json.loads(medpipe("config", "show", env=env).stdout)
+    assert "does not exist yet" in shown["key_source"]
+    assert not (tmp_path / "config" / "medpipe" / "deid.key").exists()  # said, not made

@@ -426,6 +426,7 @@ def test_tls_with_client_verification(tmp_path: Path, corpus, outgoing: Path) ->
             check=False,
         )
         assert anonymous.returncode == 1  # no client certificate: not let in
+        assert "a peer that verifies clients needs --tls-cert and --tls-key" in anonymous.stdout
         ours = medpipe(
             "send",
             str(outgoing),
