@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -79,25 +79,8 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def profile_options(func: F) -> F:
-    """Add the ten PS3.15 option flags, ``--uid-root``, ``--config`` and ``--key-file``."""
-    for name, text in reversed(PROFILE_FLAGS):
-        flag = name.replace("_", "-")
-        func = click.option(f"--{flag}/--no-{flag}", name, default=None, help=text)(func)
-    func = click.option(
-        "--pixel-text",
-        type=click.Choice(["all", "phi"]),
-        default=None,
-        help="With --clean-pixels: mask every text box found (all, the default) or only "
-        "text that reads as this patient's identifiers or a PHI pattern (phi).",
-    )(func)
-    func = click.option(
-        "--pixel-regions",
-        type=click.Path(exists=True, dir_okay=False),
-        default=None,
-        help="With --clean-pixels: a region rules file (TOML; see docs/pixels.md) added "
-        "to the shipped starter set.",
-    )(func)
+def key_options(func: F) -> F:
+    """Add ``--config``, ``--key-file`` and ``--uid-root``: what a pseudonym depends on."""
     func = click.option(
         "--uid-root", default=None, help="Root of replacement UIDs (default 2.25)."
     )(func)
@@ -116,6 +99,40 @@ def profile_options(func: F) -> F:
         help="TOML file with [profile], [key] and [run] tables.",
     )(func)
     return func
+
+
+def _option_flags(func: F, names: Sequence[tuple[str, str]]) -> F:
+    for name, text in reversed(names):
+        flag = name.replace("_", "-")
+        func = click.option(f"--{flag}/--no-{flag}", name, default=None, help=text)(func)
+    return func
+
+
+def header_profile_options(func: F) -> F:
+    """:func:`key_options` and the PS3.15 option flags of the header (no pixel options),
+    for commands that de-identify or audit headers only."""
+    header = [(n, t) for n, t in PROFILE_FLAGS if n != "clean_pixels"]
+    return key_options(_option_flags(func, header))
+
+
+def profile_options(func: F) -> F:
+    """Add the PS3.15 option flags, the pixel options and :func:`key_options`."""
+    func = _option_flags(func, PROFILE_FLAGS)
+    func = click.option(
+        "--pixel-text",
+        type=click.Choice(["all", "phi"]),
+        default=None,
+        help="With --clean-pixels: mask every text box found (all, the default) or only "
+        "text that reads as this patient's identifiers or a PHI pattern (phi).",
+    )(func)
+    func = click.option(
+        "--pixel-regions",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="With --clean-pixels: a region rules file (TOML; see docs/pixels.md) added "
+        "to the shipped starter set.",
+    )(func)
+    return key_options(func)
 
 
 def _build_config(

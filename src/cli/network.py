@@ -212,7 +212,13 @@ def receive(
 @click.argument("source", metavar="SOURCE", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", metavar="DEST")
 @click.option("--ae-title", default="MEDPIPE", show_default=True, help="Our (calling) AE title.")
-@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Attempts in a row that make no progress before giving up (with back-off).",
+)
 @click.option(
     "--tls-ca",
     type=click.Path(exists=True, dir_okay=False),
@@ -225,7 +231,12 @@ def receive(
     default=None,
     help="Our client certificate (with --tls-key).",
 )
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The private key of --tls-cert.",
+)
 @click.option(
     "--progress/--no-progress",
     default=None,

@@ -9,7 +9,16 @@ from typing import Any
 
 import click
 
-from src.cli.app import _build_config, _fail, _key, friendly_errors, main, profile_options
+from src.cli.app import (
+    _build_config,
+    _fail,
+    _key,
+    friendly_errors,
+    header_profile_options,
+    key_options,
+    main,
+    profile_options,
+)
 
 
 @main.command()
@@ -20,7 +29,7 @@ from src.cli.app import _build_config, _fail, _key, friendly_errors, main, profi
     help="Show the original metadata, PHI included. Without it, the metadata "
     "is that of the de-identified dataset.",
 )
-@profile_options
+@header_profile_options
 @friendly_errors
 def inspect(
     file: str,
@@ -88,7 +97,13 @@ def validate(file: str) -> None:
     help="Refuse a URL for an object that does not exist.",
 )
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint.")
-@click.option("--region", "region_name", default="us-east-1", show_default=True)
+@click.option(
+    "--region",
+    "region_name",
+    default="us-east-1",
+    show_default=True,
+    help="The bucket's AWS region.",
+)
 @friendly_errors
 def url(
     s3_uri: str, expires: int, check_exists: bool, endpoint_url: str | None, region_name: str
@@ -164,7 +179,7 @@ def config_show(
     type=click.Path(exists=True, dir_okay=False),
     help="A log file to search too (repeatable).",
 )
-@profile_options
+@header_profile_options
 @friendly_errors
 def audit(
     output: str,
@@ -240,7 +255,7 @@ def key_create(path: str | None, config_path: str | None) -> None:
 @click.option(
     "--uid", "is_uid", is_flag=True, help="VALUE is an original UID: print its replacement."
 )
-@profile_options
+@key_options
 @friendly_errors
 def lookup(
     value: str,
@@ -277,12 +292,28 @@ def lookup(
 @main.command()
 @click.argument("output", type=click.Path(file_okay=False))
 @click.option("--seed", default=20261128, show_default=True, help="Same seed, same bytes.")
-@click.option("--patients", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option(
-    "--series", "series_per_study", default=2, show_default=True, type=click.IntRange(min=1)
+    "--patients",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Fake patients, one study each.",
 )
 @click.option(
-    "--instances", "instances_per_series", default=4, show_default=True, type=click.IntRange(min=1)
+    "--series",
+    "series_per_study",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Series per study.",
+)
+@click.option(
+    "--instances",
+    "instances_per_series",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Instances (slices) per series.",
 )
 @click.option(
     "--size",
@@ -334,7 +365,13 @@ def samples(
 @click.option(
     "--key-file", type=click.Path(dir_okay=False), default=None, help="The run's key file."
 )
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML file with [profile], [key] and [run] tables (the run's).",
+)
 @friendly_errors
 def review(
     output: str,

@@ -196,8 +196,7 @@ class InstancePipeline:
                     raise InstanceRefusedError(
                         Reason.MEDIA_DIRECTORY,
                         "a DICOMDIR (Media Storage Directory Storage) indexes the files of a "
-                        "medium; it is no instance to de-identify (its records name patients "
-                        "and files): give the files it indexes",
+                        "medium and is no instance to de-identify: give the files it indexes",
                         "parse",
                     )
                 stage[0] = "validate"
