@@ -235,10 +235,13 @@ def _run(
 
 
 def _no_room(name: str) -> OutputWriteError:
-    what = "is read-only" if name == "EROFS" else "has no room left"
+    if name == "EROFS":
+        what, fix = "is on a read-only file system", "make it writable (or give another OUTPUT)"
+    else:
+        what, fix = "has no room left", "make room"
     return OutputWriteError(
         f"OUTPUT {what} ({name}); the run stopped and every file done so far is kept: "
-        "make room and run the same command again to resume"
+        f"{fix} and run the same command again to resume"
     )
 
 

@@ -44,11 +44,12 @@ cat {out}/manifest.json
     )
     lines = proc.stdout.splitlines()
     full, read_only, resumed = (json.loads(line) for line in lines[:3])
-    for step, word in ((full, "no room left (ENOSPC)"), (read_only, "read-only (EROFS)")):
+    for step, word in ((full, "no room left (ENOSPC)"), (read_only, "read-only file system (EROFS)")):
         assert step["rc"] == 1, step["err"]
         assert "Traceback" not in step["err"]
         errors = [line for line in step["err"].splitlines() if line.startswith("medpipe: error:")]
         assert len(errors) == 1 and word in errors[0], step["err"]
+    assert "make room" not in read_only["err"] and "make it writable" in read_only["err"]
     assert resumed["rc"] == 0, resumed["err"]
     manifest = json.loads("\n".join(lines[3:]))
     totals = manifest["totals"]
