@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import threading
+import time
 
 from src.network.destinations import Destination
 from src.network.intake import Intake, Study
@@ -76,7 +77,11 @@ class Forwarder:
                 summary.reasons[exc.reason] = summary.reasons.get(exc.reason, 0) + 1
         summary.files += len(study.keys)
         before = (summary.sent, summary.failed)
+        started = time.perf_counter()
         deliver(items, self.dest, record, summary, how=self.how)
+        # The time spent sending, summed over studies: the summary's rate is per second
+        # of sending, not of the receiver's whole uptime.
+        summary.elapsed_seconds += time.perf_counter() - started
         logger.info(
             "Study forwarded",
             extra={

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -314,6 +315,10 @@ def test_a_completed_study_is_forwarded(tmp_path: Path, corpus) -> None:
         in summary
     )
     assert len(dicom_files(tmp_path / "archive")) == ok
+    # Real figures: the time spent sending and its rate, not "0.00 s: 0.0 files/s".
+    sent = re.search(r"forward: sent [\d.]+ MB to \S+ in ([\d.]+) s: ([\d.]+) files/s", summary)
+    assert sent is not None, summary
+    assert float(sent.group(1)) > 0 and float(sent.group(2)) > 0
 
 
 def _certificates(folder: Path) -> dict[str, Path]:

@@ -44,7 +44,10 @@ cat {out}/manifest.json
     )
     lines = proc.stdout.splitlines()
     full, read_only, resumed = (json.loads(line) for line in lines[:3])
-    for step, word in ((full, "no room left (ENOSPC)"), (read_only, "read-only file system (EROFS)")):
+    for step, word in (
+        (full, "no room left (ENOSPC)"),
+        (read_only, "read-only file system (EROFS)"),
+    ):
         assert step["rc"] == 1, step["err"]
         assert "Traceback" not in step["err"]
         errors = [line for line in step["err"].splitlines() if line.startswith("medpipe: error:")]
