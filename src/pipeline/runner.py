@@ -211,6 +211,11 @@ def _run(
                     },
                 },
             )
+            if quarantined and echo is not None and _verbose_on_a_terminal():
+                # Which input, for the person at the terminal only: the path as they gave
+                # it (never in the JSON log or the manifest, which name the keyed id).
+                given = _as_given(input_uri, by_id[outcome.input_id])
+                echo(f"quarantined ({outcome.reason}): {given}")
             previous[outcome.input_id] = outcome.journal_entry()
             bar.update(1)
             elapsed = time.perf_counter() - started
@@ -232,6 +237,17 @@ def _run(
         extra={"operation": "run", "status": "completed", "details": summary.as_dict()},
     )
     return summary
+
+
+def _verbose_on_a_terminal() -> bool:
+    return current_format() == "human" and logger.isEnabledFor(logging.INFO)
+
+
+def _as_given(input_uri: str, item: InputItem) -> str:
+    """An input's name as the user would type it: INPUT joined with its relative path."""
+    if item.kind != "s3" and os.path.isfile(input_uri):
+        return input_uri
+    return input_uri.rstrip("/") + "/" + item.relative
 
 
 def _no_room(name: str) -> OutputWriteError:

@@ -57,6 +57,10 @@ def test_a_terminal_gets_short_lines_and_a_pipe_gets_json(tmp_path: Path, corpus
     lines = [line for line in verbose.splitlines() if "input quarantined" in line]
     assert len(lines) == 4 and all(len(line) < 200 and "reason=not-dicom" in line for line in lines)
     assert not any(line.lstrip().startswith("{") for line in verbose.splitlines())
+    # Which input, by the path as given, on the terminal only (never in JSON or manifest).
+    named = sorted(ln.strip() for ln in verbose.splitlines() if ln.startswith("quarantined ("))
+    assert named == [f"quarantined (not-dicom): {inputs}/notes{i}.xml" for i in range(4)]
+    assert "notes0.xml" not in (tmp_path / "b" / "manifest.json").read_text()
     piped = subprocess.run(
         [sys.executable, "-m", "src.cli", "-v", "run", str(inputs), str(tmp_path / "c")],
         capture_output=True,
@@ -66,6 +70,7 @@ def test_a_terminal_gets_short_lines_and_a_pipe_gets_json(tmp_path: Path, corpus
         check=True,
     )
     records = [json.loads(line) for line in piped.stderr.splitlines() if line.startswith("{")]
+    assert "notes0.xml" not in piped.stderr  # JSON logs name the keyed id, not the file
     assert sum(r["message"] == "Input quarantined" for r in records) == 4
     assert "quarantine/ (original data with PHI" in piped.stdout
     code, forced = _run_on_terminal(
