@@ -101,6 +101,7 @@ def _common(
     accession: str,
 ) -> None:
     _patient_module(ds, p, study_date)
+    rng = random.Random(f"{seed}:{study_key!r}")  # study-level: the same in every instance
     ds.StudyInstanceUID = _uid(seed, *study_key)
     ds.StudyDate = study_date.strftime("%Y%m%d")
     ds.StudyTime = f"{rng.randrange(7, 19):02d}{rng.randrange(60):02d}{rng.randrange(60):02d}"
@@ -121,6 +122,11 @@ def _common(
     request.ScheduledProcedureStepID = f"SPS{rng.randrange(10**5, 10**6)}"
     request.RequestedProcedureDescription = f"Chest CT for {p.name}"
     ds.RequestAttributesSequence = Sequence([request])
+
+
+def _later(hhmmss: str, minutes: int) -> str:
+    total = (int(hhmmss[:2]) * 60 + int(hhmmss[2:4]) + minutes) % (24 * 60)
+    return f"{total // 60:02d}{total % 60:02d}{hhmmss[4:6]}"
 
 
 def _image(
@@ -149,17 +155,17 @@ def _image(
     ds.SeriesInstanceUID = _uid(seed, *study_key, series)
     ds.SeriesNumber = series + 1
     ds.SeriesDate = ds.StudyDate
-    ds.SeriesTime = ds.StudyTime
+    ds.SeriesTime = _later(ds.StudyTime, minutes=5 * (series + 1))
     ds.SeriesDescription = f"{modality} series {series + 1}"
     ds.ProtocolName = f"Protocol {p.patient_id}"
     ds.BodyPartExamined = "CHEST"
     ds.FrameOfReferenceUID = _uid(seed, *study_key, series, "for")
     ds.PositionReferenceIndicator = ""
     ds.AcquisitionDate = ds.StudyDate
-    ds.AcquisitionTime = ds.StudyTime
-    ds.AcquisitionDateTime = ds.StudyDate + ds.StudyTime
+    ds.AcquisitionTime = ds.SeriesTime
+    ds.AcquisitionDateTime = ds.StudyDate + ds.SeriesTime
     ds.ContentDate = ds.StudyDate
-    ds.ContentTime = ds.StudyTime
+    ds.ContentTime = ds.SeriesTime
     ds.AcquisitionNumber = 1
     ds.InstanceNumber = instance + 1
     ds.ImageComments = f"Patient {p.name} MRN {p.patient_id} DOB {p.birth_date}"
