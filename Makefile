@@ -31,7 +31,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/medpipe samples $(SAMPLES)
 	$(BIN)/medpipe run $(SAMPLES) $(OUTPUT)
-	@echo "De-identified files, index.jsonl, index.parquet, manifest.json and report.html (open it in a browser) are in ./$(OUTPUT)"
+	@echo "De-identified files, index.jsonl, index.parquet, series.parquet, manifest.json and report.html (open it in a browser) are in ./$(OUTPUT)"
 
 system-deps:
 	@scripts/install-system-deps.sh

@@ -53,6 +53,10 @@ _FIELDS: tuple[tuple[str, str, str], ...] = (
     ("image", "rescale_slope", "RescaleSlope"),
     ("image", "window_center", "WindowCenter"),
     ("image", "window_width", "WindowWidth"),
+    ("image", "image_type", "ImageType"),
+    ("image", "frame_of_reference_uid", "FrameOfReferenceUID"),
+    ("image", "spacing_between_slices", "SpacingBetweenSlices"),
+    ("image", "temporal_position_index", "TemporalPositionIndex"),
     ("acquisition", "acquisition_date", "AcquisitionDate"),
     ("acquisition", "acquisition_time", "AcquisitionTime"),
     ("acquisition", "acquisition_number", "AcquisitionNumber"),
@@ -64,9 +68,17 @@ _FIELDS: tuple[tuple[str, str, str], ...] = (
     ("acquisition", "repetition_time", "RepetitionTime"),
     ("acquisition", "echo_time", "EchoTime"),
     ("acquisition", "magnetic_field_strength", "MagneticFieldStrength"),
+    ("acquisition", "convolution_kernel", "ConvolutionKernel"),
+    ("acquisition", "contrast_bolus_agent", "ContrastBolusAgent"),
 )
 
-_LIST_KEYS = {"pixel_spacing", "image_position_patient", "image_orientation_patient"}
+_LIST_KEYS = {
+    "pixel_spacing",
+    "image_position_patient",
+    "image_orientation_patient",
+    "image_type",
+    "convolution_kernel",
+}
 
 
 def _scalar(value: Any, vr: str) -> Any:

@@ -239,7 +239,8 @@ class DeidentificationHandler:
 
 @lambda_handler_wrapper
 class IndexHandler:
-    """Turn the JSON rows an instance invocation left under ``index-rows/`` into Parquet.
+    """Turn the JSON rows an instance invocation left under ``index-rows/`` into Parquet,
+    and rewrite the row of each series they touch (:mod:`src.records.series_objects`).
 
     Started by EventBridge when such an object is created in the operations bucket; the
     Parquet object under ``index/`` of the processed bucket (de-identified, read by the
@@ -248,22 +249,28 @@ class IndexHandler:
     """
 
     def handle(self, event: Any, context: Any) -> dict[str, Any]:
-        from src.storage.index_table import compact_index_rows
+        from src.records.series_objects import update_series
+        from src.storage.index_table import compact_index_rows, read_pending_rows
 
-        written = []
+        written, series = [], []
+        processed = rt.store(rt.env("MEDPIPE_PROCESSED_BUCKET"))
         for ref in objects_from_event(event):
             if ref.bucket != os.environ.get("MEDPIPE_OPERATIONS_BUCKET"):
                 raise ConfigurationError("index event for a bucket other than the operations one")
-            written.append(
-                compact_index_rows(
-                    rt.store(ref.bucket), ref.key, rt.store(rt.env("MEDPIPE_PROCESSED_BUCKET"))
-                )
-            )
+            operations = rt.store(ref.bucket)
+            rows = read_pending_rows(operations, ref.key)
+            written.append(compact_index_rows(operations, ref.key, processed, rows=rows))
+            # The series table: each touched series' row, rewritten from its members.
+            series.extend(update_series(processed, rows))
         logger.info(
             "Index rows compacted",
-            extra={"operation": "index", "status": "ok", "details": {"objects": len(written)}},
+            extra={
+                "operation": "index",
+                "status": "ok",
+                "details": {"objects": len(written), "series": len(series)},
+            },
         )
-        return {"statusCode": 200, "body": {"written": written}}
+        return {"statusCode": 200, "body": {"written": written, "series": series}}
 
 
 def _run_core(bucket: str, key: str, work: str | None = None) -> tuple[Any, int]:

@@ -1,5 +1,6 @@
 """What a run leaves in OUTPUT besides the files: the index (JSON lines and Parquet),
-manifest.json with every invocation's account, report.html, and the run's metrics."""
+the series table (Parquet), manifest.json with every invocation's account, report.html,
+and the run's metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from src.errors import StorageError
 from src.instance.outcome import PROCESSED, QUARANTINED
 from src.records.report_html import render as render_page
+from src.records.series_table import SERIES_COLUMNS, series_rows
 from src.records.summary import RunSummary
 from src.settings.config import RunConfig
 from src.storage.index_table import to_parquet
@@ -40,7 +42,7 @@ def write_reports(
     session: str = "",
     recovered: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Write index.jsonl, index.parquet and manifest.json (and metrics when asked).
+    """Write index.jsonl, index.parquet, series.parquet and manifest.json (and metrics when asked).
 
     ``session`` names a long-lived invocation (a receiver) that rewrites the reports as it
     goes: its entry in the run history is replaced rather than appended each time.
@@ -55,6 +57,9 @@ def write_reports(
     # The same rows as a typed table (the schema the AWS index and its Glue table use).
     table = to_parquet([e["index"] for e in rows])
     sink.put("index.parquet", table, content_type="application/vnd.apache.parquet")
+    # One row per series, for a loader that picks volumes before it reads any pixel.
+    series = to_parquet(series_rows([e["index"] for e in rows]), SERIES_COLUMNS)
+    sink.put("series.parquet", series, content_type="application/vnd.apache.parquet")
     this_run = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), **summary.as_dict()}
     earlier = _previous_runs(sink)
     if session:

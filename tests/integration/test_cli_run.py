@@ -393,7 +393,8 @@ def test_index_parquet_has_one_typed_row_per_processed_file(corpus, tmp_path):
     import pydicom
 
     assert schema["image_position_patient"] == "list<element: double>"
-    assert schema["image_window_center"] == "double"
+    assert schema["image_window_center"] == "list<element: double>"  # every window
+    assert schema["image_pixel_spacing"] == "list<element: double>"
     checked = 0
     for row in table.to_pylist():
         path = out / row["output"]
@@ -409,8 +410,10 @@ def test_index_parquet_has_one_typed_row_per_processed_file(corpus, tmp_path):
             assert row["image_rescale_slope"] == float(ds.RescaleSlope)
             assert row["image_rescale_intercept"] == float(ds.RescaleIntercept)
         if "WindowCenter" in ds:
-            first = ds.WindowCenter if ds["WindowCenter"].VM == 1 else ds.WindowCenter[0]
-            assert row["image_window_center"] == float(first)
+            centers = [ds.WindowCenter] if ds["WindowCenter"].VM == 1 else ds.WindowCenter
+            assert row["image_window_center"] == [float(c) for c in centers]
+        if "PixelSpacing" in ds:
+            assert row["image_pixel_spacing"] == [float(v) for v in ds.PixelSpacing]
     assert checked > 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import src.orchestration.lambda_handlers as handlers
+from src.records.series_table import SERIES_COLUMNS
 from src.storage.index_table import COLUMNS
 from tests.integration import template
 
@@ -240,6 +241,13 @@ def test_the_glue_table_has_the_index_columns():
     columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
     assert columns == COLUMNS
     assert table["PartitionKeys"] == [{"Name": "date", "Type": "string"}]
+
+
+def test_the_glue_series_table_has_the_series_columns():
+    table = _resources()["SeriesTable"]["Properties"]["TableInput"]
+    columns = {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
+    assert columns == SERIES_COLUMNS
+    assert table["StorageDescriptor"]["Location"] == {"Sub": "s3://${ProcessedBucket}/series/"}
 
 
 def test_backfill_batches_into_express_children_and_writes_results_to_operations():

@@ -143,6 +143,7 @@ def code_requests(stack, corpus) -> list[Request]:  # type: ignore[no-untyped-de
             with recorder.as_role(index):
                 response = lh.index_handler(ws.object_created(operations, pending[0]), None)
             assert response["statusCode"] == 200, response
+            assert response["body"]["series"], "the index function wrote no series row"
     finally:
         monkeypatch.undo()
         lh._STATE.clear()
@@ -151,6 +152,7 @@ def code_requests(stack, corpus) -> list[Request]:  # type: ignore[no-untyped-de
         ("s3", "GetObject"),
         ("s3", "PutObject"),
         ("s3", "HeadObject"),
+        ("s3", "ListObjectsV2"),  # the index function lists a series' members
         ("secretsmanager", "GetSecretValue"),
         ("sqs", "SendMessage"),
     } <= operations_seen
