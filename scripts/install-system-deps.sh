@@ -46,6 +46,13 @@ install_tool() {  # name, requirement, binary
     "tools/$1/bin/pip" install -q --disable-pip-version-check "$2" >/dev/null
   fi
 }
+# pandas for the README's research lines, kept out of the venv: with pandas importable,
+# pyarrow imports it (0.6 s) whenever it builds an array, and every run would pay that.
+if [ "${1:-}" != "bench" ] && [ ! -d tools/pandas/pandas ]; then
+  echo "installing pandas into tools/pandas" >&2
+  "$py" -m pip install -q --disable-pip-version-check --no-deps --target tools/pandas \
+    "pandas>=2,<4" >/dev/null
+fi
 if [ "${1:-}" != "bench" ]; then
   install_tool sam "aws-sam-cli==1.170.0" sam
   install_tool checkov "checkov==3.3.30" checkov

@@ -11,6 +11,7 @@ Latin-1. Hits are reported by the source tag path and the output file, never by 
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -239,12 +240,23 @@ def _matches(pattern: re.Pattern[bytes], data: bytes, tokens: set[bytes]) -> Ite
         pos = match.end()
 
 
+#: How much of a gzipped file is searched once decompressed (NIfTI header, extensions).
+GZIP_HEAD_BYTES = 1 << 20
+
+
 def _searchable(path: Path) -> bytes:
-    """A file's bytes; for our JSON, Parquet and HTML reports, only their values."""
+    """A file's bytes; for our JSON, Parquet and HTML reports, only their values; for a
+    gzipped file, its first :data:`GZIP_HEAD_BYTES` decompressed."""
     if path.suffix == ".parquet":
         try:
             return _parquet_values(path)
         except (OSError, ValueError):
+            return path.read_bytes()
+    if path.suffix == ".gz":  # a gzipped NIfTI (medpipe export): its header and extensions
+        try:
+            with gzip.open(path, "rb") as packed:
+                return packed.read(GZIP_HEAD_BYTES)
+        except (OSError, EOFError):
             return path.read_bytes()
     data = path.read_bytes()
     if path.suffix == ".html":
