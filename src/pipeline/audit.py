@@ -11,6 +11,7 @@ Latin-1. Hits are reported by the source tag path and the output file, never by 
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import os
@@ -221,8 +222,18 @@ def _parquet_values(path: Path) -> bytes:
     for column in table.columns:
         for value in column.to_pylist():
             items = value if isinstance(value, list) else [value]
-            values += [str(item) for item in items if item is not None]
+            values += [_as_dicom(item) for item in items if item is not None]
     return "\n".join(values).encode("utf-8")
+
+
+def _as_dicom(value: object) -> str:
+    """A cell as DICOM writes it: a typed date or timestamp is searched as DA/DT text, so
+    a leaked birth date is found in the typed table as in the files."""
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y%m%d%H%M%S")
+    if isinstance(value, dt.date):
+        return value.strftime("%Y%m%d")
+    return str(value)
 
 
 _TOKEN_BYTES = frozenset(b"0123456789.")

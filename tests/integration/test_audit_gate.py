@@ -75,6 +75,31 @@ def test_audit_finds_a_value_planted_in_a_report(pydicom_run, tmp_path, where):
     assert name not in proc.stdout
 
 
+def test_audit_finds_an_original_birth_date_in_the_typed_date_column(pydicom_run, tmp_path):
+    import datetime as dt
+
+    out = tmp_path / "out"
+    shutil.copytree(pydicom_run / "out", out)
+    births = []
+    for path in sorted((pydicom_run / "in").iterdir()):
+        try:
+            value = str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientBirthDate", ""))
+        except Exception:  # pydicom's corpus holds non-DICOM too
+            continue
+        if len(value) == 8 and value.isdigit() and value[:2] in ("19", "20"):
+            births.append(value)
+    assert births, "no input with a birth date"
+    table = pq.read_table(out / "index.parquet")
+    column = table.column("patient_birth_date").to_pylist()
+    column[0] = dt.datetime.strptime(births[0], "%Y%m%d").date()  # a leak, typed as a date
+    index = table.schema.get_field_index("patient_birth_date")
+    table = table.set_column(index, "patient_birth_date", pa.array(column, pa.date32()))
+    pq.write_table(table, out / "index.parquet")
+    proc = medpipe("audit", str(out), "--against", str(pydicom_run / "in"), check=False)
+    assert proc.returncode == 1 and "in index.parquet" in proc.stdout
+    assert births[0] not in proc.stdout
+
+
 def test_audit_reads_the_profile_from_the_manifest(corpus, tmp_path):
     out = tmp_path / "out"
     medpipe("run", str(corpus.root), str(out), "--retain-institution-identity")
