@@ -72,7 +72,7 @@ fuzz: $(VENV)/.installed-dev
 LAMBDA_PLATFORM := --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
 	--implementation cp --python-version 3.12 --only-binary=:all:
 LAMBDA_BASE := "pydicom>=3.0,<4" "pydantic>=2.6,<3" "python-json-logger>=3.1,<5" \
-	"aws-lambda-powertools>=3.0,<4"
+	"aws-lambda-powertools>=3.0,<4" "blake3>=1"
 INSTANCE_DEPS := $(LAMBDA_BASE) "numpy>=1.26" "onnxruntime>=1.17" "Pillow>=10" \
 	"pylibjpeg>=2" "pylibjpeg-libjpeg>=2" "pylibjpeg-openjpeg>=2" "pylibjpeg-rle>=2"
 INDEX_DEPS := $(LAMBDA_BASE) "pyarrow>=16"

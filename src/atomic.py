@@ -10,7 +10,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 TMP_PREFIX = ".medpipe-tmp-"
 
@@ -51,10 +51,47 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
         raise
 
 
+#: The integrity hash of every output (index column ``output_blake3``): BLAKE3, 32 bytes,
+#: hex. A cryptographic hash at memory speed, computed from the bytes as they are written.
+DIGEST_ALGORITHM = "blake3"
+
+
+def new_digest() -> Any:
+    """A fresh :data:`DIGEST_ALGORITHM` hasher (``update``, ``hexdigest``)."""
+    from blake3 import blake3
+
+    return blake3()
+
+
+class DigestingWriter:
+    """A binary file whose every write also feeds ``digest`` (writes are sequential)."""
+
+    def __init__(self, raw: BinaryIO, digest: Any) -> None:
+        self._raw = raw
+        self.digest = digest
+
+    def write(self, data: Any) -> int:
+        n = self._raw.write(data)
+        self.digest.update(data)
+        return n
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, tell, seek of the real file
+        return getattr(self._raw, name)
+
+
 @contextlib.contextmanager
-def open_output(path: str | os.PathLike[str], atomic: bool, fsync: bool) -> Iterator[BinaryIO]:
+def open_output(
+    path: str | os.PathLike[str], atomic: bool, fsync: bool, digest: Any = None
+) -> Iterator[BinaryIO]:
     """Open an output: atomically (:func:`atomic_write`), or in place for a caller whose
-    folder is its own (the partial file is removed on failure)."""
+    folder is its own (the partial file is removed on failure). With ``digest`` (a
+    :func:`new_digest`), every byte written also feeds it."""
+    with _open_output(path, atomic, fsync) as fh:
+        yield fh if digest is None else DigestingWriter(fh, digest)  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def _open_output(path: str | os.PathLike[str], atomic: bool, fsync: bool) -> Iterator[BinaryIO]:
     if atomic:
         with atomic_write(path, fsync=fsync) as fh:
             yield fh

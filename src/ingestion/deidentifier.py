@@ -249,7 +249,7 @@ class Deidentifier:
             Write through a temporary file and rename (default). A caller that writes
             into its own private staging area and renames afterwards can skip it.
         checksum : bool
-            Compute ``result.output_sha256`` while writing (where the bytes pass through
+            Compute ``result.output_blake3`` while writing (where the bytes pass through
             this process), so that the caller need not read the output again.
         """
         with self.plan_file(input_path, patient_id, original=False) as plan:
@@ -271,7 +271,7 @@ class Deidentifier:
         ``source`` labels error messages (a keyed id or a path the caller chose, never a
         PHI value). ``describe=False`` leaves ``result.dataset`` empty on the byte-level
         path (for callers that need only the file and the report); ``checksum=True``
-        computes ``result.output_sha256`` as the file is written, where it can.
+        computes ``result.output_blake3`` as the file is written, where it can.
         """
         with self.plan_stream(
             fp, patient_id, source=source, describe=describe, original=False

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import logging
 import os
@@ -290,11 +289,11 @@ class InstancePipeline:
         if pixels is not None:
             index["clean_pixel_data"] = pixels.verified
             index["pixel_boxes"] = pixels.as_index()
-        digest = report.output_sha256 if pixels is None else None  # cleaning rewrites it
-        if digest is None:
-            with open(output_path, "rb") as written:  # for a data set's integrity manifest
-                digest = hashlib.file_digest(written, "sha256").hexdigest()
-        index["output_sha256"] = digest
+        # For a data set's integrity manifest: hashed as written (cleaning rewrites it).
+        digest = report.output_blake3 if pixels is None else pixels.output_blake3
+        if digest is None:  # the pixels were examined and left as they were
+            digest = report.output_blake3
+        index["output_blake3"] = digest
         result.bytes_out = os.path.getsize(output_path)
         return result
 

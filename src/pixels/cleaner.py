@@ -22,7 +22,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from src.atomic import atomic_write
+from src.atomic import DigestingWriter, atomic_write, new_digest
 from src.ingestion.annex_e.markers import mark_clean_pixels
 from src.pixels.detector import DETECTOR_MODEL, TextBox, TextDetector, model_file
 from src.pixels.frames import (
@@ -83,6 +83,8 @@ class PixelOutcome:
     #: The cleaned dataset as written (set by :meth:`PixelCleaner.clean_file` when
     #: verified), so that the caller describes it without reading the file again.
     dataset: Dataset | None = field(default=None, repr=False)
+    #: BLAKE3 (hex) of the rewritten file, hashed as it was written (None: not rewritten).
+    output_blake3: str | None = None
 
     @property
     def verified(self) -> bool:
@@ -329,9 +331,11 @@ class PixelCleaner:
         ds = dcmread(path)
         outcome = self.clean_dataset(ds, header)
         if outcome.verified:
+            digest = new_digest()
             with atomic_write(path) as out:
-                ds.save_as(out, enforce_file_format=True)
+                ds.save_as(DigestingWriter(out, digest), enforce_file_format=True)
             outcome.dataset = ds
+            outcome.output_blake3 = digest.hexdigest()
         return outcome
 
 

@@ -8,13 +8,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from src.atomic import DIGEST_ALGORITHM
 from src.errors import StorageError
 from src.instance.outcome import PROCESSED, QUARANTINED
 from src.records.report_html import render as render_page
 from src.records.series_table import SERIES_COLUMNS, series_rows
 from src.records.summary import RunSummary
 from src.settings.config import RunConfig
-from src.storage.index_table import to_parquet
+from src.storage.index_table import COLUMNS, table_row, to_parquet
 from src.storage.store import Store
 
 METRIC_NAMESPACE = "MedicalImaging/Pipeline"
@@ -55,10 +56,11 @@ def write_reports(
     index = "".join(json.dumps(e["index"], sort_keys=True) + "\n" for e in rows)
     sink.put("index.jsonl", index.encode("utf-8"), content_type="application/x-ndjson")
     # The same rows as a typed table (the schema the AWS index and its Glue table use).
-    table = to_parquet([e["index"] for e in rows])
+    typed = [table_row(e["index"]) for e in rows]
+    table = to_parquet(typed, COLUMNS)
     sink.put("index.parquet", table, content_type="application/vnd.apache.parquet")
     # One row per series, for a loader that picks volumes before it reads any pixel.
-    series = to_parquet(series_rows([e["index"] for e in rows]), SERIES_COLUMNS)
+    series = to_parquet(series_rows(typed), SERIES_COLUMNS)
     sink.put("series.parquet", series, content_type="application/vnd.apache.parquet")
     this_run = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), **summary.as_dict()}
     earlier = _previous_runs(sink)
@@ -86,6 +88,8 @@ def write_reports(
             "index_rows": len(rows),
         },
         "profile": config.profile.as_dict(),
+        # Each output's integrity hash, in the index (computed as the file was written).
+        "integrity": {"algorithm": DIGEST_ALGORITHM, "index_column": "output_blake3"},
         "inputs": [
             {
                 k: e.get(k, "")

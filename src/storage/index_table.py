@@ -87,7 +87,7 @@ COLUMNS: dict[str, str] = {
     "clean_pixel_data": "boolean",
     "pixel_boxes": "string",
     "output": "string",
-    "output_sha256": "string",
+    "output_blake3": "string",
 }
 
 #: Columns of the table that the row does not hold: a timestamp from a date and a time.

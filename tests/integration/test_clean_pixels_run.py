@@ -38,6 +38,11 @@ def test_run_cleans_every_image_at_risk_and_says_so(cleaned_run) -> None:  # typ
     cleaned = [r for r in rows if r.get("clean_pixel_data")]
     assert len(cleaned) == len(samples), "every generated image was examined and verified"
     assert not [r for r in rows if r["burned_in_annotation_risk"]]
+    # The rewritten files' hashes were taken as they were written, not of the first write.
+    from blake3 import blake3
+
+    for row in rows:
+        assert row["output_blake3"] == blake3((out / row["output"]).read_bytes()).hexdigest()
     ct = [r for r in rows if "pixel_boxes" not in r]
     assert len(ct) == 1 and ct[0]["series"]["modality"] == "CT"  # not at risk: never searched
     boxes = sum(len(r["pixel_boxes"]) for r in cleaned)

@@ -387,10 +387,12 @@ def test_index_parquet_has_one_typed_row_per_processed_file(corpus, tmp_path):
     for value in corpus.planted:
         assert value.encode() not in (out / "index.parquet").read_bytes()
     # Geometry, rescale and window for ML loaders, read back against the files themselves
-    # (pydicom as the oracle), and each output's SHA-256.
-    import hashlib
-
+    # (pydicom as the oracle), and each output's BLAKE3, as the manifest says.
     import pydicom
+    from blake3 import blake3
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["integrity"] == {"algorithm": "blake3", "index_column": "output_blake3"}
 
     assert schema["image_position_patient"] == "list<element: double>"
     assert schema["image_window_center"] == "list<element: double>"  # every window
@@ -398,7 +400,7 @@ def test_index_parquet_has_one_typed_row_per_processed_file(corpus, tmp_path):
     checked = 0
     for row in table.to_pylist():
         path = out / row["output"]
-        assert row["output_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert row["output_blake3"] == blake3(path.read_bytes()).hexdigest()
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         if "ImagePositionPatient" in ds:
             assert row["image_position_patient"] == [float(v) for v in ds.ImagePositionPatient]

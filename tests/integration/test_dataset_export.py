@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from blake3 import blake3
 
 from src.records.series_objects import MEMBERS_PREFIX, series_key, update_series
 from src.records.series_table import SERIES_COLUMNS, series_rows
@@ -95,6 +96,8 @@ def test_index_parquet_jsonl_and_glue_share_one_schema(runs, name):
                 flat["study_date"] + flat["study_time"][:6], "%Y%m%d%H%M%S"
             )
             assert typed["study_datetime"].replace(microsecond=0) == moment
+        # The integrity hash is of the file as it lies in OUTPUT, whichever engine wrote it.
+        assert row["output_blake3"] == blake3((out / row["output"]).read_bytes()).hexdigest()
         # Every multi-valued number is a list of numbers, never JSON text.
         spacing = flat.get("image_pixel_spacing")
         if spacing is not None:

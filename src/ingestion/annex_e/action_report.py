@@ -73,8 +73,8 @@ class DeidentificationResult:
     #: Elements kept as they were and not listed in ``actions`` (the byte-level engine
     #: records only what changed).
     kept: int = 0
-    #: SHA-256 of the output file when it was computed as the file was written.
-    output_sha256: str | None = None
+    #: BLAKE3 (hex) of the output file, computed from the bytes as they were written.
+    output_blake3: str | None = None
 
     @property
     def removed_tags(self) -> list[str]:

@@ -194,7 +194,7 @@ class ByteEngine:
         original = dataset_of(buf, top, part, implicit) if want_original or describe else None
 
         def write(output_path: Any, atomic: bool, checksum: bool) -> DeidentificationResult:
-            sha256 = write_output(
+            digest = write_output(
                 output_path,
                 buf,
                 fp,
@@ -216,7 +216,7 @@ class ByteEngine:
             )
             result.kept = state.kept
             result.history_kept = bool(earlier or kept)
-            result.output_sha256 = sha256
+            result.output_blake3 = digest
             result.has_pixel_data = pixel is not None
             return result
 

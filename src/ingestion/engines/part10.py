@@ -42,15 +42,17 @@ def save_whole(
     fsync: bool,
     transfer_syntax: str,
     pixel_mask: int | None = None,
+    digest: Any = None,
 ) -> None:
-    """Write a whole (headerless or inflated) dataset with pydicom, preamble zeroed."""
+    """Write a whole (headerless or inflated) dataset with pydicom, preamble zeroed
+    (``digest``, a :func:`src.atomic.new_digest`, is fed every byte written)."""
     dataset.preamble = b"\x00" * 128  # never copied: it may hold anything
     if pixel_mask is not None and "PixelData" in dataset:
         little = dataset.original_encoding[1] is not False
         dataset.PixelData = masked_chunks(dataset.PixelData, pixel_mask, little)
     try:
         _ensure_file_meta(dataset, transfer_syntax)
-        with _output(output_path, atomic, fsync) as out:
+        with _output(output_path, atomic, fsync, digest) as out:
             dataset.save_as(out, enforce_file_format=True)
     except (ValueError, TypeError, AttributeError, OSError, struct.error) as exc:
         raise DeidentificationError(
@@ -71,6 +73,7 @@ def save_streamed(
     fsync: bool,
     marker_bytes: Callable[[Dataset, int, bool, bool], bytes],
     pixel_mask: int | None = None,
+    digest: Any = None,
 ) -> None:
     """Write the header (kept elements copied as bytes), then the pixel data, then the
     elements that followed it."""
@@ -112,7 +115,7 @@ def save_streamed(
                 body.write(original[known[1] : known[2]])
             else:
                 write_data_element(body, header[tag], charset)
-        with _output(output_path, atomic, fsync) as out:
+        with _output(output_path, atomic, fsync, digest) as out:
             # The preamble may hold anything (a TIFF header, text): never copied.
             out.write(b"\x00" * 128)
             out.write(b"DICM")

@@ -11,12 +11,11 @@ pydicom datasets of raw elements that decode only what is asked of them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import struct
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from src.atomic import open_output
+from src.atomic import new_digest, open_output
 from src.ingestion.annex_e.markers import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -201,11 +200,12 @@ def write_output(
     Returns
     -------
     str or None
-        With ``checksum``, the SHA-256 of what was written, computed as it was written
-        (``None`` for a mapped input, whose pixel data the kernel copies unseen).
+        With ``checksum``, the BLAKE3 of what was written (:data:`src.atomic.DIGEST_ALGORITHM`),
+        computed from the bytes in hand as they are written; for a mapped input, whose
+        pixel data the kernel copies, from the mapped pages of the same range.
     """
     mapped = not isinstance(buf, bytes | bytearray)
-    digest = hashlib.sha256() if checksum and not mapped else None
+    digest = new_digest() if checksum else None
     with open_output(path, atomic, fsync) as out:
         head = [b"\x00" * 128, b"DICM", meta]
         for piece in pieces:
@@ -218,6 +218,8 @@ def write_output(
             head = []
             if mapped:
                 _copy_range(fp, out, pixel.value_start, pixel.value_end - pixel.value_start)
+                if digest is not None:
+                    digest.update(memoryview(buf)[pixel.value_start : pixel.value_end])
             else:
                 _write(out, memoryview(buf)[pixel.value_start : pixel.value_end], digest)
         _write(out, b"".join(head), digest)

@@ -64,7 +64,7 @@ class Plan:
         atomic : bool
             Write through a temporary file and rename.
         checksum : bool
-            Compute ``result.output_sha256`` as the bytes are written, where they pass
+            Compute ``result.output_blake3`` as the bytes are written, where they pass
             through this process.
 
         Raises

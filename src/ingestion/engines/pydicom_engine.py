@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from pydicom.dataset import Dataset
 
+from src.atomic import new_digest
 from src.errors import DeidentificationError
 from src.ingestion.annex_e.action_report import DeidentificationResult
 from src.ingestion.annex_e.element_rules import _Mode
@@ -153,11 +154,12 @@ class PydicomEngine:
             dataset = whole.dataset
 
             def write_whole(
-                output_path: Any, atomic: bool, _checksum: bool
+                output_path: Any, atomic: bool, checksum: bool
             ) -> DeidentificationResult:
                 has_pixels = bool(set(dataset.keys()) & _PIXEL_TAGS)
                 result = self.deidentify(dataset, patient_id, flags=whole.flags)
                 result.has_pixel_data = has_pixels
+                digest = new_digest() if checksum else None
                 save_whole(
                     dataset,
                     output_path,
@@ -165,7 +167,9 @@ class PydicomEngine:
                     self.fsync,
                     self._parser.get_transfer_syntax(dataset),
                     result.pixel_mask,
+                    digest,
                 )
+                result.output_blake3 = digest.hexdigest() if digest is not None else None
                 return result
 
             return Plan(dataset, "pydicom", write_whole)
@@ -181,9 +185,10 @@ class PydicomEngine:
                 for elem in tail:
                     header.add(elem)
 
-        def write(output_path: Any, atomic: bool, _checksum: bool) -> DeidentificationResult:
+        def write(output_path: Any, atomic: bool, checksum: bool) -> DeidentificationResult:
             result = self.deidentify(header, patient_id, flags=parsed.flags)
             result.has_pixel_data = span is not None
+            digest = new_digest() if checksum else None
             save_streamed(
                 header,
                 output_path,
@@ -197,7 +202,9 @@ class PydicomEngine:
                 self.fsync,
                 self._marker_bytes if not result.history_kept else _encode_element,
                 result.pixel_mask,
+                digest,
             )
+            result.output_blake3 = digest.hexdigest() if digest is not None else None
             return result
 
         return Plan(header, "pydicom", write)
