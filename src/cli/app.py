@@ -206,7 +206,7 @@ def main(log_level: str | None, verbose: bool, log_format: str) -> None:
 
     Start with `medpipe samples ./samples` and `medpipe run ./samples ./output`.
     """
-    from src.ingestion.dicom_parser import quiet_pydicom
+    from src.ingestion.parsing.quiet import quiet_pydicom
 
     level = (log_level or ("INFO" if verbose else "WARNING")).upper()
     if log_format == "auto":

@@ -89,9 +89,10 @@ def run(
     """
     from src.monitoring.logs import terminal_safe
     from src.pipeline.discovery import check_locations
+
+    check_locations(input_uri, output_uri)  # bad locations fail before the engine loads
     from src.pipeline.runner import run as run_pipeline
 
-    check_locations(input_uri, output_uri)
     s3 = [
         name
         for name, uri in (("INPUT", input_uri), ("OUTPUT", output_uri))

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import signal
-import ssl
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from src.cli.app import _build_config, _fail, _key, friendly_errors, main, profile_options
 
+if TYPE_CHECKING:
+    import ssl
+
 
 def _client_tls(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLContext | None:
     if not (cert or ca):
         return None
+    import ssl
+
     from src.errors import ConfigurationError
 
     try:

@@ -11,7 +11,6 @@ to the pydicom ``Dataset``.
 from __future__ import annotations
 
 import io
-import logging
 import mmap
 import os
 import warnings
@@ -37,28 +36,12 @@ from src.ingestion.parsing.headerless import (
     FLAG_NO_PREAMBLE,
     read_headerless,
 )
+from src.ingestion.parsing.quiet import apply_if_requested, quiet_pydicom
 
 #: Default ceiling on the inflated size of a Deflated Explicit VR Little Endian dataset.
 DEFAULT_MAX_INFLATED_BYTES = 512 * 1024 * 1024
 
 FLAG_DEFLATED = "deflated"
-
-
-def quiet_pydicom() -> None:
-    """Keep pydicom's own warnings (which quote element values) out of every log.
-
-    pydicom reports odd values through ``warnings`` and its ``pydicom`` logger, with the
-    value in the text. The CLI, the workers and the Lambda handlers call this once; the
-    parser records the warnings it needs (truncation) itself.
-    """
-    pydicom_logger = logging.getLogger("pydicom")
-    pydicom_logger.propagate = False
-    pydicom_logger.setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
-    # Value checks on read and assignment only produce those warnings: our own values are
-    # valid by construction, and kept values are copied as they arrived.
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
 
 
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
@@ -333,10 +316,14 @@ def _reason(exc: BaseException) -> str:
     return f"malformed ({type(exc).__name__})"
 
 
+# A command that asked for quiet pydicom before pydicom was loaded gets it now.
+apply_if_requested()
+
 __all__ = [
     "DEFAULT_MAX_INFLATED_BYTES",
     "DICOMParser",
     "ParsedDataset",
     "check_deflate_limit",
+    "quiet_pydicom",
     "read_file_meta_info_from",
 ]

@@ -35,11 +35,11 @@ from tqdm import tqdm
 
 from src.errors import ConfigurationError, StorageError
 from src.ingestion.annex_e.pseudonyms import KeyMaterial
-from src.instance.pipeline import NO_ROOM, OutputWriteError, Reason
+from src.instance.outcome import PROCESSED, QUARANTINED, SKIPPED, Outcome
+from src.instance.refusals import NO_ROOM, OutputWriteError, Reason
 from src.monitoring.logs import current_format
 from src.pipeline.discovery import check_locations, discover, open_location
 from src.pipeline.sources import InputItem, original_for_quarantine
-from src.pipeline.worker import PROCESSED, QUARANTINED, SKIPPED, Outcome, init_worker, process
 from src.records.crosswalk import Crosswalk, check_location
 from src.records.journal import Journal
 from src.records.provenance import check_provenance
@@ -288,6 +288,11 @@ def _start_method() -> str:
 def _outcomes(
     todo: list[tuple[InputItem, str]], config: RunConfig, key: bytes, staging: str
 ) -> Iterator[Outcome]:
+    if not todo:  # a re-run with everything done: no engine to load
+        return
+    # The engine (pydicom, numpy, pydantic) loads only when there is work, before the fork.
+    from src.pipeline.worker import init_worker, process
+
     workers = min(config.worker_count(), max(1, len(todo)))
     if workers <= 1:
         init_worker(config, key, staging)

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pydicom.uid import UID
+from src.ingestion.annex_e.iod_types import sop_class_name
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2rem auto;max-width:64rem;color:#1b1f24}
@@ -66,7 +66,11 @@ def _table(head: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
 
 
 def _sop_name(uid: str) -> str:
-    name = UID(uid).name if uid else ""
+    name = (sop_class_name(uid) or "") if uid else ""
+    if uid and not name:  # a retired class: pydicom's UID dictionary (loaded only then)
+        from pydicom.uid import UID
+
+        name = UID(uid).name
     return name if name and name != uid else (uid or "unknown")
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 from src.instance.outcome import PROCESSED, Outcome
-from src.instance.pipeline import Reason
+from src.instance.refusals import Reason
 from src.storage.store import DuplicateInstanceError, QuarantineRecord, Store, commit_instance
 
 #: The original for quarantine: a path, bytes, None (reason only), or a callable opening

@@ -46,6 +46,24 @@ def _by_sop_class() -> dict[str, str]:
 
 
 @cache
+def _sop_class_names() -> dict[str, str]:
+    return {
+        uid: str(name)
+        for entry in _data()["iods"].values()
+        for uid, name in entry["sop_classes"].items()
+    }
+
+
+def sop_class_name(sop_class_uid: str) -> str | None:
+    """The standard's name of a SOP Class (Part 3, as the package data holds it), or None.
+
+    >>> sop_class_name("1.2.840.10008.5.1.4.1.1.2")
+    'CT Image Storage'
+    """
+    return _sop_class_names().get(sop_class_uid)
+
+
+@cache
 def types_for_sop_class(sop_class_uid: str) -> PathTypes | None:
     """The Types of the combined-code attributes in the IOD of ``sop_class_uid``.
 
@@ -90,4 +108,4 @@ def resolve(code: str, attribute_type: str) -> str | None:
     return resolution().get(code, {}).get(attribute_type)
 
 
-__all__ = ["PathTypes", "resolution", "resolve", "types_for_sop_class"]
+__all__ = ["PathTypes", "resolution", "resolve", "sop_class_name", "types_for_sop_class"]
