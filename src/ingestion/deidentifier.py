@@ -283,7 +283,7 @@ class Deidentifier:
         input_path: str | os.PathLike[str],
         patient_id: str | None = None,
         *,
-        describe: bool = True,
+        describe: bool | str = True,
         original: bool = True,
     ) -> Plan:
         """As :meth:`plan_stream`, opening ``input_path`` (closed with the plan)."""
@@ -308,7 +308,7 @@ class Deidentifier:
         patient_id: str | None = None,
         *,
         source: str = "<stream>",
-        describe: bool = True,
+        describe: bool | str = True,
         original: bool = True,
     ) -> Plan:
         """Read and decide one input without writing anything: the first of two phases.
@@ -325,10 +325,13 @@ class Deidentifier:
             As for :meth:`deidentify_file`.
         source : str
             Labels error messages (never a PHI value).
-        describe : bool
-            Give the written result its ``dataset`` (the output's header).
+        describe : bool or ``"header"``
+            Give the written result its ``dataset`` (the output's header); with
+            ``"header"``, the byte engine gives ``result.header`` (raw values) and
+            ``result.describe_output()`` instead, and builds no dataset unless asked.
         original : bool
-            Give the plan the original's header (``plan.original``).
+            Give the plan the original's header (``plan.original``, built on first use;
+            the byte engine also gives ``plan.header``, its raw values).
 
         Returns
         -------

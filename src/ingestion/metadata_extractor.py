@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -127,10 +128,17 @@ def _codec(dataset: Dataset) -> str | None:
 
 def _fast(raw: RawDataElement, codec: str) -> Any:
     """A raw value decoded as pydicom would, for the plain VRs (else ``_NOT_FAST``)."""
-    vr, data = raw.VR, raw.value
+    if not raw.is_little_endian:
+        return _NOT_FAST
+    return _decode(raw.tag, raw.VR, raw.value, codec)
+
+
+def _decode(tag: int, vr: str | None, data: Any, codec: str) -> Any:
+    """Little-endian value bytes decoded as pydicom would, for the plain VRs (else
+    ``_NOT_FAST``); ``vr`` None means the dictionary's (Implicit VR)."""
     if vr is None:  # implicit: the dictionary's VR, unless it offers a choice
-        vr = _dictionary_vr(raw.tag)
-    if vr is None or data is None or not raw.is_little_endian:
+        vr = _dictionary_vr(tag)
+    if vr is None or data is None:
         return _NOT_FAST
     try:
         if vr in _TEXT_VRS:
@@ -247,6 +255,46 @@ class MetadataExtractor:
     def __init__(self) -> None:
         self._fields = _FIELDS
 
+    def extract_elements(
+        self,
+        elements: Mapping[int, tuple[str | None, bytes]],
+        transfer_syntax_uid: str | None,
+    ) -> dict[str, Any] | None:
+        """The same metadata as :meth:`extract_metadata`, from raw top-level values.
+
+        Parameters
+        ----------
+        elements : mapping
+            ``tag -> (VR, little-endian value bytes)`` (VR ``None``: the dictionary's), as
+            the byte engine's :class:`~src.ingestion.engines.raw_header.RawHeader` gives.
+        transfer_syntax_uid : str or None
+
+        Returns
+        -------
+        dict or None
+            None when a value needs pydicom to decode (a character set other than ASCII,
+            Latin-1 or UTF-8, an ambiguous VR): the caller then uses a Dataset. A
+            differential test holds the two equal on every corpus file.
+        """
+        charset = elements.get(0x00080005)
+        if charset is None:
+            codec: str | None = "latin-1"
+        else:
+            codec = _CODECS.get(bytes(charset[1]).decode("latin-1").strip(" \x00"))
+        if codec is None:
+            return None
+        out: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+        for section, key, keyword in self._fields:
+            tag = _tag(keyword)
+            entry = elements.get(tag) if tag is not None else None
+            value = None
+            if entry is not None and tag is not None:
+                value = _decode(tag, entry[0], entry[1], codec)
+                if value is _NOT_FAST:
+                    return None
+            out[section][key] = _shaped(key, value)
+        return _finish(out, transfer_syntax_uid)
+
     def extract_metadata(
         self, dataset: Dataset, *, memo: dict[int, Any] | None = None
     ) -> dict[str, Any]:
@@ -264,24 +312,30 @@ class MetadataExtractor:
             ``{"patient", "study", "series", "image", "acquisition"}``, each a dict of
             typed values (see the module docstring).
         """
-        out: dict[str, dict[str, Any]] = {
-            "patient": {},
-            "study": {},
-            "series": {},
-            "image": {},
-            "acquisition": {},
-        }
+        out: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
         codec = _codec(dataset)
         for section, key, keyword in self._fields:
             value = convert_value(dataset, keyword, memo, codec=codec)
-            if key in _LIST_KEYS and value is not None and not isinstance(value, list):
-                value = [value]
-            elif key not in _LIST_KEYS and isinstance(value, list):
-                value = value[0] if len(value) == 1 else value
-            out[section][key] = value
-        if out["patient"]["patient_id"] is None:
-            out["patient"]["patient_id"] = ""
+            out[section][key] = _shaped(key, value)
         meta = getattr(dataset, "file_meta", None)
         ts = meta.get("TransferSyntaxUID") if meta is not None else None
-        out["image"]["transfer_syntax_uid"] = str(ts) if ts else None
-        return dict(out)
+        return _finish(out, str(ts) if ts else None)
+
+
+_SECTIONS = ("patient", "study", "series", "image", "acquisition")
+
+
+def _shaped(key: str, value: Any) -> Any:
+    """Lists where the field is multi-valued, a single value elsewhere."""
+    if key in _LIST_KEYS and value is not None and not isinstance(value, list):
+        return [value]
+    if key not in _LIST_KEYS and isinstance(value, list):
+        return value[0] if len(value) == 1 else value
+    return value
+
+
+def _finish(out: dict[str, dict[str, Any]], transfer_syntax_uid: str | None) -> dict[str, Any]:
+    if out["patient"]["patient_id"] is None:
+        out["patient"]["patient_id"] = ""
+    out["image"]["transfer_syntax_uid"] = transfer_syntax_uid or None
+    return dict(out)

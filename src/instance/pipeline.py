@@ -30,6 +30,7 @@ from src.ingestion.dicom_parser import is_image
 from src.ingestion.engines.plan import Plan
 from src.ingestion.metadata_extractor import MetadataExtractor
 from src.instance.data_faults import raised_reading_values
+from src.instance.header_facts import is_image_header, is_media_directory, layout_key
 from src.instance.output_layout import original_identity, output_key
 from src.instance.refusals import (
     NO_ROOM,
@@ -189,9 +190,17 @@ class InstancePipeline:
 
         try:
             with self._plan(source, label, patient_id) as plan:
-                original = plan.original
-                assert original is not None  # asked for
-                if _is_media_directory(original):
+                raw = plan.header  # the byte engine's: no Dataset unless one is needed
+                metadata = None
+                if raw is not None:
+                    metadata = self.extractor.extract_elements(raw, raw.meta_text(_TS) or None)
+                if metadata is not None and raw is not None:
+                    directory, image[0] = is_media_directory(raw), is_image_header(raw)
+                else:
+                    original = plan.original
+                    assert original is not None  # asked for
+                    directory, image[0] = is_media_directory(original), is_image(original)
+                if directory:
                     raise InstanceRefusedError(
                         Reason.MEDIA_DIRECTORY,
                         "a DICOMDIR (Media Storage Directory Storage) indexes the files of a "
@@ -199,13 +208,14 @@ class InstancePipeline:
                         "parse",
                     )
                 stage[0] = "validate"
-                image[0] = is_image(original)
                 if cleaner is not None:
-                    header.update(cleaner.context(original))
+                    header.update(cleaner.context(_original(plan)))
                 if self.keep_identity:
-                    identity.update(original_identity(original))
+                    identity.update(original_identity(_original(plan)))
                 if self.validate is not None:
-                    self.validate(self.extractor.extract_metadata(original, memo=memo))
+                    if metadata is None:
+                        metadata = self.extractor.extract_metadata(_original(plan), memo=memo)
+                    self.validate(metadata)
                 stage[0] = "deidentify"
                 report = plan.write(output_path, atomic=atomic, checksum=True)
             if image[0] and not report.has_pixel_data:
@@ -213,7 +223,6 @@ class InstancePipeline:
                     Reason.IMAGE_WITHOUT_PIXEL_DATA, "an image without pixel data", "parse"
                 )
             ds = report.dataset
-            assert ds is not None  # asked for: the pipeline describes every output
             if cleaner is not None and report.burned_in_annotation_risk and report.has_pixel_data:
                 stage[0] = "clean-pixels"
                 pixels = cleaner.clean_file(output_path, header)
@@ -226,8 +235,18 @@ class InstancePipeline:
                 if pixels.dataset is not None:  # the header changed: describe what was written
                     ds = pixels.dataset
                     memo.clear()
-            key = output_key(ds, report.patient_pseudonym)
-            index = self.extractor.extract_metadata(ds, memo=memo)
+            index, key = None, None
+            written = report.header
+            if ds is None and written is not None:  # the byte engine's output values
+                index = self.extractor.extract_elements(written, written.meta_text(_TS) or None)
+                if index is not None:
+                    key = layout_key(index, report.patient_pseudonym)
+            if index is None or key is None:
+                if ds is None:
+                    assert report.describe_output is not None  # the byte engine's
+                    ds = report.describe_output()
+                key = output_key(ds, report.patient_pseudonym)
+                index = self.extractor.extract_metadata(ds, memo=memo)
         except InstanceRefusedError:
             _remove(output_path)
             raise
@@ -306,20 +325,21 @@ class InstancePipeline:
         """The engine's first phase on ``source``, with the original's header."""
         deid = self.deidentifier
         if isinstance(source, bytes | bytearray | memoryview):
-            return deid.plan_stream(io.BytesIO(bytes(source)), patient_id, source=label)
+            stream = io.BytesIO(bytes(source))
+            return deid.plan_stream(stream, patient_id, source=label, describe="header")
         if isinstance(source, str | os.PathLike):
-            return deid.plan_file(source, patient_id)
-        return deid.plan_stream(source, patient_id, source=label)
+            return deid.plan_file(source, patient_id, describe="header")
+        return deid.plan_stream(source, patient_id, source=label, describe="header")
 
 
-#: Media Storage Directory Storage (PS3.10 8.6, PS3.4 Annex F): a DICOMDIR.
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+#: File meta Transfer Syntax UID.
+_TS = 0x00020010
 
 
-def _is_media_directory(original: Dataset) -> bool:
-    meta = getattr(original, "file_meta", None)
-    declared = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-    return declared == MEDIA_STORAGE_DIRECTORY or 0x00041220 in original
+def _original(plan: Plan) -> Dataset:
+    original = plan.original
+    assert original is not None  # the pipeline's plans are made with the original
+    return original
 
 
 def _remove(path: str | os.PathLike[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,10 @@ class DeidentificationResult:
     kept: int = 0
     #: BLAKE3 (hex) of the output file, computed from the bytes as they were written.
     output_blake3: str | None = None
+    #: The byte engine's output top-level values, undecoded (``describe="header"``).
+    header: Any = field(default=None, repr=False, compare=False)
+    #: Builds :attr:`dataset` on demand where only the header was described.
+    describe_output: Callable[[], Dataset] | None = field(default=None, repr=False, compare=False)
 
     @property
     def removed_tags(self) -> list[str]:

@@ -49,6 +49,7 @@ from src.ingestion.engines.part10_bytes import (
     write_output,
 )
 from src.ingestion.engines.plan import Plan
+from src.ingestion.engines.raw_header import RawHeader, top_index
 from src.ingestion.engines.value_actions import (
     ValueActions,
 )
@@ -102,14 +103,18 @@ class ByteEngine:
         *,
         original: bool,
         fsync: bool,
-        describe: bool,
+        describe: bool | str,
     ) -> Plan:
         """Read and decide the Part 10 file ``fp``: the first phase (nothing written).
 
         Parameters
         ----------
         original : bool
-            Give the plan the original's header (``Plan.original``).
+            Give the plan the original's header (``Plan.original``, built on first use).
+        describe : bool or ``"header"``
+            Describe the output: ``True`` gives the result its ``dataset``;
+            ``"header"`` only its raw :class:`RawHeader` (``result.header``) and a
+            ``result.describe_output()`` that builds the dataset when asked.
 
         Raises
         ------
@@ -146,7 +151,7 @@ class ByteEngine:
         patient_id: str | None,
         want_original: bool,
         fsync: bool,
-        describe: bool,
+        describe: bool | str,
         close: Callable[[], None],
     ) -> Plan:
         part = read_part10(buf)
@@ -187,11 +192,21 @@ class ByteEngine:
         else:
             markers = self._marker_elements(implicit, facts.at_risk)
         pieces: list[Any] = []
-        pixel = self._walker.walk(state, top, (), "", 0, pieces, markers, describe)
+        pixel = self._walker.walk(state, top, (), "", 0, pieces, markers, bool(describe))
         bits = state.top.get(0x00280100, ("US", b""))[1] if pixel is not None else b""
         meta = rebuilt_meta(part, state.top, self.pseudo, self.profile.retain_uids)
         head = pixel_header(pixel, implicit, bits)
-        original = dataset_of(buf, top, part, implicit) if want_original or describe else None
+        built: list[Any] = []
+
+        def original() -> Any:  # the pydicom view, built once and only when asked for
+            if not built:
+                built.append(dataset_of(buf, top, part, implicit))
+            return built[0]
+
+        header = RawHeader(buf, top_index(top), implicit, part.meta)
+
+        def describe_output() -> Any:
+            return raw_dataset(state.top, meta, implicit, buf, built[0] if built else None)
 
         def write(output_path: Any, atomic: bool, checksum: bool) -> DeidentificationResult:
             digest = write_output(
@@ -206,7 +221,7 @@ class ByteEngine:
                 fsync=fsync,
                 checksum=checksum,
             )
-            dataset = raw_dataset(state.top, meta, implicit, buf, original) if describe else None
+            dataset = describe_output() if describe is True else None
             result = DeidentificationResult(
                 dataset=dataset,
                 actions=state.records,
@@ -218,9 +233,12 @@ class ByteEngine:
             result.history_kept = bool(earlier or kept)
             result.output_blake3 = digest
             result.has_pixel_data = pixel is not None
+            if describe:
+                result.header = RawHeader(buf, state.top, implicit, meta)
+                result.describe_output = describe_output
             return result
 
-        return Plan(original if want_original else None, "bytes", write, close)
+        return Plan(original if want_original else None, "bytes", write, close, header=header)
 
     def _marker_elements(
         self, implicit: bool, at_risk: bool

@@ -19,6 +19,8 @@ from src.ingestion.annex_e.action_report import DeidentificationResult
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
+    from src.ingestion.engines.raw_header import RawHeader
+
 WriteStep = Callable[[str | os.PathLike[str], bool, bool], DeidentificationResult]
 
 
@@ -35,19 +37,36 @@ class Plan:
         asked for none). It is valid until :meth:`write`, which may edit it in place.
     engine : str
         ``"bytes"`` or ``"pydicom"``: which engine planned it (and will write it).
+    header : RawHeader or None
+        The byte engine's original top-level values, undecoded: what a caller that needs
+        a few values reads instead of :attr:`original` (which is then never built).
     """
 
     def __init__(
         self,
-        original: Dataset | None,
+        original: Dataset | Callable[[], Dataset] | None,
         engine: str,
         write: WriteStep,
         close: Callable[[], None] | None = None,
+        *,
+        header: RawHeader | None = None,
     ) -> None:
-        self.original = original
+        self._original = original
         self.engine = engine
+        self.header = header
         self._write: WriteStep | None = write
         self._closers: list[Callable[[], None]] = [close] if close is not None else []
+
+    @property
+    def original(self) -> Dataset | None:
+        """The original's header as a pydicom Dataset, built on first use (see above)."""
+        if callable(self._original):
+            self._original = self._original()
+        return self._original
+
+    @original.setter
+    def original(self, value: Dataset | None) -> None:
+        self._original = value
 
     def on_close(self, close: Callable[[], None]) -> None:
         """Also call ``close`` when the plan is closed (after what it holds is released)."""
