@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import pydicom
-import pytest
 
 from src.ingestion.deidentifier import Deidentifier
 from src.ingestion.dicom_parser import is_image
