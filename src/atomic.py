@@ -6,6 +6,7 @@ A reader never sees a half-written file: either the old file (or none) or the ne
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -112,3 +113,43 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool
     """Write ``data`` to ``path`` atomically."""
     with atomic_write(path, fsync=fsync) as fh:
         fh.write(data)
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAMEAT2: list[Any] = []
+
+
+def rename_noreplace(source: str, target: str) -> bool:
+    """Rename ``source`` to ``target`` unless ``target`` exists, in one system call.
+
+    ``renameat2(2)`` with ``RENAME_NOREPLACE`` (Linux 3.15, glibc 2.28): a commit that
+    cannot overwrite another writer's file, without the link and unlink it would take
+    otherwise.
+
+    Returns
+    -------
+    bool
+        ``False`` when this system or filesystem cannot do it (the caller links instead).
+
+    Raises
+    ------
+    FileExistsError
+        When ``target`` exists (``source`` is left where it was).
+    """
+    if not _RENAMEAT2:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        _RENAMEAT2.append(getattr(libc, "renameat2", None))
+    call = _RENAMEAT2[0]
+    if call is None:
+        return False
+    import ctypes
+
+    if call(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE):
+        code = ctypes.get_errno()
+        if code in (errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.ENOTSUP):
+            return False
+        raise OSError(code, os.strerror(code), target)
+    return True

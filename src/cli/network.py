@@ -110,6 +110,13 @@ def _client_tls(cert: str | None, key: str | None, ca: str | None) -> ssl.SSLCon
     help="Seconds without a new instance after which a study is complete.",
 )
 @click.option("--forward", default=None, metavar="DEST", help="Send each completed study to DEST.")
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Processes de-identifying in parallel, for concurrent associations (default: all cores).",
+)
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint for s3:// OUTPUT.")
 @click.option("--region", "region_name", default=None, help="AWS region (default us-east-1).")
 @profile_options
@@ -131,6 +138,7 @@ def receive(
     max_pending: int,
     study_quiet: float,
     forward: str | None,
+    workers: int | None,
     endpoint_url: str | None,
     region_name: str | None,
     config_path: str | None,
@@ -153,7 +161,13 @@ def receive(
     if tls_ca and not tls_cert:
         _fail("--tls-ca needs --tls-cert and --tls-key")
     config = _build_config(
-        config_path, key_file, uid_root, flags, endpoint_url=endpoint_url, region_name=region_name
+        config_path,
+        key_file,
+        uid_root,
+        flags,
+        endpoint_url=endpoint_url,
+        region_name=region_name,
+        workers=workers,
     )
     key = _key(config)
     options = ReceiverOptions(

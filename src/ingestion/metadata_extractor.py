@@ -108,6 +108,8 @@ _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST
 _BINARY = {"US": "H", "UL": "L", "SS": "h", "SL": "l", "FL": "f", "FD": "d"}
 _CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
 _NOT_FAST = object()
+#: Distinct decoded values kept per extractor before the memo starts again.
+_DECODED_LIMIT = 20_000
 
 
 @functools.lru_cache(maxsize=1024)
@@ -254,6 +256,8 @@ class MetadataExtractor:
 
     def __init__(self) -> None:
         self._fields = _FIELDS
+        self._tags = [(s, k, t) for s, k, w in _FIELDS if (t := _tag(w)) is not None]
+        self._decoded: dict[tuple[str, str | None, bytes, str], Any] = {}
 
     def extract_elements(
         self,
@@ -284,15 +288,25 @@ class MetadataExtractor:
         if codec is None:
             return None
         out: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
-        for section, key, keyword in self._fields:
-            tag = _tag(keyword)
-            entry = elements.get(tag) if tag is not None else None
+        decoded = self._decoded
+        if len(decoded) > _DECODED_LIMIT:
+            decoded.clear()
+        for section, key, tag in self._tags:
+            entry = elements.get(tag)
             value = None
-            if entry is not None and tag is not None:
-                value = _decode(tag, entry[0], entry[1], codec)
+            if entry is not None:
+                # Most values repeat from file to file (and from an original to its
+                # output): each distinct value is decoded once per process.
+                memo = (key, entry[0], entry[1], codec)
+                value = decoded.get(memo, _NOT_FAST)
                 if value is _NOT_FAST:
-                    return None
-            out[section][key] = _shaped(key, value)
+                    value = _decode(tag, entry[0], entry[1], codec)
+                    if value is _NOT_FAST:
+                        return None
+                    value = decoded[memo] = _shaped(key, value)
+                if type(value) is list:
+                    value = list(value)  # the caller's own: the cached one stays as decoded
+            out[section][key] = value
         return _finish(out, transfer_syntax_uid)
 
     def extract_metadata(

@@ -11,6 +11,7 @@ instance and may send it again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import logging
@@ -23,10 +24,9 @@ from pathlib import Path
 
 from src.errors import StorageError
 from src.ingestion.annex_e.pseudonyms import KeyMaterial
-from src.ingestion.deidentifier import Deidentifier
-from src.ingestion.dicom_parser import DICOMParser
 from src.instance.outcome import PROCESSED, QUARANTINED, SKIPPED, Outcome
-from src.instance.pipeline import InstancePipeline, InstanceRefusedError, Reason, schema_validation
+from src.instance.refusals import Reason
+from src.network.workers import InstanceWorkers, WorkerLostError
 from src.records.journal import Journal, session_counts
 from src.records.provenance import check_provenance
 from src.records.reports import write_reports
@@ -150,14 +150,12 @@ class Intake:
         self.journal = Journal(self.state / "journal.jsonl")
         self.entries = self.journal.load()
         self.claims = {e["output"]: i for i, e in self.entries.items() if e["status"] == PROCESSED}
-        parser = DICOMParser(max_inflated_bytes=config.max_inflated_bytes)
-        deidentifier = Deidentifier(profile=config.profile, key=key.key, parser=parser)
-        self.pipeline = InstancePipeline(deidentifier, schema_validation)
+        # Started now, before the receiver's first thread: its processes fork from here.
+        self.workers = InstanceWorkers(config, key.key)
         self.summary = RunSummary(workers=1)
         self.studies = StudyTracker(quiet_seconds)
         self.session = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
-        self._process_lock = threading.Lock()
         self._started = time.perf_counter()
 
     def accept(self, path: str, sop_instance_uid: str, calling_ae: str) -> int:
@@ -190,22 +188,16 @@ class Intake:
                 retried = iid in self.entries  # that other content's own retry
             if retried:
                 return self._repeat(iid, fingerprint, size)
-        outcome = Outcome(iid, fingerprint, QUARANTINED, bytes_in=size)
         staged = str(self.staging / f"{iid}.{uuid.uuid4().hex[:8]}.dcm")
         started = time.perf_counter()
         try:
-            try:
-                if duplicate:
-                    raise InstanceRefusedError(
-                        Reason.DUPLICATE_SOP_INSTANCE, ALREADY_WRITTEN, "write"
-                    )
-                with self._process_lock:
-                    result = self.pipeline.process(path, staged, label=iid)
-            except InstanceRefusedError as exc:
-                outcome.refuse(exc.reason, exc.detail, exc.stage)
-            else:
-                outcome.processed_as(result)
-                outcome.identity = {}  # the receiver writes no crosswalk
+            if duplicate:
+                outcome = Outcome(iid, fingerprint, QUARANTINED, bytes_in=size)
+                outcome.refuse(Reason.DUPLICATE_SOP_INSTANCE, ALREADY_WRITTEN, "write")
+            else:  # in a worker process: associations de-identify in parallel
+                outcome = self.workers.process(iid, fingerprint, size, path, staged)
+            if outcome.no_room:
+                raise OSError(getattr(errno, outcome.no_room, errno.ENOSPC), outcome.no_room)
             with self._lock:
                 claimed = self.claims.get(outcome.output) == iid
             settle(
@@ -216,7 +208,7 @@ class Intake:
                 source=f"C-STORE from {calling_ae}",
                 claimed=claimed,
             )
-        except (OSError, StorageError) as exc:
+        except (OSError, StorageError, WorkerLostError) as exc:
             logger.error(
                 "Instance not stored; the sender is told to keep it",
                 extra={
@@ -328,6 +320,7 @@ class Intake:
     def close(self) -> None:
         import shutil
 
+        self.workers.close()
         self.journal.close()
         shutil.rmtree(self.spool, ignore_errors=True)
 

@@ -23,10 +23,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import multiprocessing
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -40,6 +38,7 @@ from src.instance.refusals import NO_ROOM, OutputWriteError, Reason
 from src.monitoring.logs import current_format
 from src.pipeline.discovery import check_locations, discover, open_location
 from src.pipeline.sources import InputItem, original_for_quarantine
+from src.processes import worker_pool
 from src.records.crosswalk import Crosswalk, check_location
 from src.records.journal import Journal
 from src.records.provenance import check_provenance
@@ -57,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 
 QUARANTINE_DIR = "quarantine"
+#: Journal entries written together (a kill -9 redoes at most this many inputs).
+JOURNAL_BATCH = 64
 METRIC_NAMESPACE = "MedicalImaging/Pipeline"
 
 
@@ -113,7 +114,7 @@ def _run(
     sweep_leftovers(output_loc, staging)
     staging.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(staging, 0o700)  # scratch copies of originals: PHI
-    journal = Journal(state / "journal.jsonl")
+    journal = Journal(state / "journal.jsonl", batch=JOURNAL_BATCH)
     previous = journal.load()
     sink = open_location(output_loc, config)
     check_provenance(sink, key.fingerprint(), config.profile.as_dict())
@@ -164,7 +165,7 @@ def _run(
     )
     show_bar = config.progress if config.progress is not None else sys.stderr.isatty()
     # No monitor thread (it only nudges stalled bars): the workers fork from this process,
-    # which must then have no other thread (_start_method).
+    # which must then have no other thread (src.processes.start_method).
     tqdm.monitor_interval = 0
     bar = tqdm(
         total=len(todo),
@@ -270,21 +271,6 @@ def _open_crosswalk(config: RunConfig, output: Location) -> Crosswalk | None:
     return Crosswalk(target)
 
 
-def _start_method() -> str:
-    """``fork`` while this process has one thread, else ``forkserver`` (``spawn`` on Windows).
-
-    A fork copies the modules this process already imported, so the workers start at
-    once; the forkserver imports the worker's modules again, serially, before the first
-    file (0.3-0.4 s a run). Forking a process with threads (an S3 transfer, a log
-    handler's) can copy a held lock, so then the forkserver.
-    """
-    if sys.platform == "win32":
-        return "spawn"
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        return "fork"
-    return "forkserver"
-
-
 def _outcomes(
     todo: list[tuple[InputItem, str]], config: RunConfig, key: bytes, staging: str
 ) -> Iterator[Outcome]:
@@ -299,15 +285,12 @@ def _outcomes(
         for task in todo:
             yield process(task)
         return
-    ctx = multiprocessing.get_context(_start_method())
-    if ctx.get_start_method() == "forkserver":
-        # The server imports the worker's modules once; each worker forks from it with them
-        # loaded, instead of importing pydicom, pydantic and the core again per worker.
-        ctx.set_forkserver_preload(["src.pipeline.worker"])
     chunk = max(1, min(16, len(todo) // (workers * 8)))
     level = logging.getLogger("src").getEffectiveLevel()
     fmt = current_format()
-    pool = ctx.Pool(workers, initializer=init_worker, initargs=(config, key, staging, level, fmt))
+    pool = worker_pool(
+        workers, init_worker, (config, key, staging, level, fmt), "src.pipeline.worker"
+    )
     try:
         yield from pool.imap(process, todo, chunksize=chunk)
         pool.close()

@@ -153,7 +153,9 @@ def _file_items(root: str, full: str, limits: ArchiveLimits) -> Iterator[InputIt
     # A link inside the tree is read through its target, which is then opened without
     # following any link and must be the file found here.
     path = os.path.realpath(full) if os.path.islink(full) else full
-    if st.st_size > 4 and _is_zip(path):
+    # A name saying DICOM is taken at its word (no open here: the worker reads it once,
+    # and a zip under such a name is refused naming what it is); any other is sniffed.
+    if st.st_size > 4 and not rel.lower().endswith(_DICOM_SUFFIX) and _is_zip(path):
         yield from _zip_items(path, rel, fingerprint, st.st_size, limits)
         return
     yield InputItem(
@@ -231,6 +233,9 @@ def original_for_quarantine(
             return
         fds = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
         yield f"{fds}/{source.fileno()}", detail
+
+
+_DICOM_SUFFIX = (".dcm", ".dicom")
 
 
 def _is_zip(path: str) -> bool:

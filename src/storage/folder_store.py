@@ -1,8 +1,9 @@
 """The folder store: a local directory with the :class:`~src.storage.store.Store` shape.
 
 Writes go to a temporary file beside the target and are renamed into place, so a
-reader never sees half a file. ``if_absent`` puts use ``link(2)``, which fails when the
-target exists, so two writers of one key cannot both win. The writer's input id is kept
+reader never sees half a file. ``if_absent`` puts use ``renameat2(2)`` with
+``RENAME_NOREPLACE`` (or ``link(2)`` where that is missing), which fails when the target
+exists, so two writers of one key cannot both win. The writer's input id is kept
 in a ``user.medpipe.owner`` extended attribute where the filesystem allows it.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import filecmp
 import itertools
 import os
 import shutil
@@ -17,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
-from src.atomic import TMP_PREFIX
+from src.atomic import TMP_PREFIX, rename_noreplace
 from src.storage.store import ObjectExistsError, QuarantineRecord, StoredObject, write_quarantine
 
 _OWNER_XATTR = "user.medpipe.owner"
@@ -39,6 +41,7 @@ class FolderStore:
         self.root = os.path.abspath(root)
         self.uri = self.root
         self.fsync = fsync
+        self._folders: set[str] = set()
 
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> FolderStore:
@@ -93,6 +96,15 @@ class FolderStore:
         except OSError:
             return None
 
+    def _owner_of(self, key: str, candidate: str, owner: str) -> str | None:
+        """Who wrote ``key``: its owner attribute, or, on a filesystem that keeps none,
+        ``owner`` when the file holds exactly the ``candidate``'s bytes (outputs are
+        deterministic: an input redone after a crash writes the same bytes again)."""
+        found = self.owner(key)
+        if found is None and owner and filecmp.cmp(self.path(key), candidate, shallow=False):
+            return owner
+        return found
+
     def put(
         self,
         key: str,
@@ -105,7 +117,18 @@ class FolderStore:
     ) -> None:
         target = self.path(key)
         folder = os.path.dirname(target)
-        os.makedirs(folder, exist_ok=True)
+        self._folder(folder)
+        if consume and isinstance(source, str):
+            try:
+                moved = self._renamed(source, target, key, owner, if_absent)
+            except FileNotFoundError:  # the folder went since it was made: once more
+                self._folders.discard(folder)
+                self._folder(folder)
+                moved = self._renamed(source, target, key, owner, if_absent)
+            if moved:
+                if self.fsync:
+                    _fsync_dir(folder)
+                return
         tmp = self._moved(folder, source) if consume and isinstance(source, str) else None
         if tmp is None:
             tmp = self._stage(folder, source)
@@ -117,7 +140,7 @@ class FolderStore:
                 try:
                     os.link(tmp, target)
                 except FileExistsError:
-                    raise ObjectExistsError(key, self.owner(key)) from None
+                    raise ObjectExistsError(key, self._owner_of(key, tmp, owner)) from None
             else:
                 os.replace(tmp, target)
         finally:
@@ -128,6 +151,36 @@ class FolderStore:
 
     def quarantine(self, record: QuarantineRecord, original: str | bytes | None) -> None:
         write_quarantine(self, record, original)
+
+    def _folder(self, folder: str) -> None:
+        """Make ``folder`` once per store: a series' instances share it."""
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            if len(self._folders) > 100_000:
+                self._folders.clear()
+            self._folders.add(folder)
+
+    def _renamed(self, source: str, target: str, key: str, owner: str, if_absent: bool) -> bool:
+        """The commit as one rename of ``source`` (``False``: not possible here, so the
+        caller takes the temporary-name path, with the same one-writer rule)."""
+        if self.fsync:
+            with open(source, "rb+") as fh:
+                os.fsync(fh.fileno())
+        if owner:
+            with contextlib.suppress(OSError):
+                os.setxattr(source, _OWNER_XATTR, owner.encode())
+        if not if_absent:
+            try:
+                os.replace(source, target)
+            except OSError as exc:
+                if exc.errno == errno.EXDEV:
+                    return False
+                raise
+            return True
+        try:
+            return rename_noreplace(source, target)
+        except FileExistsError:
+            raise ObjectExistsError(key, self._owner_of(key, source, owner)) from None
 
     def _moved(self, folder: str, source: str) -> str | None:
         """``source`` renamed to a temporary name in ``folder`` (None: another filesystem,

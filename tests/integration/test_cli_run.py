@@ -145,6 +145,19 @@ def test_zip_archives_are_opened(corpus, tmp_path):
     assert not (tmp_path / "evil").exists()
 
 
+def test_a_zip_named_as_dicom_is_refused_saying_what_it_is(corpus, tmp_path):
+    # Names ending .dcm are not opened at discovery (the worker reads them once).
+    src = tmp_path / "in"
+    src.mkdir()
+    with zipfile.ZipFile(src / "study.dcm", "w") as archive:
+        archive.write(corpus.files[0], "member.dcm")
+    out = tmp_path / "out"
+    medpipe("run", str(src), str(out), "--no-progress")
+    (entry,) = json.loads((out / "manifest.json").read_text())["inputs"]
+    assert entry["status"] == "quarantined" and entry["reason"] == "not-dicom"
+    assert "zip archive" in entry["detail"] and "unpack it" in entry["detail"]
+
+
 def test_every_command_has_help():
     top = medpipe("--help")
     for command in (

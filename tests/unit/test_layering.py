@@ -29,6 +29,7 @@ def _imports(path: Path) -> set[str]:
 LAYERS = {
     "errors": 0,
     "atomic": 0,
+    "processes": 0,
     "synthetic": 0,
     "aws": 1,
     "ingestion.encoding": 1,

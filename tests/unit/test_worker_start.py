@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # A fresh interpreter: the test process itself may hold other tests' threads.
 PROBE = """
 import threading
-from src.pipeline.runner import _start_method
+from src.processes import start_method as _start_method
 alone = _start_method()
 stop = threading.Event()
 other = threading.Thread(target=stop.wait)

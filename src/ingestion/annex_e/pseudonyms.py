@@ -33,6 +33,8 @@ ENV_KEY_FILE = "MEDPIPE_KEY_FILE"
 MIN_KEY_LENGTH = 16
 #: Below this many bytes a key is accepted with a warning (a generated key has 32).
 STRONG_KEY_LENGTH = 32
+#: Patients whose pseudonym and date offset are kept per process (they are HMACs).
+_PATIENT_CACHE = 100_000
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,8 @@ class Pseudonymizer:
         self.max_date_shift_days = max_date_shift_days
         self._digits = 64 - len(uid_root) - 1
         self._uids: dict[str, str] = {}
+        self._patients: dict[str, str] = {}
+        self._offsets: dict[str, timedelta] = {}
 
     def _mac(self, domain: bytes, value: str) -> bytes:
         return hmac.new(
@@ -248,14 +252,24 @@ class Pseudonymizer:
 
     def patient_id(self, original: str) -> str:
         """Return the patient pseudonym, ``ANON-`` and 16 base32 characters."""
-        digest = self._mac(b"patient", original)
-        return "ANON-" + base64.b32encode(digest[:10]).decode("ascii")
+        cached = self._patients.get(original)
+        if cached is None:
+            digest = self._mac(b"patient", original)
+            cached = "ANON-" + base64.b32encode(digest[:10]).decode("ascii")
+            if len(self._patients) < _PATIENT_CACHE:
+                self._patients[original] = cached  # the files of one patient share it
+        return cached
 
     def date_offset(self, patient_key: str) -> timedelta:
         """Return the per-patient date offset: between 1 and ``max_date_shift_days`` back."""
-        digest = self._mac(b"date-offset", patient_key)
-        days = 1 + int.from_bytes(digest[:8], "big") % self.max_date_shift_days
-        return timedelta(days=-days)
+        cached = self._offsets.get(patient_key)
+        if cached is None:
+            digest = self._mac(b"date-offset", patient_key)
+            days = 1 + int.from_bytes(digest[:8], "big") % self.max_date_shift_days
+            cached = timedelta(days=-days)
+            if len(self._offsets) < _PATIENT_CACHE:
+                self._offsets[patient_key] = cached
+        return cached
 
     def shift_date(self, value: str, offset: timedelta) -> str:
         """Shift a DA value (``YYYYMMDD``; ACR-NEMA ``YYYY.MM.DD`` accepted) by ``offset``."""

@@ -60,6 +60,11 @@ class RawHeader(Mapping[int, tuple[str | None, bytes]]):
             value = self._buf[value.value_start : end]
         return (None if self._implicit else vr), bytes(value)
 
+    def get(self, tag: int, default: Any = None) -> Any:  # no KeyError raised and caught
+        if tag in PIXEL_TAGS or tag not in self._values:
+            return default
+        return self[tag]
+
     def __iter__(self) -> Iterator[int]:
         return (t for t in self._values if t not in PIXEL_TAGS)
 
