@@ -223,6 +223,46 @@ def run() -> dict[str, object]:
     return figures
 
 
+def targets(
+    figures: dict[str, dict[str, object]], network: dict[str, float]
+) -> list[tuple[str, float, bool]]:
+    """The issue's targets (#28), from the tmpfs figures: ``(target, measured, met)``."""
+    fig = figures["tmpfs"]
+    out = []
+
+    def rows(label: str) -> dict[str, dict[str, float]]:
+        data = fig[label]
+        assert isinstance(data, dict)
+        found: dict[str, dict[str, float]] = data["rows"]
+        return found
+
+    for label, one_floor, loop_floor in (("ct", 1.0, 1.5), ("small", 0.9, 1.7)):
+        r = rows(label)
+        gdcm = r["gdcmanon -e"]["cpu_us_per_file"]
+        for name, floor in (("medpipe run -j 1", one_floor), ("Deidentifier loop", loop_floor)):
+            value = gdcm / r[name]["cpu_us_per_file"] if r[name]["cpu_us_per_file"] > 0 else 0
+            out.append(
+                (f"{name} >= {floor} x gdcmanon per core ({label}, slope)", value, value >= floor)
+            )
+    ct = rows("ct")
+    speed_up = (
+        ct["medpipe run -j 1"]["wall_us_per_file"]
+        / ct[f"medpipe run -j {CORES}"]["wall_us_per_file"]
+    )
+    out.append(
+        (f"medpipe run -j {CORES} >= 1.8 x -j 1 (CT, wall slope)", speed_up, speed_up >= 1.8)
+    )
+    start = fig["start_up"]
+    assert isinstance(start, dict)
+    empty = float(start["empty INPUT wall"])
+    out.append(("medpipe run start-up (empty INPUT) <= 0.15 s", empty, empty <= 0.15))
+    one = network.get("storescu -> medpipe receive (1 assoc)", 0.0)
+    four = network.get("storescu -> medpipe receive (4 assoc)", 0.0)
+    ratio = four / one if one else 0.0
+    out.append(("medpipe receive, 4 associations >= 1.7 x one", ratio, ratio >= 1.7))
+    return out
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b > 0 and a > 0 else "n/a"
 

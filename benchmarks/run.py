@@ -427,7 +427,12 @@ def main() -> None:
     print("network ...", file=sys.stderr)
     from benchmarks import network
 
-    net = network.section(network.run())
+    net_rates = network.run()
+    net = network.section(dict(net_rates))
+    print("product path (tmpfs and disk) ...", file=sys.stderr)
+    from benchmarks import product_path
+
+    product = product_path.run()
     print("clean pixel data ...", file=sys.stderr)
     from benchmarks import pixels
 
@@ -452,6 +457,7 @@ def main() -> None:
         )
     ]
     many = vs_gdcm(ct_by, all_cores, ct_ref)
+    targets += product_path.targets(product, net_rates)
     targets += [
         (f"{all_cores} (all cores) >= 2.5 x gdcmanon (CT set)", many, many >= 2.5),
         (
@@ -546,6 +552,7 @@ Lambda handler import: {imports["lambda_handlers"] * 1000:.0f} ms against
 {imports["pydicom+boto3+pydantic"] * 1000:.0f} ms for pydicom, boto3 and pydantic alone
 (ratio {imports["ratio"]:.2f}).
 
+{product_path.section(product, net_rates)}
 {net}
 {pixels.section(pixel_results)}
 ## Where the time goes
@@ -577,6 +584,7 @@ Total benchmark time: {time.perf_counter() - started:.0f} s.
                 "imports": imports,
                 "big": big,
                 "pixels": pixel_results,
+                "product_path": product,
             },
             indent=1,
         )

@@ -12,9 +12,11 @@ import multiprocessing
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing.pool import Pool
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.pool import Pool
 
 
 def start_method() -> str:
@@ -51,6 +53,8 @@ def worker_executor(
 ) -> ProcessPoolExecutor:
     """:func:`worker_pool` as an executor: a worker that dies fails its task
     (``BrokenProcessPool``) instead of leaving its caller waiting."""
+    from concurrent.futures import ProcessPoolExecutor
+
     return ProcessPoolExecutor(
         workers, mp_context=_context(preload), initializer=initializer, initargs=initargs
     )

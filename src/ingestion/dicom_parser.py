@@ -15,18 +15,7 @@ import mmap
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import IO
-
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
+from typing import IO, TYPE_CHECKING
 
 from src.errors import InvalidDICOMError
 from src.ingestion.encoding.deflate import check_deflate_limit
@@ -36,7 +25,10 @@ from src.ingestion.parsing.headerless import (
     FLAG_NO_PREAMBLE,
     read_headerless,
 )
-from src.ingestion.parsing.quiet import apply_if_requested, quiet_pydicom
+from src.ingestion.parsing.quiet import pydicom_module, quiet_pydicom
+
+if TYPE_CHECKING:  # pydicom is imported when a file is first parsed with it
+    from pydicom.dataset import Dataset
 
 #: Default ceiling on the inflated size of a Deflated Explicit VR Little Endian dataset.
 DEFAULT_MAX_INFLATED_BYTES = 512 * 1024 * 1024
@@ -199,6 +191,8 @@ class DICOMParser:
         meta = getattr(dataset, "file_meta", None)
         if meta is not None and "TransferSyntaxUID" in meta:
             return str(meta.TransferSyntaxUID)
+        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
         implicit, little = dataset.original_encoding
         if implicit is None:
             implicit, little = True, True
@@ -217,6 +211,7 @@ class DICOMParser:
         fp.seek(start)
         if size == 0:
             raise InvalidDICOMError(source, "empty file")
+        pydicom = pydicom_module()
         flags: list[str] = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -245,7 +240,7 @@ class DICOMParser:
         if has_preamble and "TransferSyntaxUID" not in dataset.file_meta:
             flags.append(FLAG_NO_FILE_META)
         ts = self.get_transfer_syntax(dataset)
-        if ts == DeflatedExplicitVRLittleEndian:
+        if ts == pydicom.uid.DeflatedExplicitVRLittleEndian:
             flags.append(FLAG_DEFLATED)
         return ParsedDataset(dataset, flags, spans, ts)
 
@@ -259,12 +254,15 @@ class DICOMParser:
     def _precheck(self, fp: IO[bytes], source: str) -> dict[int, tuple[int, int]]:
         """Read the file meta once; bound a deflated dataset's inflation, and refuse a file
         whose elements run past its end (pydicom reads those quietly)."""
+        from pydicom.filereader import read_preamble
+        from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
         start = fp.tell()
         try:
             read_preamble(fp, False)  # type: ignore[arg-type]
             meta = read_file_meta_info_from(fp)
             ts = meta.get("TransferSyntaxUID")
-            uid = pydicom.uid.UID(str(ts)) if ts else ExplicitVRLittleEndian
+            uid = UID(str(ts)) if ts else ExplicitVRLittleEndian
             if uid == DeflatedExplicitVRLittleEndian:
                 # Bounded here; the inflated dataset is then checked by pydicom itself.
                 check_deflate_limit(fp, source, self.max_inflated_bytes)
@@ -300,11 +298,16 @@ def _buffer_of(fp: IO[bytes]) -> bytes | mmap.mmap:
 
 def read_file_meta_info_from(fp: IO[bytes]) -> Dataset:
     """Read the group 0002 elements at ``fp`` (after the preamble) and leave ``fp`` after them."""
-    return _read_file_meta_info(fp)  # type: ignore[arg-type]
+    from pydicom.filereader import _read_file_meta_info
+
+    found: Dataset = _read_file_meta_info(fp)  # type: ignore[arg-type]
+    return found
 
 
 def _reason(exc: BaseException) -> str:
     """A short, PHI-free reason for a pydicom failure (its type, plus a known kind)."""
+    from pydicom.errors import InvalidDicomError
+
     if isinstance(exc, EOFError):
         return "truncated: unexpected end of file"
     if isinstance(exc, InvalidDicomError):
@@ -315,9 +318,6 @@ def _reason(exc: BaseException) -> str:
         return "element length exceeds memory"
     return f"malformed ({type(exc).__name__})"
 
-
-# A command that asked for quiet pydicom before pydicom was loaded gets it now.
-apply_if_requested()
 
 __all__ = [
     "DEFAULT_MAX_INFLATED_BYTES",

@@ -11,16 +11,14 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
-
+from src.ingestion.encoding.dictionary import dictionary_vr, tag_for_keyword
 from src.ingestion.engines.value_actions import split
-from src.ingestion.parsing.access import peek
+
+if TYPE_CHECKING:  # pydicom is imported by the Dataset path only, when it runs
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import Dataset
 
 # (section, output key, DICOM keyword)
 _FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -83,6 +81,9 @@ _LIST_KEYS = {
 
 
 def _scalar(value: Any, vr: str) -> Any:
+    """A decoded pydicom value as a plain one (the Dataset path's)."""
+    from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
+
     if isinstance(value, PersonName):
         text = str(value)
         return text or None
@@ -92,6 +93,11 @@ def _scalar(value: Any, vr: str) -> Any:
         return float(value)
     if isinstance(value, bytes):
         return None
+    return _text_scalar(value, vr)
+
+
+def _text_scalar(value: Any, vr: str) -> Any:
+    """A text value as the index holds it (both paths)."""
     if isinstance(value, str):
         text = value.strip()
         if not text:
@@ -149,7 +155,7 @@ def _decode(tag: int, vr: str | None, data: Any, codec: str) -> Any:
                 return None
             # A name as str(PersonName): trailing spaces already gone, leading ones kept.
             pn = vr == "PN"
-            items = [(v or None) if pn else _scalar(v, vr) for v in values]
+            items = [(v or None) if pn else _text_scalar(v, vr) for v in values]
         elif vr in ("IS", "DS"):
             values = bytes(data).decode("latin-1").rstrip(" \x00").split("\\")
             if values == [""]:
@@ -176,11 +182,8 @@ _CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST"})
 
 @functools.lru_cache(maxsize=1024)
 def _dictionary_vr(tag: int) -> str | None:
-    try:
-        vr = str(dictionary_VR(tag))
-    except KeyError:
-        return None
-    return None if " or " in vr else vr
+    vr = dictionary_vr(tag)
+    return None if vr is None or " or " in vr else vr
 
 
 def convert_value(
@@ -210,6 +213,11 @@ def convert_value(
     -------
     int, float, str, list or None
     """
+    from pydicom.dataelem import RawDataElement
+    from pydicom.multival import MultiValue
+
+    from src.ingestion.parsing.access import peek
+
     tag = _tag(keyword)
     if tag is None:
         return None

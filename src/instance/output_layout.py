@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
 
 from src.errors import DeidentificationError
 

@@ -8,11 +8,12 @@ documented schema. Errors name the failing fields, never their values.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from src.errors import MetadataValidationError
+
+if TYPE_CHECKING:  # pydantic loads with the first instance validated
+    from pydantic import ValidationError
 
 #: A validation hook: called with the original metadata (as extracted); raises to veto.
 ValidationHook = Callable[[dict[str, Any]], None]
@@ -32,6 +33,8 @@ def schema_validation(metadata: dict[str, Any]) -> None:
     MetadataValidationError
         Naming the failing fields.
     """
+    from pydantic import ValidationError
+
     from src.validation.schemas import DICOMMetadataModel
 
     try:

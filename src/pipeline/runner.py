@@ -29,8 +29,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
-from tqdm import tqdm
-
 from src.errors import ConfigurationError, StorageError
 from src.ingestion.annex_e.pseudonyms import KeyMaterial
 from src.instance.outcome import PROCESSED, QUARANTINED, SKIPPED, Outcome
@@ -38,11 +36,9 @@ from src.instance.refusals import NO_ROOM, OutputWriteError, Reason
 from src.monitoring.logs import current_format
 from src.pipeline.discovery import check_locations, discover, open_location
 from src.pipeline.sources import InputItem, original_for_quarantine
-from src.processes import worker_pool
 from src.records.crosswalk import Crosswalk, check_location
 from src.records.journal import Journal
 from src.records.provenance import check_provenance
-from src.records.reports import write_reports
 from src.records.settle import settle
 from src.records.state import state_dir_for, sweep_leftovers
 from src.records.summary import RunSummary
@@ -163,6 +159,8 @@ def _run(
             },
         },
     )
+    from tqdm import tqdm  # here, not at import: an empty INPUT is refused sooner
+
     show_bar = config.progress if config.progress is not None else sys.stderr.isatty()
     # No monitor thread (it only nudges stalled bars): the workers fork from this process,
     # which must then have no other thread (src.processes.start_method).
@@ -232,6 +230,8 @@ def _run(
         if crosswalk is not None:
             crosswalk.close()
     summary.elapsed_seconds = time.perf_counter() - started
+    from src.records.reports import write_reports
+
     write_reports(sink, previous, summary, config)
     logger.info(
         "Run finished",
@@ -278,6 +278,7 @@ def _outcomes(
         return
     # The engine (pydicom, numpy, pydantic) loads only when there is work, before the fork.
     from src.pipeline.worker import init_worker, process
+    from src.processes import worker_pool
 
     workers = min(config.worker_count(), max(1, len(todo)))
     if workers <= 1:

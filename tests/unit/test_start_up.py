@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("pydicom", "numpy", "pydantic", "pyarrow", "PIL", "requests", "boto3")
+HEAVY = ("pydicom", "numpy", "pydantic", "pyarrow", "PIL", "requests", "boto3", "tqdm")
 
 PROBE = """
 import json, sys
@@ -44,3 +44,26 @@ def test_an_empty_input_is_refused_without_loading_the_engine(tmp_path):
 def test_help_loads_no_engine():
     assert _probe("--help") == {"code": 0, "loaded": []}
     assert _probe("run", "--help") == {"code": 0, "loaded": []}
+
+
+def test_the_byte_path_runs_without_pydicom_or_numpy(tmp_path):
+    from src.synthetic import write_corpus
+
+    write_corpus(
+        tmp_path / "in",
+        seed=5,
+        patients=2,
+        series_per_study=1,
+        instances_per_series=3,
+        rows=16,
+        columns=16,
+        include_sr=False,
+        include_us=False,
+    )
+    result = _probe("run", str(tmp_path / "in"), str(tmp_path / "out"), "-j", "1", "--no-progress")
+    # Validation needs pydantic and the reports pyarrow (which loads numpy); the byte
+    # engine needs neither pydicom nor PIL nor requests for plain CT.
+    assert result["code"] == 0
+    assert {"pydantic", "pyarrow"} <= set(result["loaded"])
+    assert not {"pydicom", "PIL", "requests", "boto3"} & set(result["loaded"])
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 6

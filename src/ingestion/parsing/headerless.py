@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import IO
-
-import pydicom
-from pydicom.dataset import Dataset, FileDataset
+from typing import IO, TYPE_CHECKING
 
 from src.errors import InvalidDICOMError
+
+if TYPE_CHECKING:  # pydicom reads a headerless file, imported when one comes
+    from pydicom.dataset import Dataset
 
 FLAG_NO_PREAMBLE = "no_preamble"
 FLAG_NO_FILE_META = "no_file_meta"
@@ -40,6 +40,8 @@ def dataset_can_start(head: bytes) -> bool:
 
 def plausible_headerless(dataset: Dataset) -> bool:
     """Whether a force-read dataset looks like DICOM rather than arbitrary bytes."""
+    import pydicom.datadict
+
     tags = list(dataset.keys())
     if not tags:
         return False
@@ -63,6 +65,9 @@ def read_headerless(
     InvalidDICOMError
         When no dataset begins in the first bytes, or none reads cleanly.
     """
+    import pydicom
+    from pydicom.dataset import FileDataset
+
     flags.append(FLAG_NO_PREAMBLE)
     start = fp.tell()
     head = fp.read(MAX_RESYNC_BYTES + 8)

@@ -4,9 +4,10 @@ importing pydicom before it is needed.
 pydicom reports odd values through ``warnings`` and its ``pydicom`` logger, with the
 value in the text. The CLI, the workers and the Lambda handlers call
 :func:`quiet_pydicom` once at start-up; the part that is pydicom's configuration is
-applied then if pydicom is loaded, else when :mod:`src.ingestion.dicom_parser` (which
-every path that decodes with pydicom imports) is first imported. A ``medpipe`` command
-that never reads a header with pydicom never pays for importing it (0.3 s with numpy).
+applied then if pydicom is loaded, else when the parser first reads a file with pydicom
+(:func:`pydicom_module`, which every path that decodes with pydicom goes through). A
+``medpipe`` command that never reads a header with pydicom never pays for importing it
+(0.3 s with numpy).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from typing import Any
 
 _REQUESTED = [False]
+_APPLIED = [False]
 
 
 def quiet_pydicom() -> None:
@@ -41,6 +44,17 @@ def apply_if_requested() -> None:
 
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+    _APPLIED[0] = True
 
 
-__all__ = ["apply_if_requested", "quiet_pydicom"]
+def pydicom_module() -> Any:
+    """``pydicom``, imported now if it was not, quietened if that was asked for (also
+    when something else imported it first)."""
+    import pydicom
+
+    if _REQUESTED[0] and not _APPLIED[0]:
+        apply_if_requested()
+    return pydicom
+
+
+__all__ = ["apply_if_requested", "pydicom_module", "quiet_pydicom"]
