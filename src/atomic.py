@@ -85,14 +85,18 @@ def open_output(
     path: str | os.PathLike[str], atomic: bool, fsync: bool, digest: Any = None
 ) -> Iterator[BinaryIO]:
     """Open an output: atomically (:func:`atomic_write`), or in place for a caller whose
-    folder is its own (the partial file is removed on failure). With ``digest`` (a
-    :func:`new_digest`), every byte written also feeds it."""
+    folder is its own (the partial file is removed on failure); a writable binary
+    object is written as it is. With ``digest`` (a :func:`new_digest`), every byte
+    written also feeds it."""
     with _open_output(path, atomic, fsync) as fh:
         yield fh if digest is None else DigestingWriter(fh, digest)  # type: ignore[misc]
 
 
 @contextlib.contextmanager
 def _open_output(path: str | os.PathLike[str], atomic: bool, fsync: bool) -> Iterator[BinaryIO]:
+    if hasattr(path, "write"):  # a buffer in memory (Clean Pixel Data's): written as is
+        yield path  # type: ignore[misc]
+        return
     if atomic:
         with atomic_write(path, fsync=fsync) as fh:
             yield fh

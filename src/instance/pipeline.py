@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from src.atomic import open_output
 from src.errors import (
     DeidentificationError,
     InvalidDICOMError,
@@ -217,7 +218,11 @@ class InstancePipeline:
                         metadata = self.extractor.extract_metadata(_original(plan), memo=memo)
                     self.validate(metadata)
                 stage[0] = "deidentify"
-                report = plan.write(output_path, atomic=atomic, checksum=True)
+                # With Clean Pixel Data the output is held in memory: cleaned from there
+                # and written once (never written, read back and written again).
+                memory = io.BytesIO() if cleaner is not None else None
+                target = memory if memory is not None else output_path
+                report = plan.write(target, atomic=atomic, checksum=True)
             if image[0] and not report.has_pixel_data:
                 raise InstanceRefusedError(
                     Reason.IMAGE_WITHOUT_PIXEL_DATA, "an image without pixel data", "parse"
@@ -225,7 +230,8 @@ class InstancePipeline:
             ds = report.dataset
             if cleaner is not None and report.burned_in_annotation_risk and report.has_pixel_data:
                 stage[0] = "clean-pixels"
-                pixels = cleaner.clean_file(output_path, header)
+                assert memory is not None
+                pixels = cleaner.clean_bytes(memory.getbuffer(), output_path, header, atomic=atomic)
                 if pixels.remaining:
                     raise InstanceRefusedError(
                         Reason.PIXEL_PHI_REMAINS,
@@ -235,6 +241,9 @@ class InstancePipeline:
                 if pixels.dataset is not None:  # the header changed: describe what was written
                     ds = pixels.dataset
                     memo.clear()
+            elif memory is not None:  # nothing to clean: the bytes as the engine wrote them
+                with open_output(output_path, atomic, False) as out:
+                    out.write(memory.getbuffer())
             index, key = None, None
             written = report.header
             if ds is None and written is not None:  # the byte engine's output values

@@ -13,6 +13,7 @@ markers change (Burned In Annotation NO, code 113101, Patient Identity Removed Y
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from src.atomic import DigestingWriter, atomic_write, new_digest
+from src.atomic import DigestingWriter, new_digest, open_output
 from src.ingestion.annex_e.markers import mark_clean_pixels
 from src.pixels.detector import DETECTOR_MODEL, TextBox, TextDetector, model_file
 from src.pixels.frames import (
@@ -328,14 +329,42 @@ class PixelCleaner:
         PixelOutcome
             The file is rewritten only when the outcome is verified.
         """
-        ds = dcmread(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return self.clean_bytes(data, path, header, unchanged_written=True)
+
+    def clean_bytes(
+        self,
+        data: bytes | memoryview,
+        path: str | os.PathLike[str],
+        header: Mapping[str, str] | None = None,
+        *,
+        atomic: bool = True,
+        fsync: bool = True,
+        unchanged_written: bool = False,
+    ) -> PixelOutcome:
+        """Clean a de-identified Part 10 file held in memory and write it once to ``path``.
+
+        The frames are decoded from ``data`` (no file is read); the cleaned dataset is
+        written when the outcome is verified, else ``data`` as it is (unless
+        ``unchanged_written``: it is at ``path`` already).
+
+        Returns
+        -------
+        PixelOutcome
+            With ``output_blake3`` when the cleaned dataset was written.
+        """
+        ds = dcmread(io.BytesIO(data))
         outcome = self.clean_dataset(ds, header)
         if outcome.verified:
             digest = new_digest()
-            with atomic_write(path) as out:
+            with open_output(path, atomic, fsync) as out:
                 ds.save_as(DigestingWriter(out, digest), enforce_file_format=True)
             outcome.dataset = ds
             outcome.output_blake3 = digest.hexdigest()
+        elif not unchanged_written:
+            with open_output(path, atomic, fsync) as out:
+                out.write(data)
         return outcome
 
 

@@ -120,3 +120,36 @@ def test_cleaning_adds_no_dciodvfy_error(cleaned_run, tmp_path: Path) -> None:  
             assert errors(out / row["output"]) == errors(plain / row["output"]), row["output"]
             checked += 1
     assert checked >= 8
+
+
+def test_clean_pixel_data_writes_each_output_once_and_reads_none_back(tmp_path, monkeypatch):
+    """The cleaner works on the engine's output in memory: the output file is opened once,
+    to be written, and never read (#28 item 6)."""
+    import builtins
+
+    from src.ingestion.annex_e.profile import ConfidentialityProfile
+    from src.ingestion.deidentifier import Deidentifier
+    from src.instance.pipeline import InstancePipeline
+
+    (sample,) = list(generate(3, 1))
+    source = tmp_path / "in.dcm"
+    sample.dataset.save_as(source, enforce_file_format=True)
+    profile = ConfidentialityProfile(clean_pixels=True)
+    pipeline = InstancePipeline(Deidentifier(profile=profile, key=b"k" * 32))
+    output = tmp_path / "out.dcm"
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def watching(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(file) == str(output) or str(file).startswith(str(tmp_path / ".medpipe-tmp")):
+            opened.append(mode)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", watching)
+    result = pipeline.process(source, output, atomic=False)
+    monkeypatch.undo()
+    assert result.pixels is not None and result.pixels.verified and result.pixels.boxes
+    assert opened == ["wb"]  # written once; not written, read back and written again
+    from blake3 import blake3
+
+    assert result.index["output_blake3"] == blake3(output.read_bytes()).hexdigest()

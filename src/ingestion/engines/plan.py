@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from src.ingestion.annex_e.action_report import DeidentificationResult
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from src.ingestion.engines.raw_header import RawHeader
 
-WriteStep = Callable[[str | os.PathLike[str], bool, bool], DeidentificationResult]
+WriteStep = Callable[[str | os.PathLike[str] | IO[bytes], bool, bool], DeidentificationResult]
 
 
 class Plan:
@@ -73,13 +73,18 @@ class Plan:
         self._closers.append(close)
 
     def write(
-        self, output_path: str | os.PathLike[str], *, atomic: bool = True, checksum: bool = False
+        self,
+        output_path: str | os.PathLike[str] | IO[bytes],
+        *,
+        atomic: bool = True,
+        checksum: bool = False,
     ) -> DeidentificationResult:
         """Write the de-identified output (once) and return its report.
 
         Parameters
         ----------
-        output_path : str or os.PathLike
+        output_path : str, os.PathLike or writable binary file
+            A path, or a buffer in memory (written as it is: ``atomic`` does not apply).
         atomic : bool
             Write through a temporary file and rename.
         checksum : bool
