@@ -32,6 +32,11 @@ PROFILE_FLAGS = (
     ("clean_structured_content", "Keep SR content with identifiers scrubbed out."),
     ("clean_graphics", "Keep curves and overlays (flagged for review)."),
     (
+        "keep_image_references",
+        "Keep Referenced and Source Image Sequences (X/Z/U*) with their UIDs replaced "
+        "(default on; off: removed or emptied by IOD Type).",
+    ),
+    (
         "clean_pixels",
         "Clean Pixel Data: find burned-in text in images at risk, mask it, verify "
         "(an image with text still found after cleaning is quarantined: pixel-phi-remains).",

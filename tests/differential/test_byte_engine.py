@@ -47,6 +47,7 @@ PROFILES = {
         retain_patient_characteristics=True,
         clean_descriptors=True,
         retain_longitudinal_modified_dates=False,
+        keep_image_references=False,
     ),
     # The three Clean options together: the branches of both walks that clean content
     # (SR text, graphic annotations, descriptors) are compared too.
@@ -76,7 +77,9 @@ def test_the_profiles_move_every_header_option_from_its_default() -> None:
         for f in dataclasses.fields(ConfidentialityProfile)
         if isinstance(getattr(default, f.name), bool) and f.name not in NOT_HEADER_OPTIONS
     }
-    assert len(options) == 10  # PS3.15 Table E.1-1's option columns, without Clean Pixel Data
+    # PS3.15 Table E.1-1's ten option columns (without Clean Pixel Data) and the choice of
+    # the U* branch for references.
+    assert len(options) == 11
     moved = {
         name
         for name in options

@@ -200,6 +200,8 @@ def _listed(
 ) -> Rule:
     """Combined codes by IOD Type, Table E.1-1, then the safety net."""
     reason = "E.1-1"
+    if tag in rules.references:
+        return _value_rule(Action.KEEP if vr == "SQ" else Action.UID, "U*", tag, vr, seq_path)
     if tag in rules.combined and iod is not None:
         action, reason = iod_action(tag, vr, rules.combined[tag], iod, seq_path, rules)
     elif tag in rules.by_tag:

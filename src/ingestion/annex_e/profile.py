@@ -126,6 +126,12 @@ clean_graphics : bool
     pixel_text : {"all", "phi"}
         Mask every text box found (default), or only text that matches this patient's
         identifiers or a PHI pattern.
+    keep_image_references : bool
+        Where Table E.1-1 allows ``U*`` (Referenced Image Sequence, Source Image
+        Sequence: ``X/Z/U*``), keep the sequence with every UID inside replaced by the
+        same keyed mapping as the referenced files' own UIDs (default), so that a
+        derived image, a segmentation or a report still points to its sources. Off:
+        the choice by IOD Type, the most protective where the Type is unknown.
 
     Examples
     --------
@@ -149,6 +155,7 @@ clean_graphics : bool
     clean_pixels: bool = False
     pixel_regions: str = ""
     pixel_text: str = "all"
+    keep_image_references: bool = True
 
     def __post_init__(self) -> None:
         if self.pixel_text not in ("all", "phi"):
@@ -184,6 +191,7 @@ clean_graphics : bool
         out["clean_pixels"] = self.clean_pixels
         out["pixel_regions"] = self.pixel_regions
         out["pixel_text"] = self.pixel_text
+        out["keep_image_references"] = self.keep_image_references
         out["attribute_types"] = {f"{t:08X}": v for t, v in self.attribute_types.items()}
         return out
 
@@ -301,6 +309,9 @@ class CompiledRules:
     #: Tags whose effective code is still combined (``X/Z`` ...), with that code: the walk
     #: resolves them from the object's IOD Types (:mod:`src.ingestion.annex_e.iod_types`).
     combined: Mapping[int, str] = field(default_factory=dict)
+    #: Sequences of references whose code allows ``U*``, kept with their UIDs replaced
+    #: (``keep_image_references``).
+    references: frozenset[int] = frozenset()
 
 
 @cache
@@ -309,10 +320,17 @@ def compile_rules(profile: ConfidentialityProfile) -> CompiledRules:
     by_tag: dict[int, Action] = {}
     combined: dict[int, str] = {}
     masks: dict[str, Action] = {}
+    references: set[int] = set()
     for row in load_table_e1_1():
         code = effective_code(row.basic, row.options, profile)
         if row.tag is None:
             masks[row.tag_text] = choose(code, None)
+            continue
+        if profile.keep_image_references and "U*" in code.split("/"):
+            # The U* branch: the sequence stays, each UID inside gets its own row's
+            # action (Referenced SOP Instance UID: U, the same keyed mapping).
+            by_tag[row.tag] = Action.KEEP
+            references.add(row.tag)
             continue
         given = profile.attribute_types.get(row.tag)
         by_tag[row.tag] = choose(code, given)
@@ -326,4 +344,5 @@ def compile_rules(profile: ConfidentialityProfile) -> CompiledRules:
         private=masks["(gggg,eeee)"],
         safe_private=load_safe_private(),
         combined=combined,
+        references=frozenset(references),
     )
