@@ -184,6 +184,9 @@ def _iod_expected(row: TableRow, sop_class: str, path: list[str], code: str = ""
     itself (not from the project's resolver): the strictest Type at ``path``, through the
     data's own ``resolve`` table; the most protective choice where the IOD is silent."""
     code = code or row.basic
+    if row.keyword == "TimezoneOffsetFromUTC" and code == "C":
+        # E.3.6 lets the offset be cleaned consistently or removed: removed, by choice.
+        return Action.REMOVE
     if "/" not in code:
         return Action(code)
     if "U*" in code.split("/"):  # references keep the U* branch whatever the Type

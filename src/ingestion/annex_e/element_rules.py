@@ -217,6 +217,8 @@ def _listed(
             return Rule(Kind.UID_CHECK, Action.UID, "safety-net")
         if reason == "coded-string":
             return Rule(Kind.CODED_STRING, Action.KEEP, "E.1-1")
+    if tag == _TIMEZONE_OFFSET and action == Action.CLEAN:  # PS3.15 E.3.6: removed
+        return Rule(Kind.REMOVE, Action.REMOVE, "timezone")
     if reason == "E.1-1" and _DIRECTORY_RECORDS in seq_path:
         # A directory record holds the keys of its patient, study, series or instance,
         # nearly all of Type 1 or 2: present stays present.
@@ -232,6 +234,8 @@ def _listed(
     return _value_rule(action, reason, tag, vr, seq_path)
 
 
+#: Timezone Offset From UTC: under Modified Dates (C) it goes, with every DT's offset.
+_TIMEZONE_OFFSET = 0x00080201
 _IN_DIRECTORY = {Action.REMOVE: Action.ZERO, Action.ZERO: Action.DUMMY}
 
 

@@ -170,6 +170,13 @@ clean_graphics : bool
         if self.max_date_shift_days < 1:
             raise ValueError("max_date_shift_days must be at least 1")
 
+    @property
+    def cleans_text(self) -> bool:
+        """Whether a Clean option keeps text cleaned of *all* identifying information
+        (PS3.15 E.3.5, E.3.6, E.3.7): then every person's and institution's name the
+        instance holds is cleaned from it, not only the patient's."""
+        return self.clean_descriptors or self.clean_structured_content or self.clean_graphics
+
     def enabled_options(self) -> list[Option]:
         """Return the options that are switched on, in the table's column order."""
         return [opt for opt in Option if getattr(self, opt.value)]

@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # pydicom is imported only by the pydicom path, when it runs
     from pydicom.dataelem import DataElement, RawDataElement
     from pydicom.dataset import Dataset
 
-_MAX_LEN = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "ST": 1024, "PN": 64, "UC": 0, "LT": 10240}
 _BURNED_IN_RISK_MODALITIES = frozenset({"US", "SC", "OT", "XA", "ES"})
 _IDENTIFIER_KEYWORDS: tuple[str, ...] = (
     "PatientName",
@@ -45,10 +44,6 @@ _IDENTIFIER_KEYWORDS: tuple[str, ...] = (
     "PatientBirthDate",
 )
 _IDENTIFIER_TAGS = tuple(t for t in map(tag_for_keyword, _IDENTIFIER_KEYWORDS) if t is not None)
-_DATE_PATTERN = re.compile(
-    r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(19|20)\d{6})\b"
-)
-_LONG_NUMBER = re.compile(r"\d[\d\s-]{4,}\d")
 
 
 def _text(value: Any) -> str:
@@ -130,6 +125,11 @@ class _Identifiers:
         self._byte_needles = None
         self._bytes_searchable = charset in _BYTE_SEARCHABLE
         return self
+
+    def add(self, values: list[tuple[int, Any]]) -> None:
+        """More identifying ``(tag, value)`` pairs (before anything is decoded)."""
+        self._captured.extend(values)
+        self._strings = self._needles = self._byte_needles = None
 
     def byte_needles(self) -> frozenset[bytes]:
         """The whole words searched for in raw (byte-searchable) values, lowercased.
@@ -233,6 +233,40 @@ class _Identifiers:
         return sorted(found, key=len, reverse=True)
 
 
+def dataset_names(ds: Dataset, depth: int = 0) -> list[tuple[int, Any]]:
+    """Every person name (PN) and institution, station or department value in ``ds`` at
+    any depth, as decoded ``(tag, list of str)`` (the pydicom path's
+    :func:`~src.ingestion.engines.instance_facts.names_anywhere`)."""
+    from pydicom.multival import MultiValue
+
+    from src.ingestion.parsing.access import peek
+
+    out: list[tuple[int, Any]] = []
+    for tag in list(ds.keys()):
+        elem = peek(ds, int(tag))
+        if elem is None or depth > 32:
+            continue
+        if elem.VR == "SQ":
+            for item in ds[tag].value:
+                out.extend(dataset_names(item, depth + 1))
+        elif elem.VR == "PN" or int(tag) in _INSTITUTION_TAGS:
+            value = elem.value
+            values = [
+                _text(v) for v in (value if isinstance(value, MultiValue | list) else [value])
+            ]
+            values = [v for v in values if v]
+            if values:
+                out.append((0x00100010 if elem.VR == "PN" else int(tag), values))
+    return out
+
+
+#: Institution Name and Address, Institutional Department Name, Station Name, Performed
+#: Station AE Title and Name: the names of places, wherever they are (Clean options).
+_INSTITUTION_TAGS = frozenset(
+    {0x00080080, 0x00080081, 0x00081040, 0x00081010, 0x00400241, 0x00400242}
+)
+
+
 @functools.lru_cache(maxsize=65536)
 def _identifier_parts(tag: int, text: str) -> tuple[frozenset[str], frozenset[str]]:
     """What one identifying value adds: the strings cleaned from text, and the whole words
@@ -325,24 +359,6 @@ def _contains_word(haystack: Any, needles: Iterable[Any]) -> bool:
                 return True
             start = haystack.find(needle, start + 1)
     return False
-
-
-def _clean_text(text: str, identifiers: Iterable[str], vr: str) -> str:
-    """Remove identifiers of this dataset, dates and long numbers from free text."""
-    out = text
-    for ident in identifiers:
-        out = re.sub(re.escape(ident), "", out, flags=re.IGNORECASE)
-    out = _DATE_PATTERN.sub("", out)
-    out = _LONG_NUMBER.sub("", out)
-    if out == text:
-        return text  # nothing identifying: the value stays true (a "-0500" keeps its sign)
-    out = re.sub(r"\s{2,}", " ", out).strip(" ,;:-^")
-    limit = _MAX_LEN.get(vr)
-    if limit:
-        out = out[:limit]
-    if vr == "CS":
-        out = re.sub(r"[^A-Z0-9 _]", "", out.upper())
-    return out
 
 
 def _burned_in_risk(ds: Dataset) -> bool:

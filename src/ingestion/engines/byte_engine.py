@@ -37,7 +37,7 @@ from src.ingestion.encoding.elements import (
 )
 from src.ingestion.encoding.structure import check_contents, encapsulates
 from src.ingestion.engines.byte_walk import ByteWalker, FileState
-from src.ingestion.engines.instance_facts import read_facts
+from src.ingestion.engines.instance_facts import names_anywhere, read_facts
 from src.ingestion.engines.part10_bytes import (
     dataset_of,
     earlier_history,
@@ -89,7 +89,7 @@ class ByteEngine:
         self.profile = profile
         self.pseudo = pseudo
         self.preserve = preserve
-        keep_offset = rules.by_tag.get(_TIMEZONE_OFFSET) in (Action.KEEP, Action.CLEAN)
+        keep_offset = rules.by_tag.get(_TIMEZONE_OFFSET) == Action.KEEP
         self.values = ValueActions(pseudo, keep_utc_offset=keep_offset)
         self._walker = ByteWalker(rules, profile, preserve, self.values)
         self._patients: dict[tuple[str, str], _Identifiers] = {}
@@ -169,6 +169,9 @@ class ByteEngine:
         offset = None
         if self.profile.retain_longitudinal_modified_dates:
             offset = self.pseudo.date_offset(key)
+        values = facts.identifiers
+        if self.profile.cleans_text:
+            values = values + names_anywhere(buf, top, implicit, facts.codec)
         state = FileState(
             buf,
             implicit,
@@ -176,7 +179,7 @@ class ByteEngine:
             types_for_sop_class(facts.sop_class_uid),
             pseudonym,
             offset,
-            self._identifiers(facts.identifiers, facts.charset),
+            self._identifiers(values, facts.charset),
         )
         history = [e for e in top if e.tag in HISTORY_TAGS]
         earlier: list[str] = []

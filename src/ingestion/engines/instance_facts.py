@@ -15,10 +15,11 @@ from typing import Any
 from src.ingestion.annex_e.safety_net import (
     _BYTE_SEARCHABLE,
     _IDENTIFIER_TAGS,
+    _INSTITUTION_TAGS,
     burned_in_risk_of,
     patient_key_of,
 )
-from src.ingestion.encoding.elements import Element, NotHandled, text_of
+from src.ingestion.encoding.elements import Element, NotHandled, elements_of, items, text_of
 from src.ingestion.engines.value_actions import split
 
 _PATIENT_KEY_TAGS = (0x00100020, 0x00100021, 0x00100010, 0x00100030, 0x0020000D)
@@ -85,4 +86,36 @@ def _identifier_values(buf: Any, by_tag: dict[int, Element], codec: str) -> list
     return out
 
 
-__all__ = ["Facts", "read_facts"]
+_NAME = 0x00100010
+_MAX_DEPTH = 32
+
+
+def names_anywhere(
+    buf: Any, top: list[Element], implicit: bool, codec: str
+) -> list[tuple[int, Any]]:
+    """Every person name (PN) and institution, station or department value at any depth,
+    as ``(tag, value)`` for :meth:`~src.ingestion.annex_e.safety_net._Identifiers.of_values`
+    (a person's name under Patient's Name: its two-letter parts count as words)."""
+    out: list[tuple[int, Any]] = []
+    stack = [(top, 0)]
+    while stack:
+        elems, depth = stack.pop()
+        for el in elems:
+            if el.vr == b"SQ":
+                if depth < _MAX_DEPTH:
+                    for start, end in items(buf, el, implicit):
+                        stack.append((elements_of(buf, start, end, implicit), depth + 1))
+                continue
+            if el.undefined or (el.vr != b"PN" and el.tag not in _INSTITUTION_TAGS):
+                continue
+            try:
+                values = split(bytes(buf[el.value_start : el.value_end]), el.vr.decode(), codec)
+            except UnicodeDecodeError:
+                continue
+            values = [v for v in values if v]
+            if values:
+                out.append((_NAME if el.vr == b"PN" else el.tag, values))
+    return out
+
+
+__all__ = ["Facts", "names_anywhere", "read_facts"]

@@ -24,7 +24,13 @@ from src.ingestion.annex_e.iod_types import types_for_sop_class
 from src.ingestion.annex_e.markers import _encode_element, mark, rebuild_file_meta
 from src.ingestion.annex_e.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.annex_e.pseudonyms import Pseudonymizer
-from src.ingestion.annex_e.safety_net import _burned_in_risk, _Identifiers, _patient_key, _value
+from src.ingestion.annex_e.safety_net import (
+    _burned_in_risk,
+    _Identifiers,
+    _patient_key,
+    _value,
+    dataset_names,
+)
 from src.ingestion.dicom_parser import DICOMParser
 from src.ingestion.engines.part10 import (
     _PIXEL_TAGS,
@@ -94,6 +100,8 @@ class PydicomEngine:
         if self.profile.retain_longitudinal_modified_dates:
             offset = self._pseudo.date_offset(original_key)
         identifiers = _Identifiers(dataset)
+        if self.profile.cleans_text:
+            identifiers.add(dataset_names(dataset))
         ctx = _Context(
             rules=self._rules,
             profile=self.profile,

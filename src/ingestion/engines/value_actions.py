@@ -16,9 +16,9 @@ from typing import Protocol
 
 from src.ingestion.annex_e.dummies import _DUMMY
 from src.ingestion.annex_e.element_rules import CLEANED_AS_TEXT, Kind, Rule, pseudonym_as_text
+from src.ingestion.annex_e.free_text import _clean_text
 from src.ingestion.annex_e.profile import Action
 from src.ingestion.annex_e.pseudonyms import Pseudonymizer
-from src.ingestion.annex_e.safety_net import _clean_text
 from src.ingestion.encoding.elements import NotHandled
 
 #: Text VRs whose value is never split at backslashes (pydicom's own set).

@@ -50,10 +50,11 @@ from src.ingestion.annex_e.element_rules import (
     private_rule,
     pseudonym_as_text,
 )
+from src.ingestion.annex_e.free_text import _MAX_LEN, _clean_text
 from src.ingestion.annex_e.iod_types import PathTypes
 from src.ingestion.annex_e.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.annex_e.pseudonyms import Pseudonymizer
-from src.ingestion.annex_e.safety_net import _MAX_LEN, _clean_text, _Identifiers, _text
+from src.ingestion.annex_e.safety_net import _Identifiers, _text
 from src.ingestion.encoding.vrs import _decode_opaque, _foreign_vr, _text_dictionary_vr, _vr_of
 from src.ingestion.parsing.access import peek
 
@@ -314,7 +315,7 @@ class DatasetWalker:
             shift = self.pseudo.shift_date
         else:
             # A DT's UTC offset goes when Timezone Offset From UTC goes.
-            keep = ctx.rules.by_tag.get(_TIMEZONE_OFFSET) in (Action.KEEP, Action.CLEAN)
+            keep = ctx.rules.by_tag.get(_TIMEZONE_OFFSET) == Action.KEEP
             shift = functools.partial(self.pseudo.shift_datetime, keep_utc_offset=keep)
         if isinstance(value, MultiValue | list):
             return [shift(str(v), offset) if v else v for v in value]
