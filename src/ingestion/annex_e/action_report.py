@@ -104,4 +104,8 @@ class DeidentificationResult:
         }
 
 
-__all__ = ["ActionRecord", "DeidentificationResult"]
+#: The report's line for JPEG metadata segments removed from the pixel data.
+JPEG_METADATA_REMOVED = ActionRecord("PixelData", "(7FE0,0010)", "OB", "C", "jpeg-metadata")
+
+
+__all__ = ["JPEG_METADATA_REMOVED", "ActionRecord", "DeidentificationResult"]

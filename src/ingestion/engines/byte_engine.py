@@ -22,7 +22,7 @@ import mmap
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from src.ingestion.annex_e.action_report import DeidentificationResult
+from src.ingestion.annex_e.action_report import JPEG_METADATA_REMOVED, DeidentificationResult
 from src.ingestion.annex_e.element_rules import HISTORY_TAGS
 from src.ingestion.annex_e.iod_types import types_for_sop_class
 from src.ingestion.annex_e.profile import Action, CompiledRules, ConfidentialityProfile
@@ -34,6 +34,11 @@ from src.ingestion.encoding.elements import (
     NotHandled,
     elements_of,
     read_part10,
+)
+from src.ingestion.encoding.jpeg_segments import (
+    JPEG_SYNTAXES,
+    VIDEO_SYNTAXES,
+    strip_encapsulated,
 )
 from src.ingestion.encoding.structure import check_contents, encapsulates
 from src.ingestion.engines.byte_walk import ByteWalker, FileState
@@ -164,6 +169,7 @@ class ByteEngine:
             buf, "input", top, implicit=implicit, encapsulated=encapsulates(part.transfer_syntax)
         )
         facts = read_facts(buf, top)
+        pixel_value, at_risk = _pixel_stream(buf, top, part.transfer_syntax, facts.at_risk)
         key = facts.patient_key
         pseudonym = patient_id if patient_id is not None else self.pseudo.patient_id(key)
         offset = None
@@ -189,11 +195,9 @@ class ByteEngine:
             self._walker.walk(state, history, (), "", 0, walked, None, False, replaced=frozenset())
             earlier, kept = earlier_history(b"".join(walked), implicit, facts.codec, self.profile)
         if earlier or kept:
-            markers = marker_elements(
-                self.profile, implicit, facts.at_risk, earlier, kept, facts.codec
-            )
+            markers = marker_elements(self.profile, implicit, at_risk, earlier, kept, facts.codec)
         else:
-            markers = self._marker_elements(implicit, facts.at_risk)
+            markers = self._marker_elements(implicit, at_risk)
         pieces: list[Any] = []
         pixel = self._walker.walk(state, top, (), "", 0, pieces, markers, bool(describe))
         bits = state.top.get(0x00280100, ("US", b""))[1] if pixel is not None else b""
@@ -223,19 +227,22 @@ class ByteEngine:
                 atomic=atomic,
                 fsync=fsync,
                 checksum=checksum,
+                pixel_value=pixel_value,
             )
             dataset = describe_output() if describe is True else None
             result = DeidentificationResult(
                 dataset=dataset,
                 actions=state.records,
                 patient_pseudonym=pseudonym,
-                burned_in_annotation_risk=facts.at_risk,
+                burned_in_annotation_risk=at_risk,
                 graphics_review_required=state.graphics,
             )
             result.kept = state.kept
             result.history_kept = bool(earlier or kept)
             result.output_blake3 = digest
             result.has_pixel_data = pixel is not None
+            if pixel_value is not None:
+                result.actions.append(JPEG_METADATA_REMOVED)
             if describe:
                 result.header = RawHeader(buf, state.top, implicit, meta)
                 result.describe_output = describe_output
@@ -262,6 +269,26 @@ class ByteEngine:
                 self._patients.clear()
             self._patients[key] = found
         return found
+
+
+def _pixel_stream(
+    buf: Any, top: list[Any], transfer_syntax: str, at_risk: bool
+) -> tuple[bytes | None, bool]:
+    """The encapsulated pixel data without its JPEG metadata segments (None: unchanged),
+    and whether the pixels are at risk: also for a video stream (its headers and SEI are
+    not cleaned) and for JPEG metadata that an Extended Offset Table keeps in place."""
+    if transfer_syntax in VIDEO_SYNTAXES:
+        return None, True
+    if transfer_syntax not in JPEG_SYNTAXES:
+        return None, at_risk
+    by_tag = {e.tag: e for e in top}
+    pixel = by_tag.get(0x7FE00010)
+    if pixel is None or not pixel.undefined:
+        return None, at_risk
+    stripped = strip_encapsulated(bytes(buf[pixel.value_start : pixel.value_end]))
+    if stripped is not None and 0x7FE00001 in by_tag:
+        return None, True  # its offsets would move: the claim is not made instead
+    return stripped, at_risk
 
 
 __all__ = ["ByteEngine", "NotHandled"]

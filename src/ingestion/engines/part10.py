@@ -74,9 +74,10 @@ def save_streamed(
     marker_bytes: Callable[[Dataset, int, bool, bool], bytes],
     pixel_mask: int | None = None,
     digest: Any = None,
+    pixel_value: bytes | None = None,
 ) -> None:
-    """Write the header (kept elements copied as bytes), then the pixel data, then the
-    elements that followed it."""
+    """Write the header (kept elements copied as bytes), then the pixel data (or
+    ``pixel_value``, its new value), then the elements that followed it."""
     _ensure_file_meta(header, _ts_for(implicit, little))
     meta = header.file_meta
     out_ts = pydicom.uid.UID(meta.TransferSyntaxUID)
@@ -128,7 +129,9 @@ def save_streamed(
             if span is not None:
                 _write_pixel_header(out, span, header, out_implicit, out_little)
                 source.seek(span.value_start)
-                if pixel_mask is not None and not span.undefined_length:
+                if pixel_value is not None:
+                    out.write(pixel_value)
+                elif pixel_mask is not None and not span.undefined_length:
                     # Embedded overlay bits zeroed as the native samples are copied.
                     copy_masked(source, out, span.value_end - span.value_start, pixel_mask, little)
                 else:

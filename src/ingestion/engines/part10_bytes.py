@@ -194,8 +194,10 @@ def write_output(
     atomic: bool,
     fsync: bool,
     checksum: bool = False,
+    pixel_value: bytes | None = None,
 ) -> str | None:
-    """Write preamble, meta, the data set's pieces, and the pixel data where it was.
+    """Write preamble, meta, the data set's pieces, and the pixel data where it was
+    (``pixel_value``: its new value instead, the JPEG metadata removed).
 
     Returns
     -------
@@ -216,7 +218,9 @@ def write_output(
             head.append(pixel_head)
             _write(out, b"".join(head), digest)
             head = []
-            if mapped:
+            if pixel_value is not None:
+                _write(out, pixel_value, digest)
+            elif mapped:
                 _copy_range(fp, out, pixel.value_start, pixel.value_end - pixel.value_start)
                 if digest is not None:
                     digest.update(memoryview(buf)[pixel.value_start : pixel.value_end])

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from src.atomic import new_digest
 from src.errors import DeidentificationError
-from src.ingestion.annex_e.action_report import DeidentificationResult
+from src.ingestion.annex_e.action_report import JPEG_METADATA_REMOVED, DeidentificationResult
 from src.ingestion.annex_e.element_rules import _Mode
 from src.ingestion.annex_e.embedded_overlays import embedded_overlay_bits, sample_mask
 from src.ingestion.annex_e.iod_types import types_for_sop_class
@@ -32,6 +32,7 @@ from src.ingestion.annex_e.safety_net import (
     dataset_names,
 )
 from src.ingestion.dicom_parser import DICOMParser
+from src.ingestion.encoding.jpeg_segments import JPEG_SYNTAXES, VIDEO_SYNTAXES, strip_encapsulated
 from src.ingestion.engines.part10 import (
     _PIXEL_TAGS,
     _encoding,
@@ -88,8 +89,12 @@ class PydicomEngine:
         patient_id: str | None = None,
         *,
         flags: Iterable[str] = (),
+        at_risk: bool = False,
     ) -> DeidentificationResult:
         """De-identify ``dataset`` in place and return it with the action report.
+
+        ``at_risk``: the pixels are at risk whatever the header says (metadata left in a
+        compressed stream).
 
         ``flags`` are the parser's (:class:`~src.ingestion.dicom_parser.ParsedDataset`),
         carried into the result.
@@ -113,7 +118,9 @@ class PydicomEngine:
             iod=types_for_sop_class(_value(dataset, 0x00080016)),
             encoding=_encoding_of(dataset),
         )
-        burned_in = _burned_in_risk(dataset)
+        burned_in = (
+            at_risk or _burned_in_risk(dataset) or _transfer_syntax(dataset) in VIDEO_SYNTAXES
+        )
         embedded = embedded_overlay_bits(dataset)
         try:
             self._walker.walk(dataset, ctx, "", 0, _Mode.NORMAL)
@@ -194,7 +201,10 @@ class PydicomEngine:
                     header.add(elem)
 
         def write(output_path: Any, atomic: bool, checksum: bool) -> DeidentificationResult:
-            result = self.deidentify(header, patient_id, flags=parsed.flags)
+            stripped, kept_in_place = _stripped_stream(header, fp, span)
+            result = self.deidentify(header, patient_id, flags=parsed.flags, at_risk=kept_in_place)
+            if stripped is not None:
+                result.actions.append(JPEG_METADATA_REMOVED)
             result.has_pixel_data = span is not None
             digest = new_digest() if checksum else None
             save_streamed(
@@ -211,6 +221,7 @@ class PydicomEngine:
                 self._marker_bytes if not result.history_kept else _encode_element,
                 result.pixel_mask,
                 digest,
+                stripped,
             )
             result.output_blake3 = digest.hexdigest() if digest is not None else None
             return result
@@ -248,5 +259,26 @@ class PydicomEngine:
 
 
 _PATIENT_IDENTITY_REMOVED = 0x00120062
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+
+
+def _stripped_stream(header: Dataset, fp: IO[bytes], span: Any) -> tuple[bytes | None, bool]:
+    """The byte engine's :func:`~src.ingestion.engines.byte_engine._pixel_stream` on a
+    streamed pixel data span: the value without JPEG metadata (None: unchanged), and
+    whether it had to stay in place (an Extended Offset Table)."""
+    if span is None or not span.undefined_length:
+        return None, False
+    if _transfer_syntax(header) not in JPEG_SYNTAXES:
+        return None, False
+    fp.seek(span.value_start)
+    stripped = strip_encapsulated(fp.read(span.value_end - span.value_start))
+    if stripped is not None and 0x7FE00001 in header:
+        return None, True
+    return stripped, False
+
 
 __all__ = ["PydicomEngine"]
