@@ -164,6 +164,8 @@ def _first(rows: list[dict[str, Any]], column: str) -> Any:
 def _same(rows: list[dict[str, Any]], column: str) -> bool:
     """Every instance has this value, and the same one (numbers within a tolerance)."""
     values = [r.get(column) for r in rows]
+    if values.count(values[0]) == len(values) and values[0] is not None:
+        return True  # equal everywhere (the common case): no tolerance needed
     if any(v is None for v in values):
         return all(v is None for v in values) and column != "image_orientation_patient"
     return all(_close(v, values[0]) for v in values[1:])

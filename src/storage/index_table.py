@@ -161,6 +161,8 @@ def _arrow_type(kind: str) -> Any:
 
 
 def _coerce(value: Any, kind: str) -> Any:
+    if type(value) is str and kind == "string":  # most cells: already what they should be
+        return value or None
     if value is None or value == "" or value == []:
         return None
     if kind.startswith("array<"):
