@@ -48,6 +48,7 @@ from src.ingestion.engines.part10_bytes import (
     earlier_history,
     file_meta_bytes,
     marker_elements,
+    patient_identity_elements,
     pixel_header,
     raw_dataset,
     rebuilt_meta,
@@ -198,6 +199,10 @@ class ByteEngine:
             markers = marker_elements(self.profile, implicit, at_risk, earlier, kept, facts.codec)
         else:
             markers = self._marker_elements(implicit, at_risk)
+        by_tag = top_index(top)
+        if 0x00100010 not in by_tag or 0x00100020 not in by_tag:
+            added = patient_identity_elements(by_tag, pseudonym, implicit, facts.codec)
+            markers = sorted([*markers, *added], key=lambda m: m[0])
         pieces: list[Any] = []
         pixel = self._walker.walk(state, top, (), "", 0, pieces, markers, bool(describe))
         bits = state.top.get(0x00280100, ("US", b""))[1] if pixel is not None else b""
@@ -210,7 +215,7 @@ class ByteEngine:
                 built.append(dataset_of(buf, top, part, implicit))
             return built[0]
 
-        header = RawHeader(buf, top_index(top), implicit, part.meta)
+        header = RawHeader(buf, by_tag, implicit, part.meta)
 
         def describe_output() -> Any:
             return raw_dataset(state.top, meta, implicit, buf, built[0] if built else None)

@@ -115,6 +115,26 @@ def marker_elements(
     ]
 
 
+#: Patient's Name and Patient ID: Type 2 in the Patient Module, so an input without them
+#: gets the pseudonym in both, as its folder, index row and crosswalk row have it.
+PATIENT_IDENTITY_TAGS = ((0x00100010, "PN"), (0x00100020, "LO"))
+
+
+def patient_identity_elements(
+    present: set[int] | dict[int, Any], pseudonym: str, implicit: bool, codec: str
+) -> list[tuple[int, str, bytes, bytes]]:
+    """Patient's Name and Patient ID holding ``pseudonym``, for those not ``present``
+    (as :func:`marker_elements` gives its elements)."""
+    out = []
+    for tag, vr in PATIENT_IDENTITY_TAGS:
+        if tag not in present:
+            value = join([pseudonym[:64]], vr, codec)
+            out.append(
+                (tag, vr, value, encode_header(tag, vr.encode(), len(value), implicit) + value)
+            )
+    return out
+
+
 def earlier_history(
     data: bytes, implicit: bool, codec: str, profile: ConfidentialityProfile
 ) -> tuple[list[str], list[bytes]]:

@@ -133,6 +133,9 @@ class PydicomEngine:
             raise DeidentificationError(
                 f"an element could not be decoded or replaced ({type(exc).__name__})"
             ) from exc
+        for keyword in ("PatientName", "PatientID"):  # Type 2: the pseudonym where absent
+            if keyword not in dataset:
+                setattr(dataset, keyword, pseudonym[:64])
         pixel_mask = self._embedded_overlays(dataset, embedded, ctx)
         rebuild_file_meta(dataset, self.profile.retain_uids, self._pseudo)
         history = mark(dataset, self.profile, pixels_at_risk=burned_in)
