@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from src.atomic import DigestingWriter, new_digest, open_output
+from src.ingestion.annex_e.burned_in import says_text
 from src.ingestion.annex_e.markers import mark_clean_pixels
 from src.pixels.detector import DETECTOR_MODEL, TextBox, TextDetector, model_file
 from src.pixels.frames import (
@@ -86,11 +87,14 @@ class PixelOutcome:
     dataset: Dataset | None = field(default=None, repr=False)
     #: BLAKE3 (hex) of the rewritten file, hashed as it was written (None: not rewritten).
     output_blake3: str | None = None
+    #: The header says a label is in the image (a slide's LABEL or OVERVIEW, Specimen
+    #: Label in Image YES) and the detector found no text: the image is not marked clean.
+    contradicted: bool = False
 
     @property
     def verified(self) -> bool:
-        """Examined, and no text found after cleaning."""
-        return self.examined and not self.remaining
+        """Examined, no text found after cleaning, and no header saying otherwise."""
+        return self.examined and not self.remaining and not self.contradicted
 
     def as_index(self) -> list[dict[str, Any]]:
         """The cleaned boxes for the index row."""
@@ -280,6 +284,10 @@ class PixelCleaner:
         boxes = self._find(ds, frames, header)
         outcome = PixelOutcome(examined=True, boxes=boxes, frames=frames.count)
         if not boxes:
+            if says_text(ds):  # the header says text is there and none was found
+                outcome.contradicted = True
+                outcome.reason = "the header says a label is in the image; no text was found"
+                return outcome  # never marked clean: flagged as at risk, as it came
             mark_clean_pixels(ds)
             return outcome
         fill = fill_value(ds, frames)

@@ -13,13 +13,12 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from src.ingestion.encoding.dictionary import tag_for_keyword, uid_registry
+from src.ingestion.encoding.dictionary import tag_for_keyword
 
 if TYPE_CHECKING:  # pydicom is imported only by the pydicom path, when it runs
     from pydicom.dataelem import DataElement, RawDataElement
     from pydicom.dataset import Dataset
 
-_BURNED_IN_RISK_MODALITIES = frozenset({"US", "SC", "OT", "XA", "ES"})
 _IDENTIFIER_KEYWORDS: tuple[str, ...] = (
     "PatientName",
     "PatientID",
@@ -359,31 +358,3 @@ def _contains_word(haystack: Any, needles: Iterable[Any]) -> bool:
                 return True
             start = haystack.find(needle, start + 1)
     return False
-
-
-def _burned_in_risk(ds: Dataset) -> bool:
-    """Whether the pixels may carry burned-in text (:func:`burned_in_risk_of`)."""
-    return burned_in_risk_of(_value(ds, 0x00080016), _value(ds, 0x00280301), _value(ds, 0x00080060))
-
-
-def burned_in_risk_of(sop_class_uid: str, burned_in_annotation: str, modality: str) -> bool:
-    """Whether the pixels may carry burned-in text.
-
-    Secondary Capture (single and multi-frame: screenshots, scanned documents, dose
-    reports) and video objects are at risk whatever their Modality or Burned In
-    Annotation say; otherwise Burned In Annotation decides, and without it the Modality.
-    """
-    if _at_risk_sop_class(sop_class_uid):
-        return True
-    burned = burned_in_annotation.upper()
-    if burned == "YES":
-        return True
-    if burned == "NO":
-        return False
-    return modality.upper() in _BURNED_IN_RISK_MODALITIES
-
-
-def _at_risk_sop_class(uid: str) -> bool:
-    entry = uid_registry().get(uid)
-    name = str(entry[0]) if entry else ""
-    return "Secondary Capture" in name or "Video" in name

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from src.ingestion.annex_e.burned_in import burned_in_risk_of
 from src.ingestion.annex_e.safety_net import (
     _BYTE_SEARCHABLE,
     _IDENTIFIER_TAGS,
     _INSTITUTION_TAGS,
-    burned_in_risk_of,
     patient_key_of,
 )
 from src.ingestion.encoding.elements import Element, NotHandled, elements_of, items, text_of
@@ -64,6 +64,8 @@ def read_facts(buf: Any, top: list[Element]) -> Facts:
         sop_class,
         text_of(buf, by_tag.get(0x00280301), codec),
         text_of(buf, by_tag.get(0x00080060), codec),
+        text_of(buf, by_tag.get(0x00080008), codec),
+        text_of(buf, by_tag.get(0x00480010), codec),
     )
     key = patient_key_of(
         text[0x00100020], text[0x00100021], text[0x00100010], text[0x00100030], text[0x0020000D]

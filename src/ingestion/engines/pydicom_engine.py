@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from src.atomic import new_digest
 from src.errors import DeidentificationError
 from src.ingestion.annex_e.action_report import JPEG_METADATA_REMOVED, DeidentificationResult
+from src.ingestion.annex_e.burned_in import burned_in_risk
 from src.ingestion.annex_e.element_rules import _Mode
 from src.ingestion.annex_e.embedded_overlays import embedded_overlay_bits, sample_mask
 from src.ingestion.annex_e.iod_types import types_for_sop_class
@@ -25,7 +26,6 @@ from src.ingestion.annex_e.markers import _encode_element, mark, rebuild_file_me
 from src.ingestion.annex_e.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.annex_e.pseudonyms import Pseudonymizer
 from src.ingestion.annex_e.safety_net import (
-    _burned_in_risk,
     _Identifiers,
     _patient_key,
     _value,
@@ -119,7 +119,7 @@ class PydicomEngine:
             encoding=_encoding_of(dataset),
         )
         burned_in = (
-            at_risk or _burned_in_risk(dataset) or _transfer_syntax(dataset) in VIDEO_SYNTAXES
+            at_risk or burned_in_risk(dataset) or _transfer_syntax(dataset) in VIDEO_SYNTAXES
         )
         embedded = embedded_overlay_bits(dataset)
         try:
