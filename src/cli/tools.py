@@ -212,7 +212,8 @@ def audit(
     from src.monitoring.logs import terminal_safe
 
     for hit in report.hits:
-        click.echo(terminal_safe(f"HIT {hit.source} in {hit.found_in}"))
+        at = f" at {hit.found_at}" if hit.found_at else ""
+        click.echo(terminal_safe(f"HIT {hit.source} in {hit.found_in}{at}"))
     if not report.clean:
         sys.exit(1)
 

@@ -27,6 +27,7 @@ from src.ingestion.annex_e.profile import ConfidentialityProfile
 from src.ingestion.deidentifier import Deidentifier
 from src.ingestion.dicom_parser import DICOMParser
 from src.pipeline.audit_text import searchable
+from src.pipeline.audit_where import locate
 
 MIN_TEXT = 4
 MIN_UID = 10
@@ -50,6 +51,8 @@ class AuditHit:
 
     source: str  # tag path of the value in the input, e.g. "ContentSequence[0].TextValue"
     found_in: str  # output file (relative to OUTPUT) or log file
+    #: In a DICOM output: the element holding it and the rule that kept it (no value).
+    found_at: str = ""
 
 
 @dataclass
@@ -291,6 +294,7 @@ def audit(
                 alternatives.append(re.escape(data))
     pattern = re.compile(b"|".join(alternatives))
     output_root = Path(output)
+    written = profile_of_output(output) or profile  # the rules the outputs were made by
     targets = [(p, p.relative_to(output_root).as_posix()) for p in _files(output_root)]
     targets += [(Path(log), str(log)) for log in logs]
     for path, label in targets:
@@ -302,5 +306,6 @@ def audit(
             tag_path = encoded[needle]
             if tag_path not in seen:
                 seen.add(tag_path)
-                report.hits.append(AuditHit(source=tag_path, found_in=label))
+                where = locate(path, needle, written) if label.endswith(".dcm") else ""
+                report.hits.append(AuditHit(source=tag_path, found_in=label, found_at=where))
     return report

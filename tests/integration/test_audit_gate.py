@@ -117,3 +117,28 @@ def test_audit_reads_the_profile_from_the_manifest(corpus, tmp_path):
     )
     assert proc.returncode == 1
     assert "HIT InstitutionName" in proc.stdout
+
+
+def test_a_hit_in_a_dicom_output_names_the_element_and_the_rule_that_kept_it(corpus, tmp_path):
+    """A kept value that equals an identifier (here the institution, kept by the run's
+    option) is reported with the output element holding it and its rule, by tag; the
+    value itself is never shown."""
+    out = tmp_path / "out"
+    medpipe("run", str(corpus.root), str(out), "--retain-institution-identity")
+    proc = medpipe(
+        "audit",
+        str(out),
+        "--against",
+        str(corpus.root),
+        "--no-retain-institution-identity",
+        check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("HIT InstitutionName")]
+    assert lines
+    assert any(
+        " at InstitutionName (0008,0080) LO, its rule K (E.1-1)" in line for line in lines
+    ), lines
+    import pydicom
+
+    institution = str(pydicom.dcmread(corpus.files[0]).InstitutionName)
+    assert institution not in proc.stdout
