@@ -179,26 +179,36 @@ def _strings(patient: FakePatient, rng: random.Random) -> list[str]:
 
 
 def _draw(
-    bg: Background, rng: random.Random, font_files: list[Path], patient: FakePatient, lines: int
+    bg: Background,
+    rng: random.Random,
+    font_files: list[Path],
+    patient: FakePatient,
+    lines: int,
+    layout: str = "horizontal",
 ) -> tuple[np.ndarray[Any, Any], list[tuple[int, int, int, int, int]], list[np.ndarray[Any, Any]]]:
+    """Text drawn into a copy of the background: upright lines, or with ``layout``
+    ``"vertical"`` lines turned by 90 or 270 degrees (the patient line along the edge of
+    a radiograph); returns the array, the drawn boxes and each box's ink."""
     from PIL import Image, ImageDraw, ImageFont
 
     array = bg.array.copy()
     rows, cols = array.shape[:2]
-    ink = Image.new("L", (cols, rows), 0)
+    turns = rng.choice([1, 3]) if layout == "vertical" else 0
+    canvas = (rows, cols) if turns else (cols, rows)  # PIL's (width, height), drawn upright
     boxes: list[tuple[int, int, int, int, int]] = []
     inks: list[np.ndarray[Any, Any]] = []
     taken = np.zeros((rows, cols), dtype=bool)
     for text in _strings(patient, rng)[:lines]:
         size = rng.randint(max(10, rows // 40), max(14, rows // 16))
         font = ImageFont.truetype(str(rng.choice(font_files)), size)
-        layer = Image.new("L", (cols, rows), 0)
+        layer = Image.new("L", canvas, 0)
         draw = ImageDraw.Draw(layer)
         for _ in range(20):
-            x, y = rng.randrange(0, max(1, cols - 20)), rng.randrange(0, max(1, rows - size))
-            draw.rectangle([0, 0, cols, rows], fill=0)
+            width, height = canvas
+            x, y = rng.randrange(0, max(1, width - 20)), rng.randrange(0, max(1, height - size))
+            draw.rectangle([0, 0, width, height], fill=0)
             draw.text((x, y), text, fill=255, font=font)
-            mask = np.asarray(layer) > 0
+            mask = np.rot90(np.asarray(layer) > 0, turns)
             ys, xs = np.nonzero(mask)
             if not len(xs) or xs.max() >= cols - 1 or ys.max() >= rows - 1:
                 continue
@@ -206,7 +216,6 @@ def _draw(
             if taken[max(0, y0 - 4) : y1 + 4, max(0, x0 - 4) : x1 + 4].any():
                 continue
             taken[y0:y1, x0:x1] = True
-            ink.paste(255, mask=layer)
             boxes.append((0, x0, y0, x1 - x0, y1 - y0))
             inks.append(mask[y0:y1, x0:x1].copy())
             break
@@ -225,6 +234,48 @@ def _draw(
         # the visible strokes (a fifth of the range or more from what was there) count.
         after = _shown(bg, array)[y : y + h, x : x + w]
         ink_box &= np.abs(after - shown[y : y + h, x : x + w]) >= 51
+    return array, boxes, inks
+
+
+def _draw_codes(
+    bg: Background, rng: random.Random, patient: FakePatient
+) -> tuple[np.ndarray[Any, Any], list[tuple[int, int, int, int, int]], list[np.ndarray[Any, Any]]]:
+    """A slide label's codes: a Code 128 of the MRN and a Data Matrix or QR code of the
+    name and birth date, dark modules on a light quiet zone (zxing-cpp writes them)."""
+    import zxingcpp
+
+    array = bg.array.copy()
+    rows, cols = array.shape[:2]
+    boxes: list[tuple[int, int, int, int, int]] = []
+    inks: list[np.ndarray[Any, Any]] = []
+    symbols = [
+        (patient.patient_id, zxingcpp.BarcodeFormat.Code128),
+        (
+            f"{patient.name} {patient.birth_date}",
+            rng.choice([zxingcpp.BarcodeFormat.DataMatrix, zxingcpp.BarcodeFormat.QRCode]),
+        ),
+    ]
+    taken = np.zeros((rows, cols), dtype=bool)
+    for text, kind in symbols:
+        symbol = np.asarray(zxingcpp.create_barcode(text, kind).to_image(scale=2))
+        h, w = symbol.shape
+        if h + 8 >= rows or w + 8 >= cols:
+            continue
+        for _ in range(20):
+            x, y = rng.randrange(4, cols - w - 4), rng.randrange(4, rows - h - 4)
+            if taken[y - 4 : y + h + 4, x - 4 : x + w + 4].any():
+                continue
+            taken[y - 4 : y + h + 4, x - 4 : x + w + 4] = True
+            dark = symbol < 128
+            zone = np.zeros((rows, cols), dtype=bool)
+            zone[y : y + h, x : x + w] = True
+            _paint(bg, array, zone, 1.0)  # the light ground, in any photometric
+            modules = np.zeros((rows, cols), dtype=bool)
+            modules[y : y + h, x : x + w] = dark
+            _paint(bg, array, modules, 0.0)
+            boxes.append((0, x, y, w, h))
+            inks.append(dark.copy())
+            break
     return array, boxes, inks
 
 
@@ -325,7 +376,11 @@ def _dataset(bg: Background, array: np.ndarray[Any, Any], encoding: str, uid: st
 
 
 def generate(
-    seed: int, count: int, text_free_every: int = 4, encoding: str | None = None
+    seed: int,
+    count: int,
+    text_free_every: int = 4,
+    encoding: str | None = None,
+    layout: str = "horizontal",
 ) -> Iterator[BurnedSample]:
     """Yield ``count`` samples; about one in ``text_free_every`` has no text drawn.
 
@@ -339,6 +394,9 @@ def generate(
     encoding : str, optional
         One of :data:`ENCODINGS` for every sample that supports it (JPEG baseline is for
         RGB only, palette images are native or RLE); by default they rotate.
+    layout : {"horizontal", "vertical", "codes"}
+        Upright lines of text; lines turned by 90 or 270 degrees; or bar and 2D codes of
+        the patient's MRN, name and birth date.
     """
     from pydicom.uid import generate_uid
 
@@ -353,8 +411,10 @@ def generate(
             array = bg.array.copy()
             boxes: list[tuple[int, int, int, int, int]] = []
             inks: list[np.ndarray[Any, Any]] = []
+        elif layout == "codes":
+            array, boxes, inks = _draw_codes(bg, rng, patient)
         else:
-            array, boxes, inks = _draw(bg, rng, font_files, patient, rng.randint(1, 4))
+            array, boxes, inks = _draw(bg, rng, font_files, patient, rng.randint(1, 4), layout)
         encodings = ["native", "rle", "j2k-lossless"]
         if bg.photometric == "RGB":
             encodings.append("jpeg-baseline")
