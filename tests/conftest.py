@@ -38,13 +38,21 @@ PIXELS_AT_RISK_CLASSES = frozenset(
 )
 
 
+#: The modalities #29 screens whatever Burned In Annotation says (the issue's list).
+SCREENED_MODALITIES = frozenset({"US", "CR", "DX", "MG", "XA", "RF", "ES", "XC", "SC", "OT"})
+
+
 def identity_removed_expected(original: Any) -> str:
-    """Patient Identity Removed without Clean Pixel Data, by :data:`PIXELS_AT_RISK_CLASSES`.
+    """Patient Identity Removed without Clean Pixel Data, by :data:`PIXELS_AT_RISK_CLASSES`
+    and :data:`SCREENED_MODALITIES`.
 
     Only for files without Burned In Annotation (asserted): pydicom's and our corpus.
     """
     assert "BurnedInAnnotation" not in original, "a literal case is needed for this file"
-    return "NO" if str(original.get("SOPClassUID", "")) in PIXELS_AT_RISK_CLASSES else "YES"
+    at_risk = str(original.get("SOPClassUID", "")) in PIXELS_AT_RISK_CLASSES or (
+        str(original.get("Modality", "")).upper() in SCREENED_MODALITIES
+    )
+    return "NO" if at_risk else "YES"
 
 
 def pydicom_files() -> list[str]:

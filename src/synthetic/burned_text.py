@@ -26,6 +26,9 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
+from src.synthetic.label_codes import draw_codes
+from src.synthetic.paint import paint
+from src.synthetic.paint import shown as displayed
 from src.synthetic.people import FakePatient, make_patient
 
 FONT_DIRS = (
@@ -221,7 +224,7 @@ def _draw(
             break
     # Burned-in annotations are made to be read: each line contrasts with what is
     # behind it (light on dark, dark on light) by 40 to 100% of the displayed range.
-    shown = _shown(bg, array)
+    shown = displayed(bg, array)
     for (_, x, y, w, h), ink_box in zip(boxes, inks, strict=True):
         behind = float(shown[y : y + h, x : x + w][~ink_box].mean()) if (~ink_box).any() else 0.0
         contrast = rng.choice([1.0, 0.7, 0.4])
@@ -229,85 +232,12 @@ def _draw(
         level = min(1.0, max(0.0, target / 255))
         strokes = np.zeros(shown.shape, dtype=bool)
         strokes[y : y + h, x : x + w] = ink_box
-        _paint(bg, array, strokes, level)
+        paint(bg, array, strokes, level)
         # Ink that lands on a background of its own level cannot be seen by anyone: only
         # the visible strokes (a fifth of the range or more from what was there) count.
-        after = _shown(bg, array)[y : y + h, x : x + w]
+        after = displayed(bg, array)[y : y + h, x : x + w]
         ink_box &= np.abs(after - shown[y : y + h, x : x + w]) >= 51
     return array, boxes, inks
-
-
-def _draw_codes(
-    bg: Background, rng: random.Random, patient: FakePatient
-) -> tuple[np.ndarray[Any, Any], list[tuple[int, int, int, int, int]], list[np.ndarray[Any, Any]]]:
-    """A slide label's codes: a Code 128 of the MRN and a Data Matrix or QR code of the
-    name and birth date, dark modules on a light quiet zone (zxing-cpp writes them)."""
-    import zxingcpp
-
-    array = bg.array.copy()
-    rows, cols = array.shape[:2]
-    boxes: list[tuple[int, int, int, int, int]] = []
-    inks: list[np.ndarray[Any, Any]] = []
-    symbols = [
-        (patient.patient_id, zxingcpp.BarcodeFormat.Code128),
-        (
-            f"{patient.name} {patient.birth_date}",
-            rng.choice([zxingcpp.BarcodeFormat.DataMatrix, zxingcpp.BarcodeFormat.QRCode]),
-        ),
-    ]
-    taken = np.zeros((rows, cols), dtype=bool)
-    for text, kind in symbols:
-        symbol = np.asarray(zxingcpp.create_barcode(text, kind).to_image(scale=2))
-        h, w = symbol.shape
-        if h + 8 >= rows or w + 8 >= cols:
-            continue
-        for _ in range(20):
-            x, y = rng.randrange(4, cols - w - 4), rng.randrange(4, rows - h - 4)
-            if taken[y - 4 : y + h + 4, x - 4 : x + w + 4].any():
-                continue
-            taken[y - 4 : y + h + 4, x - 4 : x + w + 4] = True
-            dark = symbol < 128
-            zone = np.zeros((rows, cols), dtype=bool)
-            zone[y : y + h, x : x + w] = True
-            _paint(bg, array, zone, 1.0)  # the light ground, in any photometric
-            modules = np.zeros((rows, cols), dtype=bool)
-            modules[y : y + h, x : x + w] = dark
-            _paint(bg, array, modules, 0.0)
-            boxes.append((0, x, y, w, h))
-            inks.append(dark.copy())
-            break
-    return array, boxes, inks
-
-
-def _shown(bg: Background, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Displayed grey level 0..255 of every pixel."""
-    if bg.photometric == "PALETTE COLOR":
-        from pydicom.pixels.processing import apply_color_lut
-
-        colours: np.ndarray[Any, Any] = np.asarray(apply_color_lut(array, bg.template), dtype=float)
-        scale = 257 if int(bg.template.RedPaletteColorLookupTableDescriptor[2]) == 16 else 1
-        return np.asarray(colours.mean(-1) / scale, dtype=float)
-    if array.ndim == 3:
-        return np.asarray(np.asarray(array, dtype=float).mean(-1), dtype=float)
-    low, high = float(bg.array.min()), float(bg.array.max()) or 1.0
-    return (np.asarray(array, dtype=float) - low) * 255 / max(1.0, high - low)
-
-
-def _paint(
-    bg: Background, array: np.ndarray[Any, Any], strokes: np.ndarray[Any, Any], level: float
-) -> None:
-    """Set the strokes to the stored value that displays as ``level`` (0..1)."""
-    if bg.photometric == "PALETTE COLOR":
-        from pydicom.pixels.processing import apply_color_lut
-
-        grey = np.asarray(apply_color_lut(np.arange(256, dtype=np.uint8), bg.template), dtype=float)
-        grey = grey.mean(-1) / (grey.max() or 1.0)
-        array[strokes] = int(np.argmin(np.abs(grey - level)))
-    elif array.ndim == 3:
-        array[strokes] = int(255 * level)
-    else:
-        low, high = int(bg.array.min()), int(bg.array.max())
-        array[strokes] = int(low + (high - low) * level)
 
 
 def _jpeg_baseline(ds: Dataset, array: np.ndarray[Any, Any]) -> None:
@@ -412,7 +342,7 @@ def generate(
             boxes: list[tuple[int, int, int, int, int]] = []
             inks: list[np.ndarray[Any, Any]] = []
         elif layout == "codes":
-            array, boxes, inks = _draw_codes(bg, rng, patient)
+            array, boxes, inks = draw_codes(bg, rng, patient)
         else:
             array, boxes, inks = _draw(bg, rng, font_files, patient, rng.randint(1, 4), layout)
         encodings = ["native", "rle", "j2k-lossless"]

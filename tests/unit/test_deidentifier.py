@@ -570,8 +570,9 @@ def test_every_pydicom_file_round_trips(tmp_path):
         if "PixelData" in original and "no_meta" not in path:
             assert back.PixelData == original.PixelData, path
     assert done > 140
-    # pydicom 3.0's files: 40 Secondary Capture and Ultrasound images, 121 others.
-    assert marked == {"YES": done - 40, "NO": 40}
+    # pydicom 3.0's files: 40 Secondary Capture and Ultrasound images and 3 CR images of
+    # dicomdirtests (screened whatever their header says, #29), 118 others.
+    assert marked == {"YES": done - 43, "NO": 43}
 
 
 def test_action_report_names_tags_never_values(corpus, tmp_path):
@@ -997,7 +998,12 @@ def test_code_meanings_in_dummied_content_keep_only_standard_codes(tmp_path):
         ("1.2.840.10008.5.1.4.1.1.2", "CT", None, False),
         ("1.2.840.10008.5.1.4.1.1.2", "CT", "YES", True),
         ("1.2.840.10008.5.1.4.1.1.6.1", "US", None, True),
-        ("1.2.840.10008.5.1.4.1.1.6.1", "US", "NO", False),
+        # #29: the header cannot clear an image of a modality that carries burned-in
+        # text in practice; CT follows Burned In Annotation.
+        ("1.2.840.10008.5.1.4.1.1.6.1", "US", "NO", True),
+        ("1.2.840.10008.5.1.4.1.1.1", "CR", "NO", True),
+        ("1.2.840.10008.5.1.4.1.1.1.2", "MG", None, True),
+        ("1.2.840.10008.5.1.4.1.1.2", "CT", "NO", False),
     ],
 )
 def test_burned_in_risk_follows_the_sop_class_too(sop_class, modality, burned, risk):

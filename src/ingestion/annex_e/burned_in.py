@@ -1,10 +1,13 @@
 """Whether an image's pixels may carry burned-in text, from its header alone.
 
 The header cannot clear an image (a device may write Burned In Annotation NO, or
-nothing); it can only put one at risk. At risk are Secondary Capture and video objects,
+nothing); it can only put one at risk. At risk, whatever Burned In Annotation says:
+Secondary Capture, video and visible-light photographs (the VL family) by SOP Class,
 images whose header says a label is in them (a whole slide's LABEL and OVERVIEW images,
-Specimen Label in Image YES), Burned In Annotation YES, and, where it is absent, the
-modalities that carry text in practice.
+Specimen Label in Image YES), and the modalities whose images carry burned-in text in
+practice (:data:`SCREENED_MODALITIES`: ultrasound, projection radiography, mammography,
+angiography and fluoroscopy, endoscopy, photographs, secondary and other captures).
+CT, MR, PT, NM and the others follow Burned In Annotation: YES is at risk.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from src.ingestion.encoding.dictionary import uid_registry
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-_BURNED_IN_RISK_MODALITIES = frozenset({"US", "SC", "OT", "XA", "ES"})
+#: Modalities screened whatever the header says (#29): their devices write annotations
+#: into the pixels and often say NO, or nothing.
+SCREENED_MODALITIES = frozenset(
+    {"US", "CR", "DX", "MG", "XA", "RF", "ES", "XC", "SC", "OT", "IO", "PX", "GM", "OP"}
+)
 
 
 def burned_in_risk(ds: Dataset) -> bool:
@@ -53,20 +60,14 @@ def burned_in_risk_of(
 ) -> bool:
     """Whether the pixels may carry burned-in text.
 
-    Secondary Capture (single and multi-frame: screenshots, scanned documents, dose
-    reports) and video objects are at risk whatever their Modality or Burned In
-    Annotation say, and so is an image whose header says a label is in it: a slide's
-    LABEL or OVERVIEW image (Image Type), or Specimen Label in Image YES. Otherwise
-    Burned In Annotation decides, and without it the Modality.
+    See the module docstring: the SOP Class, a declared label and the Modality can put
+    an image at risk whatever Burned In Annotation says; otherwise its YES does.
     """
     if _at_risk_sop_class(sop_class_uid) or declares_text(image_type, specimen_label_in_image):
         return True
-    burned = burned_in_annotation.upper()
-    if burned == "YES":
+    if modality.upper() in SCREENED_MODALITIES:
         return True
-    if burned == "NO":
-        return False
-    return modality.upper() in _BURNED_IN_RISK_MODALITIES
+    return burned_in_annotation.upper() == "YES"
 
 
 def declares_text(image_type: str, specimen_label_in_image: str) -> bool:
@@ -79,7 +80,9 @@ def declares_text(image_type: str, specimen_label_in_image: str) -> bool:
 def _at_risk_sop_class(uid: str) -> bool:
     entry = uid_registry().get(uid)
     name = str(entry[0]) if entry else ""
-    return "Secondary Capture" in name or "Video" in name
+    if "Whole Slide" in name:  # its tiles: at risk only as LABEL or OVERVIEW (declared)
+        return False
+    return any(kind in name for kind in ("Secondary Capture", "Video", "VL "))
 
 
 def says_text(ds: Dataset) -> bool:
@@ -89,4 +92,10 @@ def says_text(ds: Dataset) -> bool:
     return declares_text(_multi(ds, 0x00080008), _value(ds, 0x00480010))
 
 
-__all__ = ["burned_in_risk", "burned_in_risk_of", "declares_text", "says_text"]
+__all__ = [
+    "SCREENED_MODALITIES",
+    "burned_in_risk",
+    "burned_in_risk_of",
+    "declares_text",
+    "says_text",
+]
