@@ -17,6 +17,8 @@ fi
 # unshare and ip put peers that bind every interface in a loopback-only namespace.
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# Tesseract: Clean Pixel Data's independent second reader (--pixel-verify tesseract).
+command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr tesseract-ocr-eng)
 # Fonts the burned-in text generator draws with (tests and make bench).
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 [ -d /usr/share/fonts/truetype/liberation2 ] || need+=(fonts-liberation2)

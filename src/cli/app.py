@@ -124,6 +124,14 @@ def profile_options(func: F) -> F:
     """Add the PS3.15 option flags, the pixel options and :func:`key_options`."""
     func = _option_flags(func, PROFILE_FLAGS)
     func = click.option(
+        "--pixel-verify",
+        type=click.Choice(["detector", "tesseract"]),
+        default=None,
+        help="With --clean-pixels: who looks again after cleaning: the detector (the "
+        "default), or also Tesseract (apt install tesseract-ocr) reading every whole frame "
+        "at every orientation; text it reads quarantines the image.",
+    )(func)
+    func = click.option(
         "--pixel-text",
         type=click.Choice(["all", "phi"]),
         default=None,
@@ -152,7 +160,7 @@ def _build_config(
     config = load_config(config_path)
     profile = {name: flags.pop(name, None) for name, _ in PROFILE_FLAGS}
     profile["uid_root"] = uid_root
-    for name in ("pixel_regions", "pixel_text"):
+    for name in ("pixel_regions", "pixel_text", "pixel_verify"):
         profile[name] = flags.pop(name, None)
     if profile["pixel_regions"]:
         profile["pixel_regions"] = os.path.abspath(profile["pixel_regions"])

@@ -119,6 +119,10 @@ class PixelCleaner:
         ``"all"`` (the default) fills every text box the detector finds; ``"phi"``
         fills only text whose recognised content matches this patient's identifiers
         or a PHI pattern (:mod:`src.pixels.recognizer`). Region rules always apply.
+    verify : {"detector", "tesseract"}
+        Who looks again after cleaning: the detector (default), or also Tesseract, an
+        independent reader of the whole frame at every orientation
+        (:mod:`src.pixels.second_reader`); a word it reads quarantines the image.
     """
 
     def __init__(
@@ -126,9 +130,17 @@ class PixelCleaner:
         regions: RegionRules | None = None,
         detector: TextDetector | None = None,
         mode: str = "all",
+        verify: str = "detector",
     ) -> None:
         if mode not in ("all", "phi"):
             raise ValueError("mode must be 'all' or 'phi'")
+        if verify not in ("detector", "tesseract"):
+            raise ValueError("verify must be 'detector' or 'tesseract'")
+        if verify == "tesseract":
+            from src.pixels.second_reader import check_available
+
+            check_available()  # fail now, not as a quarantine of every image
+        self.verify = verify
         self.regions = regions if regions is not None else RegionRules()
         if detector is None:  # fail now, not as a quarantine of every image at risk
             model_file(DETECTOR_MODEL)
@@ -189,7 +201,8 @@ class PixelCleaner:
                 outcome.contradicted = True
                 outcome.reason = "the header says a label is in the image; no text was found"
                 return outcome  # never marked clean: flagged as at risk, as it came
-            mark_clean_pixels(ds)
+            if self._read_again(ds, frames, outcome):
+                mark_clean_pixels(ds)
             return outcome
         fill = fill_value(ds, frames)
         mask(frames, boxes, fill)
@@ -213,6 +226,8 @@ class PixelCleaner:
             mask(frames, found, fill)
             outcome.boxes.extend(found)
             pending = sorted({b.frame for b in found})
+        if not self._read_again(ds, frames, outcome):
+            return outcome
         try:
             write_back(ds, frames)
         except UnsupportedPixelDataError as exc:
@@ -221,6 +236,20 @@ class PixelCleaner:
             return outcome
         mark_clean_pixels(ds)
         return outcome
+
+    def _read_again(self, ds: Dataset, frames: Any, outcome: PixelOutcome) -> bool:
+        """With ``verify="tesseract"``, the independent reader on every frame as cleaned;
+        what it reads becomes ``outcome.remaining``. True when nothing was read."""
+        if self.verify != "tesseract":
+            return True
+        from src.pixels.second_reader import read_words
+
+        for index in range(frames.count):
+            for word in read_words(render(ds, frames, index), index):
+                outcome.remaining.append(
+                    TextBox(index, word.x, word.y, word.width, word.height, "tesseract")
+                )
+        return not outcome.remaining
 
     def clean_file(
         self, path: str | os.PathLike[str], header: Mapping[str, str] | None = None
@@ -287,7 +316,7 @@ def cleaner_for(profile: Any) -> PixelCleaner:
         A rules file that cannot be read; OCR models or ONNX Runtime not installed.
     """
     paths = [profile.pixel_regions] if profile.pixel_regions else []
-    return PixelCleaner(RegionRules(paths), mode=profile.pixel_text)
+    return PixelCleaner(RegionRules(paths), mode=profile.pixel_text, verify=profile.pixel_verify)
 
 
 __all__ = ["IDENTIFIER_KEYWORDS", "PixelCleaner", "PixelOutcome", "cleaner_for"]

@@ -126,6 +126,10 @@ clean_graphics : bool
     pixel_text : {"all", "phi"}
         Mask every text box found (default), or only text that matches this patient's
         identifiers or a PHI pattern.
+    pixel_verify : {"detector", "tesseract"}
+        Who looks again after Clean Pixel Data: the detector (default), or also
+        Tesseract reading every whole frame at every orientation (Debian's
+        ``tesseract-ocr``); text it reads quarantines the image.
     keep_image_references : bool
         Where Table E.1-1 allows ``U*`` (Referenced Image Sequence, Source Image
         Sequence: ``X/Z/U*``), keep the sequence with every UID inside replaced by the
@@ -155,11 +159,14 @@ clean_graphics : bool
     clean_pixels: bool = False
     pixel_regions: str = ""
     pixel_text: str = "all"
+    pixel_verify: str = "detector"
     keep_image_references: bool = True
 
     def __post_init__(self) -> None:
         if self.pixel_text not in ("all", "phi"):
             raise ValueError("pixel_text must be 'all' or 'phi'")
+        if self.pixel_verify not in ("detector", "tesseract"):
+            raise ValueError("pixel_verify must be 'detector' or 'tesseract'")
         if self.retain_longitudinal_full_dates and self.retain_longitudinal_modified_dates:
             raise ValueError(
                 "choose one of retain_longitudinal_full_dates and "
@@ -198,6 +205,7 @@ clean_graphics : bool
         out["clean_pixels"] = self.clean_pixels
         out["pixel_regions"] = self.pixel_regions
         out["pixel_text"] = self.pixel_text
+        out["pixel_verify"] = self.pixel_verify
         out["keep_image_references"] = self.keep_image_references
         out["attribute_types"] = {f"{t:08X}": v for t, v in self.attribute_types.items()}
         return out
