@@ -216,7 +216,11 @@ def test_export_of_a_real_multi_series_study(runs, tmp_path):
     series = pq.read_table(out / "series.parquet").to_pylist()
     converted = {r["series_instance_uid"] for r in dataset}
     assert len(converted) + len(refused) == len(series)
-    assert {r["modality"] for r in dataset} == {"CT", "MR", "CR"}
+    assert {r["modality"] for r in dataset} == {"CT", "MR"}
+    # CR is screened for burned-in text whatever its header says (#29): without Clean
+    # Pixel Data its series are refused, with the reason.
+    assert {r["modality"] for r in refused} == {"CR"}
+    assert all("burned-in" in r["reason"] for r in refused)
     assert {r["patient_id"] for r in dataset} == {r["patient_id"] for r in series}
     # dcm2niix splits a series whose slices do not make one volume (a localizer's seven
     # orientations); the series table says the same of it.
