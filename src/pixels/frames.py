@@ -86,8 +86,8 @@ def check_supported(ds: Dataset) -> None:
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in _SUPPORTED:
         raise UnsupportedPixelDataError("Photometric Interpretation (0028,0004) not supported")
-    if int(ds.get("BitsAllocated", 0) or 0) not in (8, 16):
-        raise UnsupportedPixelDataError("Bits Allocated (0028,0100) not 8 or 16")
+    if int(ds.get("BitsAllocated", 0) or 0) not in (1, 8, 16, 32):
+        raise UnsupportedPixelDataError("Bits Allocated (0028,0100) not 1, 8, 16 or 32")
 
 
 def decode(ds: Dataset) -> Frames:
@@ -183,6 +183,18 @@ def write_back(ds: Dataset, frames: Frames) -> None:
     array = frames.array if frames.count > 1 else frames.array[0]
     number_of_frames = ds.get("NumberOfFrames")  # set_pixel_data drops it for one frame
     bits_stored = int(ds.get("BitsStored", ds.BitsAllocated))
+    bits = int(ds.BitsAllocated)
+    if bits not in (8, 16) or not source_syntax.is_little_endian:
+        # 1 and 32 bits, and big-endian data: written back as they came (set_pixel_data
+        # writes 8 or 16 bits, little endian), native only.
+        if frames.encapsulated:
+            raise UnsupportedPixelDataError(
+                f"compressed {bits}-bit Pixel Data (7FE0,0010) not written back"
+            )
+        ds.PixelData = _native_bytes(ds, array, bits, source_syntax.is_little_endian)
+        if number_of_frames is not None:
+            ds.NumberOfFrames = number_of_frames
+        return
     if frames.encapsulated:
         # set_pixel_data writes native Explicit VR Little Endian; then RLE Lossless.
         keep = {k: ds.get(k) for k in ("LossyImageCompression", "LossyImageCompressionMethod")}
@@ -192,12 +204,26 @@ def write_back(ds: Dataset, frames: Frames) -> None:
             if value is not None:
                 setattr(ds, keyword, value)
     else:
-        if not source_syntax.is_little_endian:
-            raise UnsupportedPixelDataError("big-endian Pixel Data (7FE0,0010) not written back")
         set_pixel_data(ds, array, frames.photometric, bits_stored, generate_instance_uid=False)
         ds.file_meta.TransferSyntaxUID = source_syntax  # native, little endian: unchanged
     if number_of_frames is not None:
         ds.NumberOfFrames = number_of_frames
+
+
+def _native_bytes(ds: Dataset, array: NDArray[np.generic], bits: int, little: bool) -> bytes:
+    """The frames as native Pixel Data of ``bits`` bits in the data set's byte order (1-bit
+    packed as PS3.5 8.1.1 says), colour samples interleaved as decoded."""
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1 and int(ds.get("PlanarConfiguration", 0)):
+        raise UnsupportedPixelDataError("colour-by-plane Pixel Data (7FE0,0010) not written back")
+    if bits == 1:
+        from pydicom.pixels.utils import pack_bits
+
+        data = bytes(pack_bits(np.ascontiguousarray(array).ravel(), pad=False))
+    else:
+        kind = "i" if int(ds.get("PixelRepresentation", 0)) else "u"
+        order = "<" if little else ">"
+        data = np.ascontiguousarray(array).astype(f"{order}{kind}{bits // 8}").tobytes()
+    return data + b"\x00" * (len(data) & 1)
 
 
 __all__ = [
