@@ -208,3 +208,27 @@ def test_timezone_offset_goes_with_the_utc_offsets_of_shifted_datetimes(tmp_path
             out = _roundtrip(ds, tmp_path, syntax, profile)
             assert ("TimezoneOffsetFromUTC" in out) is kept
             assert str(out.AcquisitionDateTime).endswith("-0500") is kept
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_presentation_state_text_follows_its_stricter_sequence(tmp_path, syntax):
+    """Clean Descriptors makes Unformatted Text Value C, but inside a Graphic Annotation
+    Sequence (D without Clean Graphics) it follows the sequence: dummied, not cleaned."""
+    from src.ingestion.annex_e.profile import load_table_e1_1
+
+    codes = {row.keyword: row for row in load_table_e1_1()}
+    assert codes["GraphicAnnotationSequence"].basic == "D"
+    assert codes["UnformattedTextValue"].options["clean_descriptors"] == "C"
+    ds = _instance({}, [])
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"  # Grayscale Softcopy Presentation State
+    ds.Modality = "PR"
+    text = Dataset()
+    text.UnformattedTextValue = "Left lung nodule, Dr Miller"
+    annotation = Dataset()
+    annotation.GraphicLayer = "LAYER1"
+    annotation.TextObjectSequence = Sequence([text])
+    ds.GraphicAnnotationSequence = Sequence([annotation])
+    out = _roundtrip(ds, tmp_path, syntax, ConfidentialityProfile(clean_descriptors=True))
+    inner = out.GraphicAnnotationSequence[0].TextObjectSequence[0]
+    assert "nodule" not in str(inner.UnformattedTextValue)  # dummied whole
+    assert "Miller" not in str(inner.UnformattedTextValue)

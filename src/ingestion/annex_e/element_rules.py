@@ -14,17 +14,15 @@ per element.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
 
-from src.ingestion.annex_e.codes import standard_meaning
 from src.ingestion.annex_e.dummies import _CODE_STRUCTURE
 from src.ingestion.annex_e.iod_types import PathTypes, resolve
 from src.ingestion.annex_e.profile import Action, CompiledRules, ConfidentialityProfile
 from src.ingestion.encoding.dictionary import dictionary_has_tag, keyword_for_tag
-from src.ingestion.encoding.elements import MAX_DEPTH, Element, text_of
+from src.ingestion.encoding.elements import MAX_DEPTH
 from src.ingestion.encoding.vrs import _foreign_vr, _text_dictionary_vr
 
 #: Deepest sequence nesting accepted; deeper input is refused rather than half-cleaned.
@@ -206,6 +204,11 @@ def _listed(
         action, reason = iod_action(tag, vr, rules.combined[tag], iod, seq_path, rules)
     elif tag in rules.by_tag:
         action = rules.by_tag[tag]
+        # Inside a sequence whose own rule is stricter (D or C, as a presentation state's
+        # Graphic Annotation Sequence), a listed text value follows the sequence's rule.
+        enclosing = _ENCLOSING.get(mode)
+        if enclosing and vr in _TEXT_VRS | {"PN"} and _STRICTER[action] < _STRICTER[enclosing]:
+            action, reason = enclosing, "enclosing"
     else:
         if vr != "SQ" and mode != _Mode.NORMAL and tag == _CODE_MEANING:
             return Rule(Kind.CODE_MEANING, Action.KEEP, "E.1-1")
@@ -236,6 +239,12 @@ def _listed(
 
 #: Timezone Offset From UTC: under Modified Dates (C) it goes, with every DT's offset.
 _TIMEZONE_OFFSET = 0x00080201
+_ENCLOSING = {_Mode.DUMMY: Action.DUMMY, _Mode.CLEAN: Action.CLEAN}
+#: Strictness of an action, for a listed value inside stricter content (higher: stricter).
+_STRICTER = {
+    Action.KEEP: 0, Action.CLEAN: 1, Action.UID: 2, Action.DUMMY: 3, Action.ZERO: 4,
+    Action.REMOVE: 5,
+}  # fmt: skip
 _IN_DIRECTORY = {Action.REMOVE: Action.ZERO, Action.ZERO: Action.DUMMY}
 
 
@@ -311,28 +320,7 @@ MISMATCH = Rule(Kind.VALUE, Action.DUMMY, "vr-mismatch")
 
 KEPT = Rule(Kind.COPY, Action.KEEP, "E.1-1")
 CODED_STRING_EMPTIED = Rule(Kind.VALUE, Action.ZERO, "safety-net")
-_CODE_MEANING_DUMMY = Rule(Kind.VALUE, Action.DUMMY, "code-meaning")
 _CODE_VALUE, _CODING_SCHEME = 0x00080100, 0x00080102
-
-
-def code_meaning_rule(buf: Any, el: Element, codec: str, codes: dict[int, str]) -> Rule:
-    """Code Meaning in SR content: kept only as the standard's own meaning of the code."""
-    return code_meaning_decision(
-        lambda: text_of(buf, el, codec), codes.get(_CODING_SCHEME, ""), codes.get(_CODE_VALUE, "")
-    )
-
-
-def code_meaning_decision(meaning_text: Callable[[], str], scheme: str, code_value: str) -> Rule:
-    """The rule for a Code Meaning whose item holds ``scheme`` and ``code_value``.
-
-    ``meaning_text`` gives the Code Meaning as it was (asked only for a standard code).
-    """
-    meaning = standard_meaning(scheme, code_value)
-    if meaning is None:
-        return _CODE_MEANING_DUMMY
-    if meaning_text() == meaning:
-        return KEPT
-    return Rule(Kind.VALUE, Action.CLEAN, "standard-code", value=meaning)
 
 
 def dropped_overlays(tags: Iterable[int], rules: CompiledRules) -> set[int]:
@@ -387,8 +375,6 @@ __all__ = [
     "SCAN_FOUND",
     "Kind",
     "Rule",
-    "code_meaning_decision",
-    "code_meaning_rule",
     "decide",
     "dropped_overlays",
     "private_rule",

@@ -190,6 +190,8 @@ _WHY = {
     "Media Storage SOP Instance UID is the new SOP Instance UID",
     "directory": "directory records keep their keys (present stays present)",
     "history": "an earlier de-identification's method is kept and ours appended",
+    "enclosing": "it is text inside a sequence whose own rule is stricter (D or C): it "
+    "follows the sequence's rule",
     "timezone": "Modified Dates (C): the offset tells the region the patient was scanned in and "
     "no shifted date needs it, so it is removed, and every DT loses its UTC offset with it "
     "(PS3.15 E.3.6 allows it cleaned consistently or removed; Retain Full Dates keeps both)",

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from src.ingestion.annex_e.action_report import ActionRecord
+from src.ingestion.annex_e.code_meanings import code_meaning_rule
 from src.ingestion.annex_e.element_rules import (
     CODED_STRING_EMPTIED,
     KEPT,
@@ -28,7 +29,6 @@ from src.ingestion.annex_e.element_rules import (
     _Mode,
     _name,
     _tag_text,
-    code_meaning_rule,
     decide,
     dropped_overlays,
     private_rule,

@@ -24,6 +24,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from src.errors import DeidentificationError
 from src.ingestion.annex_e.action_report import ActionRecord
+from src.ingestion.annex_e.code_meanings import code_meaning_decision
 from src.ingestion.annex_e.dummies import _DUMMY
 from src.ingestion.annex_e.element_rules import (
     _CODE_VALUE,
@@ -44,7 +45,6 @@ from src.ingestion.annex_e.element_rules import (
     _Mode,
     _name,
     _tag_text,
-    code_meaning_decision,
     decide,
     dropped_overlays,
     private_rule,
