@@ -164,8 +164,7 @@ class FolderStore:
         """The commit as one rename of ``source`` (``False``: not possible here, so the
         caller takes the temporary-name path, with the same one-writer rule)."""
         if self.fsync:
-            with open(source, "rb+") as fh:
-                os.fsync(fh.fileno())
+            _fsync_file(source)
         if owner:
             with contextlib.suppress(OSError):
                 os.setxattr(source, _OWNER_XATTR, owner.encode())
@@ -186,8 +185,7 @@ class FolderStore:
         """``source`` renamed to a temporary name in ``folder`` (None: another filesystem,
         so it is copied instead). The rename keeps the one-writer rules of :meth:`put`."""
         if self.fsync:
-            with open(source, "rb+") as fh:
-                os.fsync(fh.fileno())
+            _fsync_file(source)
         tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{next(_MOVES)}")
         try:
             os.rename(source, tmp)
@@ -217,6 +215,11 @@ class FolderStore:
 
 
 _MOVES = itertools.count()
+
+
+def _fsync_file(path: str) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
 
 
 def _copy(src: IO[bytes], dst: IO[bytes]) -> None:

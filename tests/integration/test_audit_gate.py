@@ -100,39 +100,39 @@ def test_audit_finds_an_original_birth_date_in_the_typed_date_column(pydicom_run
     assert births[0] not in proc.stdout
 
 
-def test_audit_reads_the_profile_from_the_manifest(corpus, tmp_path):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def institution_kept(corpus, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A run that kept the institution, and an audit of it with the default profile."""
+    out = tmp_path_factory.mktemp("institution-kept") / "out"
     medpipe("run", str(corpus.root), str(out), "--retain-institution-identity")
+    strict = medpipe(
+        "audit",
+        str(out),
+        "--against",
+        str(corpus.root),
+        "--no-retain-institution-identity",
+        check=False,
+    )
+    return out, strict
+
+
+def test_audit_reads_the_profile_from_the_manifest(corpus, institution_kept):
+    out, strict = institution_kept
     # The run kept the institution, so an audit with that run's profile is clean...
     proc = medpipe("audit", str(out), "--against", str(corpus.root), check=False)
     assert proc.returncode == 0, proc.stdout
     # ...while the default profile (given explicitly) counts the kept name as a leak.
-    proc = medpipe(
-        "audit",
-        str(out),
-        "--against",
-        str(corpus.root),
-        "--no-retain-institution-identity",
-        check=False,
-    )
-    assert proc.returncode == 1
-    assert "HIT InstitutionName" in proc.stdout
+    assert strict.returncode == 1
+    assert "HIT InstitutionName" in strict.stdout
 
 
-def test_a_hit_in_a_dicom_output_names_the_element_and_the_rule_that_kept_it(corpus, tmp_path):
+def test_a_hit_in_a_dicom_output_names_the_element_and_the_rule_that_kept_it(
+    corpus, institution_kept
+):
     """A kept value that equals an identifier (here the institution, kept by the run's
     option) is reported with the output element holding it and its rule, by tag; the
     value itself is never shown."""
-    out = tmp_path / "out"
-    medpipe("run", str(corpus.root), str(out), "--retain-institution-identity")
-    proc = medpipe(
-        "audit",
-        str(out),
-        "--against",
-        str(corpus.root),
-        "--no-retain-institution-identity",
-        check=False,
-    )
+    _, proc = institution_kept
     lines = [line for line in proc.stdout.splitlines() if line.startswith("HIT InstitutionName")]
     assert lines
     assert any(

@@ -20,7 +20,12 @@ from enum import IntEnum
 
 from src.ingestion.annex_e.dummies import _CODE_STRUCTURE
 from src.ingestion.annex_e.iod_types import PathTypes, resolve
-from src.ingestion.annex_e.profile import Action, CompiledRules, ConfidentialityProfile
+from src.ingestion.annex_e.profile import (
+    _PROTECTION_ORDER,
+    Action,
+    CompiledRules,
+    ConfidentialityProfile,
+)
 from src.ingestion.encoding.dictionary import dictionary_has_tag, keyword_for_tag
 from src.ingestion.encoding.elements import MAX_DEPTH
 from src.ingestion.encoding.vrs import _foreign_vr, _text_dictionary_vr
@@ -207,7 +212,7 @@ def _listed(
         # Inside a sequence whose own rule is stricter (D or C, as a presentation state's
         # Graphic Annotation Sequence), a listed text value follows the sequence's rule.
         enclosing = _ENCLOSING.get(mode)
-        if enclosing and vr in _TEXT_VRS | {"PN"} and _STRICTER[action] < _STRICTER[enclosing]:
+        if enclosing and vr in _TEXT_VRS | {"PN"} and _stricter(enclosing, action):
             action, reason = enclosing, "enclosing"
     else:
         if vr != "SQ" and mode != _Mode.NORMAL and tag == _CODE_MEANING:
@@ -240,11 +245,13 @@ def _listed(
 #: Timezone Offset From UTC: under Modified Dates (C) it goes, with every DT's offset.
 _TIMEZONE_OFFSET = 0x00080201
 _ENCLOSING = {_Mode.DUMMY: Action.DUMMY, _Mode.CLEAN: Action.CLEAN}
-#: Strictness of an action, for a listed value inside stricter content (higher: stricter).
-_STRICTER = {
-    Action.KEEP: 0, Action.CLEAN: 1, Action.UID: 2, Action.DUMMY: 3, Action.ZERO: 4,
-    Action.REMOVE: 5,
-}  # fmt: skip
+
+
+def _stricter(a: Action, b: Action) -> bool:
+    """Whether ``a`` protects more than ``b`` (the profile's order of protection)."""
+    return _PROTECTION_ORDER.index(a) < _PROTECTION_ORDER.index(b)
+
+
 _IN_DIRECTORY = {Action.REMOVE: Action.ZERO, Action.ZERO: Action.DUMMY}
 
 

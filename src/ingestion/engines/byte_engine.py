@@ -169,8 +169,9 @@ class ByteEngine:
         check_contents(
             buf, "input", top, implicit=implicit, encapsulated=encapsulates(part.transfer_syntax)
         )
-        facts = read_facts(buf, top)
-        pixel_value, at_risk = _pixel_stream(buf, top, part.transfer_syntax, facts.at_risk)
+        by_tag = top_index(top)  # one index of the top level, for the facts and the writer
+        facts = read_facts(buf, by_tag)
+        pixel_value, at_risk = _pixel_stream(buf, by_tag, part.transfer_syntax, facts.at_risk)
         key = facts.patient_key
         pseudonym = patient_id if patient_id is not None else self.pseudo.patient_id(key)
         offset = None
@@ -199,7 +200,6 @@ class ByteEngine:
             markers = marker_elements(self.profile, implicit, at_risk, earlier, kept, facts.codec)
         else:
             markers = self._marker_elements(implicit, at_risk)
-        by_tag = top_index(top)
         if 0x00100010 not in by_tag or 0x00100020 not in by_tag:
             added = patient_identity_elements(by_tag, pseudonym, implicit, facts.codec)
             markers = sorted([*markers, *added], key=lambda m: m[0])
@@ -277,7 +277,7 @@ class ByteEngine:
 
 
 def _pixel_stream(
-    buf: Any, top: list[Any], transfer_syntax: str, at_risk: bool
+    buf: Any, by_tag: dict[int, Any], transfer_syntax: str, at_risk: bool
 ) -> tuple[bytes | None, bool]:
     """The encapsulated pixel data without its JPEG metadata segments (None: unchanged),
     and whether the pixels are at risk: also for a video stream (its headers and SEI are
@@ -286,7 +286,6 @@ def _pixel_stream(
         return None, True
     if transfer_syntax not in JPEG_SYNTAXES:
         return None, at_risk
-    by_tag = {e.tag: e for e in top}
     pixel = by_tag.get(0x7FE00010)
     if pixel is None or not pixel.undefined:
         return None, at_risk

@@ -37,8 +37,8 @@ class Facts:
     identifiers: list[tuple[int, Any]]
 
 
-def read_facts(buf: Any, top: list[Element]) -> Facts:
-    """Read the facts from the top-level elements ``top`` of ``buf``.
+def read_facts(buf: Any, by_tag: dict[int, Element]) -> Facts:
+    """Read the facts from the top-level elements of ``buf``, by tag.
 
     Raises
     ------
@@ -46,7 +46,6 @@ def read_facts(buf: Any, top: list[Element]) -> Facts:
         For a character set whose bytes cannot be searched as they are, a multi-valued
         patient key, or an overlay held in the pixels' high bits.
     """
-    by_tag = {e.tag: e for e in top}
     if any(
         g << 16 | 0x0102 in by_tag and g << 16 | 0x3000 not in by_tag
         for g in range(0x6000, 0x6020, 2)

@@ -119,7 +119,9 @@ class PydicomEngine:
             encoding=_encoding_of(dataset),
         )
         burned_in = (
-            at_risk or burned_in_risk(dataset) or _transfer_syntax(dataset) in VIDEO_SYNTAXES
+            at_risk
+            or burned_in_risk(dataset)
+            or self._parser.get_transfer_syntax(dataset) in VIDEO_SYNTAXES
         )
         embedded = embedded_overlay_bits(dataset)
         try:
@@ -204,7 +206,8 @@ class PydicomEngine:
                     header.add(elem)
 
         def write(output_path: Any, atomic: bool, checksum: bool) -> DeidentificationResult:
-            stripped, kept_in_place = _stripped_stream(header, fp, span)
+            syntax = self._parser.get_transfer_syntax(header)
+            stripped, kept_in_place = _stripped_stream(header, syntax, fp, span)
             result = self.deidentify(header, patient_id, flags=parsed.flags, at_risk=kept_in_place)
             if stripped is not None:
                 result.actions.append(JPEG_METADATA_REMOVED)
@@ -264,18 +267,15 @@ class PydicomEngine:
 _PATIENT_IDENTITY_REMOVED = 0x00120062
 
 
-def _transfer_syntax(ds: Dataset) -> str:
-    meta = getattr(ds, "file_meta", None)
-    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-
-
-def _stripped_stream(header: Dataset, fp: IO[bytes], span: Any) -> tuple[bytes | None, bool]:
+def _stripped_stream(
+    header: Dataset, syntax: str, fp: IO[bytes], span: Any
+) -> tuple[bytes | None, bool]:
     """The byte engine's :func:`~src.ingestion.engines.byte_engine._pixel_stream` on a
     streamed pixel data span: the value without JPEG metadata (None: unchanged), and
     whether it had to stay in place (an Extended Offset Table)."""
     if span is None or not span.undefined_length:
         return None, False
-    if _transfer_syntax(header) not in JPEG_SYNTAXES:
+    if syntax not in JPEG_SYNTAXES:
         return None, False
     fp.seek(span.value_start)
     stripped = strip_encapsulated(fp.read(span.value_end - span.value_start))
